@@ -1,0 +1,150 @@
+import { readFileSync } from 'node:fs'
+import { Value } from '@sinclair/typebox/value'
+import { parse as parseYaml, YAMLParseError } from 'yaml'
+import { ErrorCodes, TagstreamError } from '../errors.js'
+import { ConfigSchema, type Config } from './schema.js'
+
+/** One problem with a configuration, pointing at the key. */
+export interface ConfigIssue {
+  /** Dotted path of the offending key, e.g. `engine.batchSize` or `sources[0].path`. */
+  readonly key: string
+  readonly message: string
+}
+
+/** Prefix of environment overrides: `TAGSTREAM_ENGINE__BATCH_SIZE=8192` sets `engine.batchSize`. */
+export const ENV_PREFIX = 'TAGSTREAM_'
+
+/** `/sources/0/path` -> `sources[0].path` */
+export function pointerToKey(pointer: string): string {
+  if (pointer === '' || pointer === '/') return '(root)'
+  return pointer
+    .slice(1)
+    .split('/')
+    .map((part) => part.replace(/~1/g, '/').replace(/~0/g, '~'))
+    .reduce((acc, part) => (/^\d+$/.test(part) ? `${acc}[${part}]` : acc === '' ? part : `${acc}.${part}`), '')
+}
+
+function camel(segment: string): string {
+  return segment.toLowerCase().replace(/_([a-z0-9])/g, (_, c: string) => c.toUpperCase())
+}
+
+/**
+ * Applies `TAGSTREAM_A__B_C=value` overrides: `__` separates levels, `_` inside a level becomes
+ * camelCase. Values are parsed as YAML scalars (numbers, booleans) or JSON-like YAML flow values.
+ */
+export function applyEnvOverrides(raw: Record<string, unknown>, env: NodeJS.ProcessEnv): string[] {
+  const applied: string[] = []
+  for (const [name, value] of Object.entries(env)) {
+    if (!name.startsWith(ENV_PREFIX) || value === undefined) continue
+    const path = name.slice(ENV_PREFIX.length).split('__').map(camel)
+    if (path.some((p) => p === '')) continue
+    let node: Record<string, unknown> = raw
+    for (const part of path.slice(0, -1)) {
+      const next = node[part]
+      if (typeof next !== 'object' || next === null || Array.isArray(next)) node[part] = {}
+      node = node[part] as Record<string, unknown>
+    }
+    node[path[path.length - 1] as string] = parseYaml(value) as unknown
+    applied.push(path.join('.'))
+  }
+  return applied
+}
+
+/** Validates a raw configuration object: defaults applied, every issue collected. */
+export function validateConfig(raw: unknown): { config: Config; issues: [] } | { config: undefined; issues: ConfigIssue[] } {
+  const withDefaults = Value.Default(ConfigSchema, Value.Clone(raw ?? {}))
+  const issues: ConfigIssue[] = []
+  for (const error of Value.Errors(ConfigSchema, withDefaults)) {
+    issues.push({ key: pointerToKey(error.path), message: error.message })
+  }
+  if (issues.length > 0) return { config: undefined, issues: dedupeIssues(issues) }
+  const config = withDefaults as Config
+  const semantic = checkSemantics(config)
+  if (semantic.length > 0) return { config: undefined, issues: semantic }
+  return { config, issues: [] }
+}
+
+// A union reports once per failing branch; keep the most specific (longest key) per key prefix.
+function dedupeIssues(issues: ConfigIssue[]): ConfigIssue[] {
+  const seen = new Set<string>()
+  return issues.filter((i) => {
+    const k = `${i.key}\u0000${i.message}`
+    if (seen.has(k)) return false
+    seen.add(k)
+    return true
+  })
+}
+
+function checkSemantics(config: Config): ConfigIssue[] {
+  const issues: ConfigIssue[] = []
+  try {
+    new Intl.DateTimeFormat('en-US', { timeZone: config.timeZone })
+  } catch {
+    issues.push({ key: 'timeZone', message: `unknown IANA time zone "${config.timeZone}"` })
+  }
+  const names = new Set<string>()
+  config.sources.forEach((s, i) => {
+    if (names.has(s.name)) issues.push({ key: `sources[${i}].name`, message: `duplicate source name "${s.name}"` })
+    names.add(s.name)
+  })
+  const opNames = new Set<string>()
+  config.operators.forEach((op, i) => {
+    if (opNames.has(op.name)) issues.push({ key: `operators[${i}].name`, message: `duplicate operator name "${op.name}"` })
+    opNames.add(op.name)
+    if ((op.type === undefined) === (op.module === undefined)) {
+      issues.push({ key: `operators[${i}]`, message: 'exactly one of "type" and "module" must be set' })
+    }
+  })
+  return issues
+}
+
+export interface LoadedConfig {
+  readonly config: Readonly<Config>
+  readonly path: string | undefined
+  readonly envOverrides: readonly string[]
+}
+
+/** Reads, overrides from the environment, validates and deep-freezes a configuration. */
+export function loadConfig(path: string | undefined, env: NodeJS.ProcessEnv = process.env): LoadedConfig {
+  let raw: Record<string, unknown> = {}
+  if (path !== undefined) {
+    let text: string
+    try {
+      text = readFileSync(path, 'utf8')
+    } catch (err) {
+      throw new TagstreamError(ErrorCodes.CONFIG_UNREADABLE, `cannot read config ${path}: ${(err as Error).message}`, { cause: err })
+    }
+    try {
+      const parsed = parseYaml(text) as unknown
+      if (parsed !== null && parsed !== undefined) {
+        if (typeof parsed !== 'object' || Array.isArray(parsed)) {
+          throw new TagstreamError(ErrorCodes.CONFIG_INVALID, `config ${path} must be a YAML mapping`, {
+            details: { issues: [{ key: '(root)', message: 'must be a mapping' }] },
+          })
+        }
+        raw = parsed as Record<string, unknown>
+      }
+    } catch (err) {
+      if (err instanceof TagstreamError) throw err
+      const where = err instanceof YAMLParseError ? ` at line ${err.linePos?.[0].line}` : ''
+      throw new TagstreamError(ErrorCodes.CONFIG_UNREADABLE, `config ${path} is not valid YAML${where}: ${(err as Error).message}`, { cause: err })
+    }
+  }
+  const envOverrides = applyEnvOverrides(raw, env)
+  const result = validateConfig(raw)
+  if (result.config === undefined) {
+    const list = result.issues.map((i) => `  ${i.key}: ${i.message}`).join('\n')
+    throw new TagstreamError(ErrorCodes.CONFIG_INVALID, `invalid configuration${path ? ` in ${path}` : ''}:\n${list}`, {
+      details: { issues: result.issues },
+    })
+  }
+  return { config: deepFreeze(result.config), path, envOverrides }
+}
+
+export function deepFreeze<T>(value: T): T {
+  if (typeof value === 'object' && value !== null && !Object.isFrozen(value)) {
+    Object.freeze(value)
+    for (const v of Object.values(value)) deepFreeze(v)
+  }
+  return value
+}

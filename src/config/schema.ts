@@ -1,0 +1,165 @@
+import { Type, type Static } from '@sinclair/typebox'
+
+/**
+ * The configuration schema: one place, with defaults beside each key. Validated once at start
+ * (and by `tagstream validate-config`), then frozen and passed down.
+ */
+
+const FieldNamesSchema = Type.Object(
+  {
+    eventId: Type.String({ default: 'eventId', minLength: 1 }),
+    userId: Type.String({ default: 'userId', minLength: 1 }),
+    type: Type.String({ default: 'type', minLength: 1 }),
+    ts: Type.String({ default: 'ts', minLength: 1 }),
+    properties: Type.String({ default: 'properties', minLength: 1 }),
+  },
+  { default: {}, additionalProperties: false, description: 'Where each contract field is read from in a record' },
+)
+
+const FileSourceSchema = Type.Object(
+  {
+    name: Type.String({ minLength: 1, pattern: '^[A-Za-z0-9_.:-]+$' }),
+    type: Type.Literal('file'),
+    path: Type.String({ minLength: 1, description: 'NDJSON file, one event per line; relative to the working directory' }),
+    format: Type.Literal('json', { default: 'json' }),
+    follow: Type.Boolean({ default: false, description: 'Keep reading as the file grows (tail -f); replay always stops at the end' }),
+    pollIntervalMs: Type.Integer({ minimum: 10, default: 200 }),
+    fields: FieldNamesSchema,
+    timestampUnit: Type.Union([Type.Literal('ms'), Type.Literal('s')], { default: 'ms' }),
+  },
+  { additionalProperties: false },
+)
+
+const GeneratorSourceSchema = Type.Object(
+  {
+    name: Type.String({ minLength: 1, pattern: '^[A-Za-z0-9_.:-]+$' }),
+    type: Type.Literal('generator'),
+    users: Type.Integer({ minimum: 1, default: 2000, description: 'Size of the simulated customer base' }),
+    eventsPerSecond: Type.Number({ exclusiveMinimum: 0, default: 400, description: 'Offered rate, wall clock' }),
+    seed: Type.Integer({ default: 42 }),
+    limit: Type.Optional(Type.Integer({ minimum: 1, description: 'Stop after this many events' })),
+    timeScale: Type.Number({
+      exclusiveMinimum: 0,
+      default: 1440,
+      description: 'Simulated seconds per wall second (1440: a simulated day passes every minute)',
+    }),
+    invalidRatio: Type.Number({ minimum: 0, maximum: 1, default: 0.002, description: 'Share of malformed records' }),
+  },
+  { additionalProperties: false },
+)
+
+export const SourceConfigSchema = Type.Union([FileSourceSchema, GeneratorSourceSchema])
+
+const ndjsonFileSinkSchema = (options: { default?: unknown } = {}) =>
+  Type.Object(
+  {
+    type: Type.Literal('ndjson-file'),
+    path: Type.Optional(Type.String({ minLength: 1, description: 'Default: tag-changes.ndjson or dead-letters.ndjson in dataDir' })),
+    fsync: Type.Boolean({ default: true, description: 'fsync on every commit (durable before the store commit)' }),
+  },
+  { additionalProperties: false, ...options },
+)
+const NdjsonFileSinkSchema = ndjsonFileSinkSchema()
+
+const StdoutSinkSchema = Type.Object(
+  {
+    type: Type.Literal('stdout'),
+    mode: Type.Union([Type.Literal('summary'), Type.Literal('changes')], {
+      default: 'summary',
+      description: 'summary: a live progress line and a sample of changes; changes: every change as NDJSON',
+    }),
+    intervalMs: Type.Integer({ minimum: 100, default: 1000 }),
+  },
+  { additionalProperties: false },
+)
+
+export const TagChangeSinkSchema = Type.Union([NdjsonFileSinkSchema, StdoutSinkSchema])
+
+const OperatorEntrySchema = Type.Object(
+  {
+    name: Type.String({ minLength: 1, pattern: '^[A-Za-z][A-Za-z0-9_]*$', description: 'Keys the state in profiles' }),
+    type: Type.Optional(Type.String({ minLength: 1, description: 'A built-in operator in operators/' })),
+    module: Type.Optional(Type.String({ minLength: 1, description: 'Path to a user operator module (default export)' })),
+    config: Type.Record(Type.String(), Type.Unknown(), { default: {} }),
+  },
+  { additionalProperties: false },
+)
+
+export const TagStatusSchema = Type.Union([
+  Type.Literal('draft'),
+  Type.Literal('testing'),
+  Type.Literal('online'),
+  Type.Literal('offline'),
+])
+
+const TagMetaSchema = Type.Object(
+  {
+    id: Type.String({ minLength: 1 }),
+    version: Type.Integer({ minimum: 1, default: 1 }),
+    status: Type.Optional(TagStatusSchema),
+    owner: Type.Optional(Type.String()),
+    description: Type.Optional(Type.String()),
+  },
+  { additionalProperties: false, description: 'Catalog metadata for a tag an operator derives' },
+)
+
+export const ConfigSchema = Type.Object(
+  {
+    dataDir: Type.String({ minLength: 1, default: './data', description: 'Store and default sink files; relative to the working directory' }),
+    timeZone: Type.String({ minLength: 1, default: 'UTC', description: 'IANA zone for day boundaries and daily schedules' }),
+    engine: Type.Object(
+      {
+        partitions: Type.Integer({ minimum: 1, maximum: 1024, default: 4, description: 'Partitions that embedded sources route users to (Kafka brings its own)' }),
+        batchSize: Type.Integer({ minimum: 1, default: 4096, description: 'Records read and processed together' }),
+        commitIntervalMs: Type.Integer({ minimum: 1, default: 1000 }),
+        commitEvents: Type.Integer({ minimum: 1, default: 50000, description: 'Commit after this many events even before the interval' }),
+        syncWrites: Type.Boolean({ default: true, description: 'fsync the store on every commit' }),
+        cacheMaxUsers: Type.Integer({ minimum: 1, default: 200000, description: 'User states kept in memory (dirty ones stay until committed)' }),
+        shutdownTimeoutMs: Type.Integer({ minimum: 100, default: 10000 }),
+      },
+      { default: {}, additionalProperties: false },
+    ),
+    time: Type.Object(
+      {
+        allowedLatenessMs: Type.Integer({ minimum: 0, default: 0, description: 'Watermark = highest event time - this' }),
+        lateHorizonMs: Type.Integer({ minimum: 0, default: 30 * 86_400_000, description: 'Events older than watermark - this are dead-lettered as too_late' }),
+        idleAdvanceMs: Type.Integer({ minimum: 0, default: 5000, description: 'A live partition idle this long advances its clock with the wall clock (0: never)' }),
+      },
+      { default: {}, additionalProperties: false },
+    ),
+    dedup: Type.Object(
+      {
+        maxIds: Type.Integer({ minimum: 0, default: 64, description: 'Recent event ids remembered per user' }),
+        horizonMs: Type.Integer({ minimum: 0, default: 7 * 86_400_000, description: 'How long an event id is remembered, event time' }),
+      },
+      { default: {}, additionalProperties: false },
+    ),
+    limits: Type.Object(
+      {
+        maxRecordBytes: Type.Integer({ minimum: 64, default: 65536 }),
+        maxIdLength: Type.Integer({ minimum: 1, default: 256 }),
+        maxFutureMs: Type.Integer({ minimum: 0, default: 86_400_000, description: 'How far ahead of the wall clock an event may be' }),
+      },
+      { default: {}, additionalProperties: false },
+    ),
+    sources: Type.Array(SourceConfigSchema, { default: [] }),
+    sinks: Type.Object(
+      {
+        tagChanges: Type.Array(TagChangeSinkSchema, { default: [{ type: 'ndjson-file' }] }),
+        deadLetter: ndjsonFileSinkSchema({ default: { type: 'ndjson-file' } }),
+      },
+      { default: {}, additionalProperties: false },
+    ),
+    operators: Type.Array(OperatorEntrySchema, { default: [] }),
+    tags: Type.Array(TagMetaSchema, { default: [] }),
+  },
+  { additionalProperties: false },
+)
+
+export type Config = Static<typeof ConfigSchema>
+export type SourceConfig = Static<typeof SourceConfigSchema>
+export type FileSourceConfig = Static<typeof FileSourceSchema>
+export type GeneratorSourceConfig = Static<typeof GeneratorSourceSchema>
+export type TagChangeSinkConfig = Static<typeof TagChangeSinkSchema>
+export type OperatorEntry = Static<typeof OperatorEntrySchema>
+export type TagStatus = Static<typeof TagStatusSchema>

@@ -1,0 +1,5 @@
+export * from './input-event.js'
+export * from './tag-change.js'
+export * from './profile.js'
+export * from './dead-letter.js'
+export * from './validate-event.js'

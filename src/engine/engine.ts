@@ -1,0 +1,794 @@
+import { createHash } from 'node:crypto'
+import type { Config } from '../config/schema.js'
+import type { DeadLetter } from '../contracts/dead-letter.js'
+import { RejectReasons, type InputEvent, type Rejection } from '../contracts/input-event.js'
+import type { Profile, ProfileTag } from '../contracts/profile.js'
+import type { TagChange, TagChangeCause, TagValue } from '../contracts/tag-change.js'
+import { ErrorCodes, TagstreamError } from '../errors.js'
+import type { DerivedTags, Operator, OperatorContext } from '../operator-api.js'
+import type { DeadLetterSink, TagChangeSink } from '../sinks/sink.js'
+import type { Source, SourceRecord } from '../sources/source.js'
+import { Store, type WriteOp } from '../store/store.js'
+import { clockKey, globalOffsetKey, timerKey, userKey } from '../store/keys.js'
+import { partitionFor } from './partitioner.js'
+import { TimerHeap, type TimerEntry } from './timer-heap.js'
+import { TIMER_KEY_SEP, newUserRecord, timerKeyOf, type UserRecord } from './user-record.js'
+
+/** Counters the engine keeps on its hot path as plain numbers; metrics read them at scrape time. */
+export interface EngineStats {
+  recordsIn: number
+  eventsApplied: number
+  invalid: Record<string, number>
+  duplicates: number
+  tagChanges: number
+  /** Changes of tags in `testing`: evaluated and counted, not emitted. */
+  testingChanges: number
+  timersFired: number
+  operatorErrors: number
+  commits: number
+  lastCommitMs: number
+  cacheHits: number
+  cacheMisses: number
+  usersCreated: number
+}
+
+function newStats(): EngineStats {
+  return {
+    recordsIn: 0,
+    eventsApplied: 0,
+    invalid: Object.fromEntries(Object.values(RejectReasons).map((r) => [r, 0])),
+    duplicates: 0,
+    tagChanges: 0,
+    testingChanges: 0,
+    timersFired: 0,
+    operatorErrors: 0,
+    commits: 0,
+    lastCommitMs: 0,
+    cacheHits: 0,
+    cacheMisses: 0,
+    usersCreated: 0,
+  }
+}
+
+/** How a tag an operator derives is published, decided once at start from the catalog. */
+interface TagSlot {
+  readonly id: string
+  readonly version: number
+  /** `online`: stored and emitted. `testing`: evaluated and counted only. */
+  readonly emit: boolean
+}
+
+interface OperatorSlot {
+  readonly op: Operator
+  readonly tags: readonly TagSlot[]
+}
+
+/** Per-partition clock and timer bookkeeping. */
+class PartitionTask {
+  readonly partition: number
+  /** Highest event time seen. */
+  maxTs: number
+  /** Highest event time minus lateness; timers due at or before it have fired. */
+  watermark: number
+  /** Store timer entries with due <= this are in `heap` (or fired). */
+  scannedUpTo = -Infinity
+  /** Timers that are due soon: loaded from the store or registered with due <= scannedUpTo. */
+  readonly heap = new TimerHeap()
+  /** Timers registered since the last commit with due > scannedUpTo (the store does not have them yet). */
+  readonly uncommitted = new TimerHeap()
+  /** Users created in this partition, all time. */
+  users: number
+  dirty = false
+  lastEventWallMs = 0
+
+  constructor(partition: number, maxTs: number, lateness: number, users: number) {
+    this.partition = partition
+    this.maxTs = maxTs
+    this.watermark = maxTs - lateness
+    this.users = users
+  }
+}
+
+export interface EngineOptions {
+  readonly config: Readonly<Config>
+  readonly store: Store
+  readonly operators: readonly Operator[]
+  readonly sources: readonly Source[]
+  readonly sinks: readonly TagChangeSink[]
+  readonly deadLetters: DeadLetterSink
+  /** Wall clock, injectable for tests. */
+  readonly now?: () => number
+  /** Advance idle partitions with the wall clock (live runs); replays keep pure event time. */
+  readonly idleAdvance?: boolean
+}
+
+export interface RunOptions {
+  /** Stop when every source has ended (replay), instead of running until `stop()`. */
+  readonly untilEnd: boolean
+}
+
+/** Max timer index entries read from the store per prefetch round. */
+const TIMER_SCAN_LIMIT = 20_000
+
+/**
+ * The engine: reads batches from its sources, applies them to per-user state through the
+ * operators, emits tag changes, and commits (sinks flushed, then one atomic store write holding
+ * states, timers, clocks and source positions). Per-event work is synchronous; the only awaits are
+ * per batch (source poll, store prefetch) and per commit.
+ */
+export class Engine {
+  readonly stats: EngineStats = newStats()
+  private readonly config: Readonly<Config>
+  private readonly store: Store
+  private readonly sources: readonly Source[]
+  private readonly sinks: readonly TagChangeSink[]
+  private readonly deadLetters: DeadLetterSink
+  private readonly wallNow: () => number
+  private readonly idleAdvance: boolean
+  private readonly lateness: number
+  private readonly lateHorizon: number
+  private readonly dedupMax: number
+  private readonly dedupHorizon: number
+  private readonly cacheMax: number
+  private readonly partitions: number
+
+  private readonly slots: readonly OperatorSlot[]
+  private readonly slotByName: ReadonlyMap<string, OperatorSlot>
+  private readonly dispatchByType = new Map<string, readonly OperatorSlot[]>()
+
+  private readonly tasks = new Map<number, PartitionTask>()
+  /** User records by store key; Map order is recency of use (LRU). */
+  private readonly cache = new Map<string, UserRecord>()
+  private readonly dirtyUsers = new Set<string>()
+  /** Timer index writes of the next commit: key -> value (put) or null (delete). */
+  private readonly timerWrites = new Map<string, Buffer | null>()
+  private readonly positions = new Map<string, number>()
+  private readonly dirtyPositions = new Set<string>()
+  private eventsSinceCommit = 0
+  private lastCommitAt = 0
+  private emittedAtIso = ''
+  private stopping = false
+  private running: Promise<void> | undefined
+
+  constructor(options: EngineOptions) {
+    const { config } = options
+    this.config = config
+    this.store = options.store
+    this.sources = options.sources
+    this.sinks = options.sinks
+    this.deadLetters = options.deadLetters
+    this.wallNow = options.now ?? Date.now
+    this.idleAdvance = options.idleAdvance ?? false
+    this.lateness = config.time.allowedLatenessMs
+    this.lateHorizon = config.time.lateHorizonMs
+    this.dedupMax = config.dedup.maxIds
+    this.dedupHorizon = config.dedup.horizonMs
+    this.cacheMax = config.engine.cacheMaxUsers
+    this.partitions = config.engine.partitions
+
+    const meta = new Map(config.tags.map((t) => [t.id, t]))
+    this.slots = options.operators.map((op) => ({
+      op,
+      tags: op.tags
+        .map((decl) => {
+          const m = meta.get(decl.id)
+          return { id: decl.id, version: m?.version ?? 1, status: m?.status ?? 'online' }
+        })
+        .filter((t) => t.status === 'online' || t.status === 'testing')
+        .map((t) => ({ id: t.id, version: t.version, emit: t.status === 'online' })),
+    }))
+    this.slotByName = new Map(this.slots.map((s) => [s.op.name, s]))
+  }
+
+  // ---------------------------------------------------------------- lifecycle
+
+  /** Restores partition clocks and source positions from the store and opens the sources. */
+  async open(): Promise<void> {
+    await this.store.ensureMeta(this.partitions)
+    for (let p = 0; p < this.partitions; p++) {
+      const clock = await this.store.readClock(p)
+      this.tasks.set(p, new PartitionTask(p, clock?.maxTs ?? -Infinity, this.lateness, clock?.users ?? 0))
+    }
+    for (const source of this.sources) {
+      const position = (await this.store.readGlobalOffset(source.name)) ?? 0
+      this.positions.set(source.name, position)
+      await source.open(position)
+    }
+    this.lastCommitAt = this.wallNow()
+  }
+
+  /** Runs until stopped (or, with `untilEnd`, until every source has ended), then commits. */
+  run(options: RunOptions): Promise<void> {
+    this.running = this.loop(options)
+    return this.running
+  }
+
+  /** Stops intake; the current batch finishes and is committed. Resolves when the loop has ended. */
+  async stop(): Promise<void> {
+    this.stopping = true
+    await this.running
+  }
+
+  async close(): Promise<void> {
+    for (const source of this.sources) await source.close()
+    for (const sink of this.sinks) await sink.close()
+    await this.deadLetters.close()
+  }
+
+  private async loop(options: RunOptions): Promise<void> {
+    const { batchSize, commitIntervalMs, commitEvents } = this.config.engine
+    const ended = new Set<Source>()
+    const waitMs = this.sources.length > 1 ? 10 : 100
+    while (!this.stopping) {
+      let received = 0
+      for (const source of this.sources) {
+        if (ended.has(source) || this.stopping) continue
+        const records = await source.poll(batchSize, waitMs)
+        if (records === null) {
+          ended.add(source)
+          continue
+        }
+        if (records.length === 0) continue
+        received += records.length
+        await this.processRecords(source, records)
+      }
+      const now = this.wallNow()
+      if (received === 0 && this.idleAdvance) await this.advanceIdlePartitions(now)
+      if (this.eventsSinceCommit >= commitEvents || (now - this.lastCommitAt >= commitIntervalMs && this.hasUncommitted())) {
+        await this.commit()
+      }
+      if (options.untilEnd && ended.size === this.sources.length) break
+      if (ended.size === this.sources.length && received === 0) {
+        // Every source ended but we run until stopped (e.g. a finite demo): idle politely.
+        await new Promise((r) => setTimeout(r, 50))
+      }
+    }
+    await this.commit()
+  }
+
+  private hasUncommitted(): boolean {
+    return this.dirtyUsers.size > 0 || this.dirtyPositions.size > 0 || this.timerWrites.size > 0
+  }
+
+  // ---------------------------------------------------------------- batch processing
+
+  /** Decodes, validates, prefetches and applies one batch of one source's records. */
+  async processRecords(source: Source, records: readonly SourceRecord[]): Promise<void> {
+    const wallNow = this.wallNow()
+    this.emittedAtIso = new Date(wallNow).toISOString()
+    this.stats.recordsIn += records.length
+    const events: InputEvent[] = []
+    const eventPartitions: number[] = []
+    const eventRecords: SourceRecord[] = []
+    for (const record of records) {
+      const result = source.decode(record.value, wallNow)
+      if (!result.ok) {
+        this.deadLetter(source.name, record, result.rejection, result.eventId, result.userId)
+        continue
+      }
+      events.push(result.event)
+      eventPartitions.push(record.partition ?? partitionFor(result.event.userId, this.partitions))
+      eventRecords.push(record)
+    }
+    let next = 0
+    while (next < events.length) {
+      const limit = await this.prefetch(events, eventPartitions, next)
+      if (limit === next) {
+        // More timers are due before this event than one scan reads: fire the loaded ones first.
+        const task = this.task(eventPartitions[next] as number)
+        this.advanceClock(task, task.scannedUpTo + this.lateness)
+        continue
+      }
+      for (let i = next; i < limit; i++) {
+        this.applyEvent(this.task(eventPartitions[i] as number), events[i] as InputEvent, source.name, eventRecords[i] as SourceRecord, wallNow)
+      }
+      next = limit
+    }
+    const last = records[records.length - 1]
+    if (last !== undefined) {
+      this.positions.set(source.name, last.nextOffset)
+      this.dirtyPositions.add(source.name)
+    }
+    this.eventsSinceCommit += records.length
+  }
+
+  private task(partition: number): PartitionTask {
+    let task = this.tasks.get(partition)
+    if (task === undefined) {
+      task = new PartitionTask(partition, -Infinity, this.lateness, 0)
+      this.tasks.set(partition, task)
+    }
+    return task
+  }
+
+  /**
+   * Loads into the cache every user record the events from `from` on will touch, and every timer
+   * that will fire on the way. Returns the index up to which events can be applied without
+   * touching the store (all of them, unless more timers are due than one scan reads).
+   */
+  private async prefetch(events: readonly InputEvent[], partitions: readonly number[], from: number): Promise<number> {
+    const wanted = new Set<string>()
+    const maxTsByPartition = new Map<number, number>()
+    for (let i = from; i < events.length; i++) {
+      const ev = events[i] as InputEvent
+      const p = partitions[i] as number
+      const key = userKey(p, ev.userId)
+      if (!this.touch(key)) wanted.add(key)
+      const m = maxTsByPartition.get(p)
+      if (m === undefined || ev.ts > m) maxTsByPartition.set(p, ev.ts)
+    }
+    // Timers: every partition whose clock will move reads its index up to the new watermark.
+    let limit = events.length
+    for (const [p, maxTs] of maxTsByPartition) {
+      const task = this.task(p)
+      const target = Math.max(task.maxTs, maxTs) - this.lateness
+      const horizon = await this.loadTimersUpTo(task, target, wanted)
+      if (horizon < target) {
+        // Too many timers due at once: stop before the first event that would move this clock
+        // past what is loaded; the caller fires what is loaded and prefetches again.
+        for (let i = from; i < limit; i++) {
+          if (partitions[i] === p && (events[i] as InputEvent).ts - this.lateness > horizon) {
+            limit = i
+            break
+          }
+        }
+      }
+    }
+    await this.loadUsers(wanted)
+    return limit
+  }
+
+  /** Moves timers due at or before `target` into the partition's heap; returns the clock they cover. */
+  private async loadTimersUpTo(task: PartitionTask, target: number, wanted: Set<string>): Promise<number> {
+    if (target > task.scannedUpTo) {
+      let entries = await this.store.scanTimers(task.partition, task.scannedUpTo, target, TIMER_SCAN_LIMIT)
+      let covered = target
+      if (entries.length === TIMER_SCAN_LIMIT) {
+        // A full scan may have stopped inside one due instant: cover only the instants before the
+        // last one, unless that would cover nothing, then read that one instant whole.
+        const lastDue = (entries[entries.length - 1] as TimerEntry).due
+        if (lastDue - 1 > task.scannedUpTo) {
+          covered = lastDue - 1
+          entries = entries.filter((e) => e.due <= covered)
+        } else {
+          covered = lastDue
+          entries = await this.store.scanTimers(task.partition, task.scannedUpTo, covered, Number.MAX_SAFE_INTEGER)
+        }
+      }
+      for (const e of entries) task.heap.push(e)
+      task.scannedUpTo = covered
+      while (task.uncommitted.size > 0 && (task.uncommitted.peek() as TimerEntry).due <= covered) {
+        task.heap.push(task.uncommitted.pop() as TimerEntry)
+      }
+    }
+    // Every timer in the heap that will fire needs its user loaded.
+    const upTo = Math.min(target, task.scannedUpTo)
+    for (const e of task.heap.entries()) {
+      if (e.due <= upTo) {
+        const key = userKey(task.partition, e.userId)
+        if (!this.cache.has(key)) wanted.add(key)
+      }
+    }
+    return task.scannedUpTo
+  }
+
+  /** Cache lookup that refreshes recency; true on a hit. */
+  private touch(key: string): boolean {
+    const rec = this.cache.get(key)
+    if (rec === undefined) return false
+    this.cache.delete(key)
+    this.cache.set(key, rec)
+    this.stats.cacheHits++
+    return true
+  }
+
+  private async loadUsers(wanted: Set<string>): Promise<void> {
+    if (wanted.size === 0) return
+    const keys = [...wanted]
+    const records = await this.store.getUsers(keys)
+    this.stats.cacheMisses += keys.length
+    for (let i = 0; i < keys.length; i++) {
+      const rec = records[i]
+      if (rec !== undefined) this.cache.set(keys[i] as string, rec)
+    }
+  }
+
+  private userRecord(task: PartitionTask, userId: string): UserRecord {
+    const key = userKey(task.partition, userId)
+    let rec = this.cache.get(key)
+    if (rec === undefined) {
+      rec = newUserRecord(userId, task.partition)
+      this.cache.set(key, rec)
+      this.stats.usersCreated++
+      task.users++
+      task.dirty = true
+    }
+    return rec
+  }
+
+  // ---------------------------------------------------------------- the per-event path (synchronous)
+
+  private applyEvent(task: PartitionTask, ev: InputEvent, sourceName: string, record: SourceRecord, wallNow: number): void {
+    task.lastEventWallMs = wallNow
+    if (ev.ts - this.lateness > task.watermark) this.advanceClock(task, ev.ts)
+    if (ev.ts < task.watermark - this.lateHorizon) {
+      this.deadLetter(sourceName, record, {
+        code: RejectReasons.TOO_LATE,
+        message: `event time ${new Date(ev.ts).toISOString()} is older than the watermark ${new Date(task.watermark).toISOString()} minus the late horizon`,
+        field: 'ts',
+      }, ev.eventId, ev.userId)
+      return
+    }
+    const rec = this.userRecord(task, ev.userId)
+    if (this.isDuplicate(rec, ev)) {
+      this.stats.duplicates++
+      return
+    }
+    const slots = this.dispatch(ev.type)
+    if (slots.length === 0) {
+      this.markDirty(task, rec)
+      this.stats.eventsApplied++
+      return
+    }
+    // Apply every operator first; commit their states and timers only if none throws, so a
+    // failing operator leaves the user exactly as before the event.
+    const now = task.watermark
+    const ctx = new CallContext(rec, now, this.config.timeZone)
+    const changed: { slot: OperatorSlot; state: unknown; tags: DerivedTags }[] = []
+    try {
+      for (const slot of slots) {
+        const name = slot.op.name
+        const before = rec.ops[name] ?? slot.op.initialState()
+        ctx.operator = name
+        const after = slot.op.onEvent(before, ev, ctx)
+        if (after !== before || rec.ops[name] === undefined) {
+          changed.push({ slot, state: after, tags: slot.op.deriveTags(after, ctx) })
+        }
+      }
+    } catch (err) {
+      this.stats.operatorErrors++
+      this.deadLetter(sourceName, record, {
+        code: RejectReasons.OPERATOR_ERROR,
+        message: `operator "${ctx.operator}" failed: ${(err as Error).message}`,
+      }, ev.eventId, ev.userId)
+      return
+    }
+    this.rememberId(rec, ev)
+    for (const c of changed) rec.ops[c.slot.op.name] = c.state
+    this.applyTimerOps(task, rec, ctx.timerOps, -Infinity)
+    const cause: TagChangeCause = { kind: 'event', eventId: ev.eventId }
+    for (const c of changed) this.diffTags(rec, c.slot, c.tags, ev.ts, cause)
+    this.markDirty(task, rec)
+    this.stats.eventsApplied++
+  }
+
+  private dispatch(type: string): readonly OperatorSlot[] {
+    let slots = this.dispatchByType.get(type)
+    if (slots === undefined) {
+      slots = this.slots.filter((s) => s.op.eventTypes === undefined || s.op.eventTypes.includes(type))
+      this.dispatchByType.set(type, slots)
+    }
+    return slots
+  }
+
+  private isDuplicate(rec: UserRecord, ev: InputEvent): boolean {
+    return this.dedupMax > 0 && rec.ids.includes(ev.eventId)
+  }
+
+  private rememberId(rec: UserRecord, ev: InputEvent): void {
+    if (this.dedupMax === 0) return
+    rec.ids.push(ev.eventId)
+    rec.idTs.push(ev.ts)
+    // Forget ids beyond the count bound, and ids older than the horizon behind the newest.
+    const newest = Math.max(ev.ts, rec.idTs[rec.idTs.length - 2] ?? ev.ts)
+    let drop = Math.max(0, rec.ids.length - this.dedupMax)
+    while (drop < rec.ids.length - 1 && (rec.idTs[drop] as number) < newest - this.dedupHorizon) drop++
+    if (drop > 0) {
+      rec.ids.splice(0, drop)
+      rec.idTs.splice(0, drop)
+    }
+  }
+
+  /** Advances a partition's clock to `ts` (minus lateness), firing every timer due on the way, in order. */
+  private advanceClock(task: PartitionTask, ts: number): void {
+    if (ts > task.maxTs) task.maxTs = ts
+    const watermark = task.maxTs - this.lateness
+    if (watermark <= task.watermark) return
+    task.dirty = true
+    const heap = task.heap
+    for (;;) {
+      const next = heap.peek()
+      if (next === undefined || next.due > watermark) break
+      heap.pop()
+      // Fire in due order; the clock an operator sees is the timer's own due time.
+      task.watermark = Math.max(task.watermark, next.due)
+      this.fireTimer(task, next)
+    }
+    task.watermark = watermark
+  }
+
+  private fireTimer(task: PartitionTask, entry: TimerEntry): void {
+    const key = userKey(task.partition, entry.userId)
+    const rec = this.cache.get(key)
+    if (rec === undefined) {
+      throw new TagstreamError(ErrorCodes.ENGINE_STATE, `timer of user ${entry.userId} fired without its state loaded`)
+    }
+    // The user's record is the truth; index entries of moved or cancelled timers are stale.
+    if (rec.timers[entry.timer] !== entry.due) return
+    delete rec.timers[entry.timer]
+    this.timerWrites.set(timerKey(task.partition, entry.due, entry.userId, entry.timer), null)
+    this.markDirty(task, rec)
+    const sep = entry.timer.indexOf(TIMER_KEY_SEP)
+    const opName = entry.timer.slice(0, sep)
+    const name = entry.timer.slice(sep + 1)
+    const slot = this.slotByName.get(opName)
+    if (slot === undefined || slot.op.onTimer === undefined) return // operator removed from config since
+    this.stats.timersFired++
+    const ctx = new CallContext(rec, entry.due, this.config.timeZone)
+    ctx.operator = opName
+    const before = rec.ops[opName] ?? slot.op.initialState()
+    let after: unknown
+    let tags: DerivedTags
+    try {
+      after = slot.op.onTimer(before, { name, dueMs: entry.due }, ctx)
+      if (after === before) return
+      tags = slot.op.deriveTags(after, ctx)
+    } catch {
+      this.stats.operatorErrors++
+      return
+    }
+    rec.ops[opName] = after
+    // A timer set from a timer can not be due before it: that would fire in a loop at one instant.
+    this.applyTimerOps(task, rec, ctx.timerOps, entry.due + 1)
+    this.diffTags(rec, slot, tags, entry.due, { kind: 'timer', name: `${opName}.${name}` })
+  }
+
+  private applyTimerOps(task: PartitionTask, rec: UserRecord, ops: TimerOp[] | undefined, minDue: number): void {
+    if (ops === undefined) return
+    for (const op of ops) {
+      const key = timerKeyOf(op.operator, op.name)
+      const old = rec.timers[key]
+      if (op.due === undefined) {
+        if (old === undefined) continue
+        delete rec.timers[key]
+        this.timerWrites.set(timerKey(task.partition, old, rec.u, key), null)
+        continue
+      }
+      const due = Math.max(op.due, minDue)
+      if (old === due) continue
+      if (old !== undefined) this.timerWrites.set(timerKey(task.partition, old, rec.u, key), null)
+      rec.timers[key] = due
+      this.timerWrites.set(timerKey(task.partition, due, rec.u, key), this.store.encode([rec.u, key]))
+      const entry: TimerEntry = { due, userId: rec.u, timer: key }
+      if (due <= task.scannedUpTo) task.heap.push(entry)
+      else task.uncommitted.push(entry)
+    }
+  }
+
+  private diffTags(rec: UserRecord, slot: OperatorSlot, derived: DerivedTags, atMs: number, cause: TagChangeCause): void {
+    for (const tag of slot.tags) {
+      const next = derived[tag.id]
+      const current = rec.tags[tag.id]
+      const from: TagValue | null = current === undefined ? null : current[0]
+      const to: TagValue | null = next === undefined ? null : next.value
+      if (from === to) continue
+      if (!tag.emit) {
+        this.stats.testingChanges++
+        continue
+      }
+      if (to === null) delete rec.tags[tag.id]
+      else rec.tags[tag.id] = [to, atMs, tag.version]
+      const seq = ++rec.seq
+      const change: TagChange = {
+        id: changeId(rec.u, tag.id, seq),
+        userId: rec.u,
+        tag: tag.id,
+        op: from === null ? 'entered' : to === null ? 'left' : 'changed',
+        from,
+        to,
+        tagVersion: tag.version,
+        at: new Date(atMs).toISOString(),
+        emittedAt: this.emittedAtIso,
+        cause,
+        evidence: next?.evidence ?? {},
+        seq,
+      }
+      this.stats.tagChanges++
+      for (const sink of this.sinks) sink.write(change)
+    }
+  }
+
+  private markDirty(task: PartitionTask, rec: UserRecord): void {
+    this.dirtyUsers.add(userKey(task.partition, rec.u))
+  }
+
+  private deadLetter(source: string, record: SourceRecord, reason: Rejection, eventId?: string, userId?: string): void {
+    this.stats.invalid[reason.code] = (this.stats.invalid[reason.code] ?? 0) + 1
+    const dl: DeadLetter = {
+      reason,
+      coordinates: { source, partition: record.partition ?? 0, offset: record.offset },
+      raw: record.value.toString('base64'),
+      truncated: record.truncatedFrom !== undefined,
+      rejectedAt: this.emittedAtIso,
+      ...(eventId !== undefined ? { eventId } : {}),
+      ...(userId !== undefined ? { userId } : {}),
+    }
+    this.deadLetters.write(dl)
+  }
+
+  // ---------------------------------------------------------------- clocks without events
+
+  /** Live runs: a partition with no events for `idleAdvanceMs` follows the wall clock. */
+  private async advanceIdlePartitions(wallNow: number): Promise<void> {
+    const idleMs = this.config.time.idleAdvanceMs
+    if (idleMs === 0) return
+    for (const task of this.tasks.values()) {
+      if (task.maxTs === -Infinity) continue
+      if (wallNow - task.lastEventWallMs < idleMs) continue
+      const target = wallNow - idleMs
+      if (target - this.lateness <= task.watermark) continue
+      await this.advanceTo(task, target)
+    }
+  }
+
+  /** Advances one partition's clock to `ts` (as an event of that time would), firing due timers. */
+  async advanceTo(task: PartitionTask | number, ts: number): Promise<void> {
+    const t = typeof task === 'number' ? this.task(task) : task
+    this.emittedAtIso = new Date(this.wallNow()).toISOString()
+    for (;;) {
+      const wanted = new Set<string>()
+      const covered = await this.loadTimersUpTo(t, ts - this.lateness, wanted)
+      await this.loadUsers(wanted)
+      const step = Math.min(ts, covered + this.lateness)
+      this.advanceClock(t, step)
+      if (step >= ts) break
+    }
+  }
+
+  // ---------------------------------------------------------------- commit
+
+  /**
+   * The commit protocol: 1. sinks flush (durable or acknowledged), 2. one atomic store batch with
+   * dirty users, timer index changes, partition clocks and source positions. A crash before 2
+   * replays from the previous positions and regenerates the same changes with the same ids.
+   */
+  async commit(): Promise<void> {
+    const started = this.wallNow()
+    await Promise.all(this.sinks.map((s) => s.flush()))
+    await this.deadLetters.flush()
+    const ops: WriteOp[] = []
+    for (const key of this.dirtyUsers) {
+      const rec = this.cache.get(key)
+      if (rec !== undefined) ops.push({ type: 'put', key, value: this.store.encode(rec) })
+    }
+    for (const [key, value] of this.timerWrites) {
+      ops.push(value === null ? { type: 'del', key } : { type: 'put', key, value })
+    }
+    for (const task of this.tasks.values()) {
+      if (!task.dirty) continue
+      ops.push({ type: 'put', key: clockKey(task.partition), value: this.store.encode({ maxTs: task.maxTs, users: task.users }) })
+    }
+    for (const name of this.dirtyPositions) {
+      ops.push({ type: 'put', key: globalOffsetKey(name), value: this.store.encode(this.positions.get(name)) })
+    }
+    await this.store.commit(ops, this.config.engine.syncWrites)
+    this.dirtyUsers.clear()
+    this.timerWrites.clear()
+    this.dirtyPositions.clear()
+    for (const task of this.tasks.values()) {
+      task.dirty = false
+      // Now in the store: the next scans find them.
+      task.uncommitted.clear()
+    }
+    this.evict()
+    this.eventsSinceCommit = 0
+    this.lastCommitAt = this.wallNow()
+    this.stats.commits++
+    this.stats.lastCommitMs = this.lastCommitAt - started
+  }
+
+  /** Drops the least recently used clean records beyond the cache bound. */
+  private evict(): void {
+    let excess = this.cache.size - this.cacheMax
+    if (excess <= 0) return
+    for (const key of this.cache.keys()) {
+      if (excess <= 0) break
+      if (this.dirtyUsers.has(key)) continue
+      this.cache.delete(key)
+      excess--
+    }
+  }
+
+  // ---------------------------------------------------------------- reads
+
+  get cachedUsers(): number {
+    return this.cache.size
+  }
+
+  get userCount(): number {
+    let n = 0
+    for (const t of this.tasks.values()) n += t.users
+    return n
+  }
+
+  watermarks(): Map<number, number> {
+    return new Map([...this.tasks.values()].map((t) => [t.partition, t.watermark]))
+  }
+
+  /** A user's profile from committed or in-memory state; state views evaluated at `asOf` or the partition's clock. */
+  async profile(userId: string, asOf?: number): Promise<Profile | undefined> {
+    let rec: UserRecord | undefined
+    for (const p of this.tasks.keys()) {
+      rec = this.cache.get(userKey(p, userId))
+      if (rec !== undefined) break
+    }
+    rec ??= await this.store.findUser(userId, this.tasks.keys())
+    if (rec === undefined) return undefined
+    return buildProfile(rec, this.slots, asOf ?? this.task(rec.p).watermark, this.config.timeZone)
+  }
+}
+
+/** Timer operations an operator asked for during one call; applied only if the call succeeds. */
+interface TimerOp {
+  readonly operator: string
+  readonly name: string
+  /** undefined: delete */
+  readonly due: number | undefined
+}
+
+/** The context handed to operators: valid only during the call. */
+class CallContext implements OperatorContext {
+  readonly now: number
+  readonly timeZone: string
+  readonly userId: string
+  operator = ''
+  timerOps: TimerOp[] | undefined
+  private readonly rec: UserRecord
+
+  constructor(rec: UserRecord, now: number, timeZone: string) {
+    this.rec = rec
+    this.now = now
+    this.timeZone = timeZone
+    this.userId = rec.u
+  }
+
+  setTimer(name: string, dueMs: number): void {
+    if (!Number.isFinite(dueMs)) throw new Error(`timer "${name}" due time must be finite, got ${dueMs}`)
+    ;(this.timerOps ??= []).push({ operator: this.operator, name, due: Math.floor(dueMs) })
+  }
+
+  deleteTimer(name: string): void {
+    ;(this.timerOps ??= []).push({ operator: this.operator, name, due: undefined })
+  }
+
+  timer(name: string): number | undefined {
+    const ops = this.timerOps
+    if (ops !== undefined) {
+      for (let i = ops.length - 1; i >= 0; i--) {
+        const op = ops[i] as TimerOp
+        if (op.operator === this.operator && op.name === name) return op.due
+      }
+    }
+    return this.rec.timers[timerKeyOf(this.operator, name)]
+  }
+}
+
+/** Stable tag-change id: the same user, tag and change sequence number always give the same id. */
+export function changeId(userId: string, tag: string, seq: number): string {
+  return createHash('sha256').update(`${userId}\u0000${tag}\u0000${seq}`).digest('base64url').slice(0, 22)
+}
+
+export function buildProfile(rec: UserRecord, slots: readonly { op: Operator }[], now: number, timeZone: string): Profile {
+  const tags: Record<string, ProfileTag> = {}
+  for (const id of Object.keys(rec.tags).sort()) {
+    const [value, since, version] = rec.tags[id] as [TagValue, number, number]
+    tags[id] = { value, since: new Date(since).toISOString(), version }
+  }
+  const state: Record<string, Record<string, unknown>> = {}
+  for (const { op } of slots) {
+    const s = rec.ops[op.name]
+    if (s === undefined) continue
+    state[op.name] = op.view ? { ...op.view(s, now, timeZone) } : (s as Record<string, unknown>)
+  }
+  return { userId: rec.u, tags, state }
+}

@@ -1,0 +1,107 @@
+/**
+ * The operator contract: what a module in `operators/` implements. Shape taken from Kafka Streams'
+ * Processor API and Flink's KeyedProcessFunction, as a decider (initial state, evolve on events and
+ * timers, derive tags).
+ *
+ * Rules every operator follows (the contract suite in tests/operators checks them):
+ * - Pure and synchronous: no I/O, no clock reads, no randomness. Time comes from `ctx.now`.
+ * - Never mutates the state it is given: return a new state object, or the same object when nothing
+ *   changed (the engine then skips re-deriving tags). If an operator throws, the engine keeps the
+ *   previous state and dead-letters the event with reason `operator_error`.
+ * - State is plain data (objects, arrays, strings, numbers, booleans, null): it is stored as msgpack.
+ * - The context is only valid during the call.
+ */
+import type { TSchema } from '@sinclair/typebox'
+import type { InputEvent } from './contracts/input-event.js'
+import type { TagValue } from './contracts/tag-change.js'
+
+export type { InputEvent, TagValue }
+
+export const DAY_MS = 86_400_000
+
+/** What an operator sees of the engine during a call. */
+export interface OperatorContext {
+  /**
+   * The partition's clock, epoch ms: its watermark (highest event time seen minus the allowed
+   * lateness), or the `asOf` of a query, or the due time of the timer being fired. Never a wall clock.
+   */
+  readonly now: number
+  /** The configured IANA time zone, for day boundaries. */
+  readonly timeZone: string
+  /** The user's id (for evidence and keys; never for randomness). */
+  readonly userId: string
+  /**
+   * Registers (or moves) this operator's timer `name` for the current user to fire at `dueMs` (event
+   * time). A timer fires once the watermark reaches `dueMs`. One timer per name per user.
+   */
+  setTimer(name: string, dueMs: number): void
+  /** Cancels this operator's timer `name` for the current user, if any. */
+  deleteTimer(name: string): void
+  /** Due time of this operator's timer `name` for the current user, or undefined. */
+  timer(name: string): number | undefined
+}
+
+/** A tag value an operator derives, with the inputs that decided it. */
+export interface DerivedTag {
+  readonly value: TagValue
+  readonly evidence?: Readonly<Record<string, unknown>>
+}
+
+/** The tags an operator derives from a state: tag id -> value. An absent tag means the user does not have it. */
+export type DerivedTags = Readonly<Record<string, DerivedTag>>
+
+export interface TimerFired {
+  /** The timer's name as the operator registered it. */
+  readonly name: string
+  /** When it was due, epoch ms. */
+  readonly dueMs: number
+}
+
+export interface TagDeclaration {
+  readonly id: string
+  readonly description: string
+  /** Category path in the tag tree, 2-3 levels, e.g. ['behaviour', 'purchase', 'frequency']. */
+  readonly category: readonly string[]
+  readonly valueType: 'string' | 'number' | 'boolean'
+}
+
+/** A configured operator: one instance per entry in the config's `operators` list. */
+export interface Operator<S = unknown> {
+  /** The instance name from the config; it keys the operator's state in profiles. */
+  readonly name: string
+  /** Every tag this operator can derive. */
+  readonly tags: readonly TagDeclaration[]
+  /** Event types this operator reacts to; undefined means all. Used to build dispatch tables at start. */
+  readonly eventTypes?: readonly string[]
+  /** State of a user this operator has not seen yet. */
+  initialState(): S
+  /** Applies one event. Returns the new state, or `state` itself when the event changes nothing. */
+  onEvent(state: S, event: InputEvent, ctx: OperatorContext): S
+  /** Applies a fired timer. Returns the new state, or `state` itself. */
+  onTimer?(state: S, timer: TimerFired, ctx: OperatorContext): S
+  /** Derives the operator's tags from a state, at the clock `ctx.now`. */
+  deriveTags(state: S, ctx: OperatorContext): DerivedTags
+  /** The user's public state as shown in profiles (`state.<name>`), evaluated at `now`. Defaults to the state. */
+  view?(state: S, now: number, timeZone: string): Readonly<Record<string, unknown>>
+}
+
+/** What the engine tells an operator factory about its environment. */
+export interface OperatorEnvironment {
+  readonly timeZone: string
+}
+
+/**
+ * The default export of a module in `operators/`, or of a user module named in the config with
+ * `module:`. `configSchema` is a TypeBox/JSON schema; the engine validates the config (with
+ * defaults applied) before calling `create`.
+ */
+export interface OperatorFactory<C = unknown, S = unknown> {
+  readonly type: string
+  readonly description: string
+  readonly configSchema: TSchema
+  create(name: string, config: C, env: OperatorEnvironment): Operator<S>
+}
+
+export function defineOperator<C, S>(factory: OperatorFactory<C, S>): OperatorFactory<C, S> {
+  return factory
+}

@@ -1,0 +1,71 @@
+/**
+ * Key layout of the LevelDB store. Every key of a partition starts with `p<4 hex>!` so that a
+ * partition's state (users, timers, offsets, clock) can be handed over, restored or dropped as one
+ * contiguous range. Keys are strings: readable in debugging tools, and the ordering we need
+ * (timers by due time) comes from fixed-width hex.
+ *
+ *   p0003!u!<userId>                        user record (msgpack)
+ *   p0003!t!<due: 14 hex>!<userId>!<timer>  timer index entry; value: msgpack [userId, timerKey]
+ *   p0003!c                                 partition clock: msgpack { maxTs }
+ *   p0003!o!<source>                        source offset owned by the partition (Kafka)
+ *   g!o!<source>                            source offset of an embedded source (file, generator)
+ *   g!meta                                  store format version and routing
+ */
+export const KEY_SEP = '!'
+const HEX_DUE_WIDTH = 14 // 8.64e15 (the largest Date) < 16^14
+
+export function partitionPrefix(partition: number): string {
+  return `p${partition.toString(16).padStart(4, '0')}!`
+}
+
+export function userKey(partition: number, userId: string): string {
+  return `${partitionPrefix(partition)}u!${userId}`
+}
+
+export function userRange(partition: number): { gte: string; lt: string } {
+  const p = partitionPrefix(partition)
+  return { gte: `${p}u!`, lt: `${p}u"` } // '"' is the character after '!'
+}
+
+export function encodeDue(dueMs: number): string {
+  return Math.max(0, Math.floor(dueMs)).toString(16).padStart(HEX_DUE_WIDTH, '0')
+}
+
+export function timerKey(partition: number, dueMs: number, userId: string, timer: string): string {
+  return `${partitionPrefix(partition)}t!${encodeDue(dueMs)}!${userId}!${timer}`
+}
+
+/** Range of the timer index entries due in (afterMs, uptoMs]. */
+export function timerRange(partition: number, afterMs: number, uptoMs: number): { gt?: string; gte?: string; lt: string } {
+  const p = `${partitionPrefix(partition)}t!`
+  // Every entry due at D starts with `D!`, and '!' < '"': so `D"` bounds all entries due at D
+  // whatever bytes the user id holds.
+  const lt = `${p}${encodeDue(uptoMs)}"`
+  if (afterMs < 0 || !Number.isFinite(afterMs)) return { gte: p, lt }
+  return { gt: `${p}${encodeDue(afterMs)}"`, lt }
+}
+
+/** The due time of a timer index key. */
+export function dueOfTimerKey(key: string): number {
+  const start = 'p0000!t!'.length
+  return Number.parseInt(key.slice(start, start + HEX_DUE_WIDTH), 16)
+}
+
+export function clockKey(partition: number): string {
+  return `${partitionPrefix(partition)}c`
+}
+
+export function partitionOffsetKey(partition: number, source: string): string {
+  return `${partitionPrefix(partition)}o!${source}`
+}
+
+export function globalOffsetKey(source: string): string {
+  return `g!o!${source}`
+}
+
+export const META_KEY = 'g!meta'
+
+export function partitionRange(partition: number): { gte: string; lt: string } {
+  const p = partitionPrefix(partition)
+  return { gte: p, lt: `${p.slice(0, -1)}"` }
+}

@@ -1,0 +1,191 @@
+import { ClassicLevel } from 'classic-level'
+import { Packr } from 'msgpackr'
+import { ErrorCodes, TagstreamError } from '../errors.js'
+import type { UserRecord } from '../engine/user-record.js'
+import {
+  META_KEY,
+  clockKey,
+  dueOfTimerKey,
+  globalOffsetKey,
+  partitionOffsetKey,
+  timerKey,
+  timerRange,
+  userKey,
+  userRange,
+} from './keys.js'
+
+/** Bumped when the key layout or record shape changes incompatibly. */
+export const STORE_FORMAT_VERSION = 1
+
+export interface StoreMeta {
+  formatVersion: number
+  /** Partitions embedded sources route to; fixed for the life of a store. */
+  partitions: number
+}
+
+export interface PartitionClock {
+  /** Highest event time seen in the partition (its watermark is this minus the allowed lateness). */
+  maxTs: number
+  /** Users in the partition. */
+  users: number
+}
+
+export interface TimerIndexEntry {
+  readonly due: number
+  readonly userId: string
+  readonly timer: string
+}
+
+export type WriteOp = { type: 'put'; key: string; value: Buffer } | { type: 'del'; key: string }
+
+/**
+ * The engine's state store over classic-level. Values are msgpack. Reads that the per-event path
+ * needs are batched (`getUsers` is one `getMany`); writes go through `commit`, one atomic batch.
+ */
+export class Store {
+  readonly path: string
+  private readonly db: ClassicLevel<string, Buffer>
+  private readonly packr = new Packr({ useRecords: false, mapsAsObjects: true })
+
+  private constructor(path: string, db: ClassicLevel<string, Buffer>) {
+    this.path = path
+    this.db = db
+  }
+
+  static async open(path: string, options: { readOnly?: boolean } = {}): Promise<Store> {
+    const db = new ClassicLevel<string, Buffer>(path, {
+      keyEncoding: 'utf8',
+      valueEncoding: 'buffer',
+      createIfMissing: options.readOnly !== true,
+      // Larger write buffer and block cache: commits are big batches, reads are getMany bursts.
+      writeBufferSize: 16 * 1024 * 1024,
+      cacheSize: 32 * 1024 * 1024,
+    })
+    try {
+      await db.open()
+    } catch (err) {
+      const cause = (err as { cause?: Error }).cause ?? err
+      const locked = /lock/i.test(String((cause as Error).message))
+      throw new TagstreamError(
+        ErrorCodes.STORE_UNAVAILABLE,
+        locked
+          ? `store ${path} is locked by another process (is the engine running? read profiles over its HTTP API)`
+          : `cannot open store ${path}: ${(cause as Error).message}`,
+        { cause: err, retriable: locked, details: { path } },
+      )
+    }
+    return new Store(path, db)
+  }
+
+  encode(value: unknown): Buffer {
+    return this.packr.pack(value)
+  }
+
+  decode<T>(buf: Buffer): T {
+    return this.packr.unpack(buf) as T
+  }
+
+  async close(): Promise<void> {
+    await this.db.close()
+  }
+
+  async readMeta(): Promise<StoreMeta | undefined> {
+    const buf = await this.db.get(META_KEY)
+    return buf === undefined ? undefined : this.decode<StoreMeta>(buf)
+  }
+
+  /** Records the routing of a new store, or checks that an existing store was made with the same. */
+  async ensureMeta(partitions: number): Promise<StoreMeta> {
+    const meta = await this.readMeta()
+    if (meta === undefined) {
+      const created: StoreMeta = { formatVersion: STORE_FORMAT_VERSION, partitions }
+      await this.db.put(META_KEY, this.encode(created), { sync: true })
+      return created
+    }
+    if (meta.formatVersion !== STORE_FORMAT_VERSION) {
+      throw new TagstreamError(ErrorCodes.STORE_UNAVAILABLE, `store ${this.path} has format ${meta.formatVersion}, this engine reads ${STORE_FORMAT_VERSION}`)
+    }
+    if (meta.partitions !== partitions) {
+      throw new TagstreamError(
+        ErrorCodes.CONFIG_INVALID,
+        `engine.partitions is ${partitions} but the store at ${this.path} was created with ${meta.partitions}: users would be routed to the wrong state`,
+        { details: { issues: [{ key: 'engine.partitions', message: `must stay ${meta.partitions} for this store` }] } },
+      )
+    }
+    return meta
+  }
+
+  /** One `getMany` for a batch of keys; undefined where a user has no record yet. */
+  async getUsers(keys: string[]): Promise<(UserRecord | undefined)[]> {
+    if (keys.length === 0) return []
+    const values = await this.db.getMany(keys)
+    return values.map((buf) => (buf === undefined ? undefined : this.decode<UserRecord>(buf)))
+  }
+
+  /** Looks a user up in every partition (profile reads do not know the routing of every source). */
+  async findUser(userId: string, partitions: Iterable<number>): Promise<UserRecord | undefined> {
+    const keys = [...partitions].map((p) => userKey(p, userId))
+    const found = await this.getUsers(keys)
+    return found.find((r) => r !== undefined)
+  }
+
+  async *iterateUsers(partition: number): AsyncGenerator<UserRecord> {
+    for await (const buf of this.db.values({ ...userRange(partition) })) {
+      yield this.decode<UserRecord>(buf)
+    }
+  }
+
+  /** Partitions that hold any user, from the key space. */
+  async partitionsInStore(): Promise<number[]> {
+    const found: number[] = []
+    let next = 'p'
+    for (;;) {
+      const keys = await this.db.keys({ gte: next, lt: 'q', limit: 1 }).all()
+      const key = keys[0]
+      if (key === undefined) return found
+      const p = Number.parseInt(key.slice(1, 5), 16)
+      found.push(p)
+      next = `p${(p + 1).toString(16).padStart(4, '0')}`
+    }
+  }
+
+  /** Timer index entries of a partition due in (afterMs, uptoMs], oldest first, at most `limit`. */
+  async scanTimers(partition: number, afterMs: number, uptoMs: number, limit: number): Promise<TimerIndexEntry[]> {
+    const entries: TimerIndexEntry[] = []
+    for await (const [key, value] of this.db.iterator({ ...timerRange(partition, afterMs, uptoMs), limit })) {
+      const [userId, timer] = this.decode<[string, string]>(value)
+      const due = dueOfTimerKey(key)
+      entries.push({ due, userId, timer })
+    }
+    return entries
+  }
+
+  async readClock(partition: number): Promise<PartitionClock | undefined> {
+    const buf = await this.db.get(clockKey(partition))
+    return buf === undefined ? undefined : this.decode<PartitionClock>(buf)
+  }
+
+  async readGlobalOffset(source: string): Promise<number | undefined> {
+    const buf = await this.db.get(globalOffsetKey(source))
+    return buf === undefined ? undefined : this.decode<number>(buf)
+  }
+
+  async readPartitionOffset(partition: number, source: string): Promise<number | undefined> {
+    const buf = await this.db.get(partitionOffsetKey(partition, source))
+    return buf === undefined ? undefined : this.decode<number>(buf)
+  }
+
+  /** The one atomic write of a commit. `sync` makes it durable (fsync of LevelDB's log) before it resolves. */
+  async commit(ops: WriteOp[], sync: boolean): Promise<void> {
+    if (ops.length === 0) return
+    await this.db.batch(ops, { sync })
+  }
+
+  // Key helpers re-exported for the engine, so it has one import for the store.
+  static readonly keys = { userKey, timerKey, clockKey, globalOffsetKey, partitionOffsetKey }
+
+  /** Approximate bytes on disk of a key range (LevelDB's own estimate). */
+  async approximateSize(gte: string, lt: string): Promise<number> {
+    return (this.db as unknown as { approximateSize(a: string, b: string): Promise<number> }).approximateSize(gte, lt)
+  }
+}
