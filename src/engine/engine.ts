@@ -100,6 +100,8 @@ export interface EngineOptions {
   readonly now?: () => number
   /** Advance idle partitions with the wall clock (live runs); replays keep pure event time. */
   readonly idleAdvance?: boolean
+  /** Timer index entries read per store scan (tests lower it to exercise the chunked path). */
+  readonly timerScanLimit?: number
 }
 
 export interface RunOptions {
@@ -108,7 +110,7 @@ export interface RunOptions {
 }
 
 /** Max timer index entries read from the store per prefetch round. */
-const TIMER_SCAN_LIMIT = 20_000
+const DEFAULT_TIMER_SCAN_LIMIT = 20_000
 
 /**
  * The engine: reads batches from its sources, applies them to per-user state through the
@@ -131,6 +133,7 @@ export class Engine {
   private readonly dedupHorizon: number
   private readonly cacheMax: number
   private readonly partitions: number
+  private readonly timerScanLimit: number
 
   private readonly slots: readonly OperatorSlot[]
   private readonly slotByName: ReadonlyMap<string, OperatorSlot>
@@ -165,6 +168,7 @@ export class Engine {
     this.dedupHorizon = config.dedup.horizonMs
     this.cacheMax = config.engine.cacheMaxUsers
     this.partitions = config.engine.partitions
+    this.timerScanLimit = options.timerScanLimit ?? DEFAULT_TIMER_SCAN_LIMIT
 
     const meta = new Map(config.tags.map((t) => [t.id, t]))
     this.slots = options.operators.map((op) => ({
@@ -341,9 +345,9 @@ export class Engine {
   /** Moves timers due at or before `target` into the partition's heap; returns the clock they cover. */
   private async loadTimersUpTo(task: PartitionTask, target: number, wanted: Set<string>): Promise<number> {
     if (target > task.scannedUpTo) {
-      let entries = await this.store.scanTimers(task.partition, task.scannedUpTo, target, TIMER_SCAN_LIMIT)
+      let entries = await this.store.scanTimers(task.partition, task.scannedUpTo, target, this.timerScanLimit)
       let covered = target
-      if (entries.length === TIMER_SCAN_LIMIT) {
+      if (entries.length === this.timerScanLimit) {
         // A full scan may have stopped inside one due instant: cover only the instants before the
         // last one, unless that would cover nothing, then read that one instant whole.
         const lastDue = (entries[entries.length - 1] as TimerEntry).due

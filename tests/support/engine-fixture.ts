@@ -1,0 +1,141 @@
+import { mkdtempSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { validateConfig } from '../../src/config/load.js'
+import type { Config } from '../../src/config/schema.js'
+import type { DeadLetter } from '../../src/contracts/dead-letter.js'
+import { DEFAULT_FIELD_NAMES } from '../../src/contracts/input-event.js'
+import type { TagChange } from '../../src/contracts/tag-change.js'
+import { createEventDecoder } from '../../src/contracts/validate-event.js'
+import { Engine } from '../../src/engine/engine.js'
+import type { Operator } from '../../src/operator-api.js'
+import type { DeadLetterSink, TagChangeSink } from '../../src/sinks/sink.js'
+import type { Source, SourceRecord } from '../../src/sources/source.js'
+import { Store } from '../../src/store/store.js'
+
+/** A source fed by the test: records are pushed, and `end()` makes the next empty poll return null. */
+export class ArraySource implements Source {
+  readonly name: string
+  readonly decode = createEventDecoder({
+    fields: DEFAULT_FIELD_NAMES,
+    format: 'json',
+    maxRecordBytes: 65536,
+    maxIdLength: 256,
+    maxFutureMs: 86_400_000,
+    timestampUnit: 'ms',
+  })
+  private records: Buffer[] = []
+  private position = 0
+  private ended = false
+
+  constructor(name = 'test') {
+    this.name = name
+  }
+
+  push(...items: unknown[]): this {
+    for (const item of items) this.records.push(Buffer.isBuffer(item) ? item : Buffer.from(typeof item === 'string' ? item : JSON.stringify(item)))
+    return this
+  }
+
+  end(): this {
+    this.ended = true
+    return this
+  }
+
+  async open(position: number): Promise<void> {
+    this.position = position
+  }
+
+  async poll(max: number): Promise<SourceRecord[] | null> {
+    const out: SourceRecord[] = []
+    while (out.length < max && this.position < this.records.length) {
+      out.push({ value: this.records[this.position] as Buffer, offset: this.position, nextOffset: this.position + 1 })
+      this.position++
+    }
+    if (out.length === 0 && this.ended) return null
+    return out
+  }
+
+  async close(): Promise<void> {}
+}
+
+export class CaptureSink implements TagChangeSink, DeadLetterSink {
+  readonly name = 'capture'
+  readonly pending: unknown[] = []
+  readonly flushed: unknown[] = []
+  write(item: TagChange | DeadLetter): void {
+    this.pending.push(item)
+  }
+  async flush(): Promise<void> {
+    this.flushed.push(...this.pending.splice(0))
+  }
+  async close(): Promise<void> {}
+  get changes(): TagChange[] {
+    return this.flushed as TagChange[]
+  }
+  get deadLetters(): DeadLetter[] {
+    return this.flushed as DeadLetter[]
+  }
+}
+
+export interface Fixture {
+  engine: Engine
+  store: Store
+  source: ArraySource
+  changes: CaptureSink
+  deadLetters: CaptureSink
+  dir: string
+  /** Runs until the source is drained, commits. */
+  drain(): Promise<void>
+  close(): Promise<void>
+  /** Closes and reopens the engine on the same store, with a fresh source at the stored position. */
+  reopen(): Promise<Fixture>
+}
+
+export async function createFixture(
+  operators: Operator<any>[],
+  overrides: Record<string, unknown> = {},
+  options: { dir?: string; records?: Buffer[]; timerScanLimit?: number } = {},
+): Promise<Fixture> {
+  const { config, issues } = validateConfig({ engine: { partitions: 2, ...((overrides.engine as object) ?? {}) }, ...overrides, ...(overrides.engine ? {} : {}) })
+  if (config === undefined) throw new Error(JSON.stringify(issues))
+  const dir = options.dir ?? mkdtempSync(join(tmpdir(), 'ts-engine-'))
+  const store = await Store.open(join(dir, 'store'))
+  const source = new ArraySource()
+  if (options.records) source.push(...options.records)
+  const changes = new CaptureSink()
+  const deadLetters = new CaptureSink()
+  const engine = new Engine({
+    config: config as Config,
+    store,
+    operators,
+    sources: [source],
+    sinks: [changes],
+    deadLetters,
+    now: () => Date.UTC(2030, 0, 1),
+    ...(options.timerScanLimit !== undefined ? { timerScanLimit: options.timerScanLimit } : {}),
+  })
+  await engine.open()
+  const fixture: Fixture = {
+    engine,
+    store,
+    source,
+    changes,
+    deadLetters,
+    dir,
+    async drain() {
+      source.end()
+      await engine.run({ untilEnd: true })
+    },
+    async close() {
+      await engine.close()
+      await store.close()
+    },
+    async reopen() {
+      const records = (source as unknown as { records: Buffer[] }).records
+      await fixture.close()
+      return createFixture(operators, overrides, { ...options, dir, records })
+    },
+  }
+  return fixture
+}
