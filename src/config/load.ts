@@ -1,8 +1,10 @@
 import { readFileSync } from 'node:fs'
-import { Value } from '@sinclair/typebox/value'
+import type { TObject, TUnion } from '@sinclair/typebox'
+import { Value, type ValueError } from '@sinclair/typebox/value'
 import { parse as parseYaml, YAMLParseError } from 'yaml'
 import { ErrorCodes, TagstreamError } from '../errors.js'
-import { ConfigSchema, type Config } from './schema.js'
+import '../contracts/formats.js'
+import { ConfigSchema, SourceConfigSchema, TagChangeSinkSchema, type Config } from './schema.js'
 
 /** One problem with a configuration, pointing at the key. */
 export interface ConfigIssue {
@@ -52,16 +54,53 @@ export function applyEnvOverrides(raw: Record<string, unknown>, env: NodeJS.Proc
 
 /** Validates a raw configuration object: defaults applied, every issue collected. */
 export function validateConfig(raw: unknown): { config: Config; issues: [] } | { config: undefined; issues: ConfigIssue[] } {
-  const withDefaults = Value.Default(ConfigSchema, Value.Clone(raw ?? {}))
-  const issues: ConfigIssue[] = []
-  for (const error of Value.Errors(ConfigSchema, withDefaults)) {
-    issues.push({ key: pointerToKey(error.path), message: error.message })
+  const cloned = Value.Clone(raw ?? {}) as Record<string, unknown>
+  // TypeBox fills a union's defaults only when some branch already matches: fill each item from
+  // the branch its `type` names, so that errors speak of what is really wrong.
+  if (typeof cloned === 'object' && cloned !== null) {
+    defaultTypedItems(SourceConfigSchema, cloned.sources)
+    const sinks = cloned.sinks as Record<string, unknown> | undefined
+    if (typeof sinks === 'object' && sinks !== null) defaultTypedItems(TagChangeSinkSchema, sinks.tagChanges)
   }
+  const withDefaults = Value.Default(ConfigSchema, cloned)
+  const issues: ConfigIssue[] = []
+  for (const error of Value.Errors(ConfigSchema, withDefaults)) collectIssues(error, issues)
   if (issues.length > 0) return { config: undefined, issues: dedupeIssues(issues) }
   const config = withDefaults as Config
   const semantic = checkSemantics(config)
   if (semantic.length > 0) return { config: undefined, issues: semantic }
   return { config, issues: [] }
+}
+
+function defaultTypedItems(union: TUnion, items: unknown): void {
+  if (!Array.isArray(items)) return
+  items.forEach((item, i) => {
+    if (typeof item !== 'object' || item === null) return
+    const branch = union.anyOf.find((b) => (b as TObject).properties?.type?.const === (item as { type?: unknown }).type)
+    if (branch !== undefined) items[i] = Value.Default(branch, item)
+  })
+}
+
+/**
+ * A union (sources, sinks) fails as a whole; report the errors of the branch the value meant, the
+ * one whose `type` matched (or else the one with the fewest errors), so the key named is the real one.
+ */
+function collectIssues(error: ValueError, out: ConfigIssue[]): void {
+  if (error.errors.length === 0) {
+    out.push({ key: pointerToKey(error.path), message: error.message })
+    return
+  }
+  const branches = error.errors.map((it) => [...it])
+  const typeMismatch = (errs: ValueError[]) => errs.some((e) => e.path === `${error.path}/type`)
+  const candidates = branches.filter((errs) => !typeMismatch(errs))
+  const chosen = (candidates.length > 0 ? candidates : branches).sort((a, b) => a.length - b.length)[0]
+  if (chosen === undefined || chosen.length === 0 || candidates.length === 0) {
+    const value = error.value as { type?: unknown } | undefined
+    const hint = value && typeof value === 'object' && 'type' in value ? `unknown type ${JSON.stringify(value.type)}` : error.message
+    out.push({ key: pointerToKey(error.path), message: hint })
+    return
+  }
+  for (const e of chosen) collectIssues(e, out)
 }
 
 // A union reports once per failing branch; keep the most specific (longest key) per key prefix.

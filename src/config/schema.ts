@@ -44,6 +44,7 @@ const GeneratorSourceSchema = Type.Object(
       description: 'Simulated seconds per wall second (1440: a simulated day passes every minute)',
     }),
     invalidRatio: Type.Number({ minimum: 0, maximum: 1, default: 0.002, description: 'Share of malformed records' }),
+    startAt: Type.String({ format: 'date-time', default: '2025-01-01T00:00:00Z', description: 'Simulated time of the first event' }),
   },
   { additionalProperties: false },
 )

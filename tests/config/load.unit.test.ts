@@ -23,7 +23,8 @@ describe('configuration', () => {
     expect(issuesOf({ engine: { batchSize: 0 } })).toContainEqual(expect.objectContaining({ key: 'engine.batchSize' }))
     expect(issuesOf({ engine: { batchSzie: 10 } })[0]?.key).toBe('engine.batchSzie')
     expect(issuesOf({ timeZone: 'Mars/Olympus' })).toEqual([{ key: 'timeZone', message: 'unknown IANA time zone "Mars/Olympus"' }])
-    expect(issuesOf({ sources: [{ name: 'a', type: 'file' }] }).map((i) => i.key)).toContain('sources[0]')
+    expect(issuesOf({ sources: [{ name: 'a', type: 'file' }] })).toEqual([{ key: 'sources[0].path', message: 'Expected required property' }, { key: 'sources[0].path', message: 'Expected string' }])
+    expect(issuesOf({ sources: [{ name: 'a', type: 'kafkaa' }] })).toEqual([{ key: 'sources[0]', message: 'unknown type "kafkaa"' }])
   })
 
   it('refuses duplicate names and operators without exactly one of type/module', () => {
