@@ -158,10 +158,10 @@ export default defineOperator<CounterConfig, CounterState>({
       return { [tag]: { value: band.name, evidence: { countInWindow: count, windowDays, total: state.total } } }
     }
 
-    function view(state: CounterState, now: number): Readonly<Record<string, unknown>> {
+    function view(state: CounterState, ctx: OperatorContext): Readonly<Record<string, unknown>> {
       return {
         total: state.total,
-        countInWindow: countAt(state, now),
+        countInWindow: countAt(state, ctx.now),
         windowDays,
         firstAt: state.firstTs === null ? null : new Date(state.firstTs).toISOString(),
         lastAt: state.lastTs === null ? null : new Date(state.lastTs).toISOString(),

@@ -17,7 +17,22 @@ import type { TagValue } from './contracts/tag-change.js'
 
 export type { InputEvent, TagValue }
 
-export const DAY_MS = 86_400_000
+export { DAY_MS, calendarFor, type Calendar } from './time/calendar.js'
+
+/**
+ * Statistics of one dimension (e.g. `monetary`) over every scored user this engine holds,
+ * maintained incrementally by the engine from each user's `scoredValues`. Read-only for operators.
+ */
+export interface PopulationView {
+  /** Users with a value in this dimension. */
+  readonly count: number
+  /** "min" rank of `value`, 1-based: 1 + the number of users whose value is smaller. */
+  rank(value: number): number
+  /** The largest min rank: the rank of the largest value (0 when empty). */
+  maxRank(): number
+  /** Mean of the values (NaN when empty). */
+  mean(): number
+}
 
 /** What an operator sees of the engine during a call. */
 export interface OperatorContext {
@@ -39,6 +54,11 @@ export interface OperatorContext {
   deleteTimer(name: string): void
   /** Due time of this operator's timer `name` for the current user, or undefined. */
   timer(name: string): number | undefined
+  /**
+   * Population statistics of one of this operator's declared `population` dimensions, as they
+   * stand at this point of the stream (in a re-scoring sweep: frozen at the sweep's clock).
+   */
+  population(dimension: string): PopulationView
 }
 
 /** A tag value an operator derives, with the inputs that decided it. */
@@ -81,8 +101,24 @@ export interface Operator<S = unknown> {
   onTimer?(state: S, timer: TimerFired, ctx: OperatorContext): S
   /** Derives the operator's tags from a state, at the clock `ctx.now`. */
   deriveTags(state: S, ctx: OperatorContext): DerivedTags
-  /** The user's public state as shown in profiles (`state.<name>`), evaluated at `now`. Defaults to the state. */
-  view?(state: S, now: number, timeZone: string): Readonly<Record<string, unknown>>
+  /**
+   * The user's public state as shown in profiles (`state.<name>`), evaluated at `ctx.now` (the
+   * partition clock or a query's `asOf`). Defaults to the state itself.
+   */
+  view?(state: S, ctx: OperatorContext): Readonly<Record<string, unknown>>
+  /** Dimensions this operator ranks users on (e.g. `['recency', 'frequency', 'monetary']`). */
+  readonly population?: readonly string[]
+  /**
+   * This user's values in the `population` dimensions; a dimension left out means the user is not
+   * scored in it. The engine keeps the population statistics in step whenever this changes.
+   * Values must not depend on the clock (rank by last purchase day, not by days since).
+   */
+  scoredValues?(state: S): Readonly<Record<string, number>>
+  /**
+   * Tags that change without an event of the user (they depend on the population, or on the
+   * clock without a timer) need the periodic re-scoring sweep: set this to true.
+   */
+  readonly rescore?: boolean
 }
 
 /** What the engine tells an operator factory about its environment. */

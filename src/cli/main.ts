@@ -4,11 +4,10 @@ import { parseArgs } from 'node:util'
 import { loadConfig } from '../config/load.js'
 import type { Config } from '../config/schema.js'
 import { parseIsoTimestamp } from '../contracts/validate-event.js'
-import { buildProfile } from '../engine/engine.js'
+import { ProfileReader } from '../engine/profiles.js'
 import { createOperators } from '../engine/operators.js'
 import { ErrorCodes, TagstreamError, isTagstreamError } from '../errors.js'
 import { openRuntime, storePath, type Runtime } from '../runtime.js'
-import { Store } from '../store/store.js'
 import { writeNdjsonFile } from '../workload/generator.js'
 
 const DEFAULT_CONFIG = 'config/tagstream.yaml'
@@ -117,38 +116,29 @@ async function cmdProfile(userId: string | undefined, values: { config?: string;
     if (Number.isNaN(asOf)) throw new TagstreamError(ErrorCodes.USAGE, `--as-of must be ISO-8601, got "${values['as-of']}"`)
   }
   if (!values.all && userId === undefined) throw new TagstreamError(ErrorCodes.USAGE, 'profile needs USER_ID or --all')
-  const operators = await createOperators(config)
-  const slots = operators.map((op) => ({ op }))
-  const store = await Store.open(storePath(config), { readOnly: true })
+  const reader = await ProfileReader.open(config, storePath(config))
   try {
-    const meta = await store.readMeta()
-    const partitions = [...Array(meta?.partitions ?? config.engine.partitions).keys()]
-    const clocks = new Map<number, number>()
-    for (const p of partitions) clocks.set(p, ((await store.readClock(p))?.maxTs ?? 0) - config.time.allowedLatenessMs)
-    const nowFor = (p: number) => asOf ?? clocks.get(p) ?? 0
     if (values.all) {
-      for (const p of partitions) {
-        const lines: string[] = []
-        for await (const rec of store.iterateUsers(p)) {
-          lines.push(JSON.stringify(buildProfile(rec, slots, nowFor(p), config.timeZone)))
-          if (lines.length >= 1000) {
-            await writeOut(lines.join('\n') + '\n')
-            lines.length = 0
-          }
+      const lines: string[] = []
+      for await (const profile of reader.all(asOf)) {
+        lines.push(JSON.stringify(profile))
+        if (lines.length >= 1000) {
+          await writeOut(lines.join('\n') + '\n')
+          lines.length = 0
         }
-        if (lines.length > 0) await writeOut(lines.join('\n') + '\n')
       }
+      if (lines.length > 0) await writeOut(lines.join('\n') + '\n')
       return
     }
-    const rec = await store.findUser(userId as string, partitions)
-    if (rec === undefined) {
+    const profile = await reader.get(userId as string, asOf)
+    if (profile === undefined) {
       process.stderr.write(`tagstream: no profile for user "${userId}"\n`)
       process.exitCode = 3
       return
     }
-    process.stdout.write(JSON.stringify(buildProfile(rec, slots, nowFor(rec.p), config.timeZone), null, 2) + '\n')
+    process.stdout.write(JSON.stringify(profile, null, 2) + '\n')
   } finally {
-    await store.close()
+    await reader.close()
   }
 }
 

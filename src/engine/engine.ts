@@ -5,12 +5,13 @@ import { RejectReasons, type InputEvent, type Rejection } from '../contracts/inp
 import type { Profile, ProfileTag } from '../contracts/profile.js'
 import type { TagChange, TagChangeCause, TagValue } from '../contracts/tag-change.js'
 import { ErrorCodes, TagstreamError } from '../errors.js'
-import type { DerivedTags, Operator, OperatorContext } from '../operator-api.js'
+import type { DerivedTags, Operator, OperatorContext, PopulationView } from '../operator-api.js'
 import type { DeadLetterSink, TagChangeSink } from '../sinks/sink.js'
 import type { Source, SourceRecord } from '../sources/source.js'
 import { Store, type WriteOp } from '../store/store.js'
 import { clockKey, globalOffsetKey, timerKey, userKey } from '../store/keys.js'
 import { partitionFor } from './partitioner.js'
+import { Populations, rebuildPopulations } from './population.js'
 import { TimerHeap, type TimerEntry } from './timer-heap.js'
 import { TIMER_KEY_SEP, newUserRecord, timerKeyOf, type UserRecord } from './user-record.js'
 
@@ -140,6 +141,8 @@ export class Engine {
   private readonly dispatchByType = new Map<string, readonly OperatorSlot[]>()
 
   private readonly tasks = new Map<number, PartitionTask>()
+  /** Population statistics of every operator that ranks users, over every user this engine holds. */
+  readonly populations = new Populations()
   /** User records by store key; Map order is recency of use (LRU). */
   private readonly cache = new Map<string, UserRecord>()
   private readonly dirtyUsers = new Set<string>()
@@ -193,12 +196,17 @@ export class Engine {
       const clock = await this.store.readClock(p)
       this.tasks.set(p, new PartitionTask(p, clock?.maxTs ?? -Infinity, this.lateness, clock?.users ?? 0))
     }
+    await this.rebuildPopulations()
     for (const source of this.sources) {
       const position = (await this.store.readGlobalOffset(source.name)) ?? 0
       this.positions.set(source.name, position)
       await source.open(position)
     }
     this.lastCommitAt = this.wallNow()
+  }
+
+  private async rebuildPopulations(): Promise<void> {
+    await rebuildPopulations(this.store, this.slots.map((s) => s.op), this.tasks.keys(), this.populations)
   }
 
   /** Runs until stopped (or, with `untilEnd`, until every source has ended), then commits. */
@@ -437,17 +445,27 @@ export class Engine {
     // Apply every operator first; commit their states and timers only if none throws, so a
     // failing operator leaves the user exactly as before the event.
     const now = task.watermark
-    const ctx = new CallContext(rec, now, this.config.timeZone)
-    const changed: { slot: OperatorSlot; state: unknown; tags: DerivedTags }[] = []
+    const ctx = new CallContext(rec, now, this.config.timeZone, this.populations)
+    const changed: Change[] = []
     try {
       for (const slot of slots) {
         const name = slot.op.name
-        const before = rec.ops[name] ?? slot.op.initialState()
+        const stored = rec.ops[name]
+        const before = stored ?? slot.op.initialState()
         ctx.operator = name
         const after = slot.op.onEvent(before, ev, ctx)
-        if (after !== before || rec.ops[name] === undefined) {
-          changed.push({ slot, state: after, tags: slot.op.deriveTags(after, ctx) })
+        if (after !== before || stored === undefined) changed.push({ slot, before: stored, state: after, tags: NO_TAGS })
+      }
+      // The user's new values join the population before its tags are derived from it.
+      this.movePopulations(changed, false)
+      try {
+        for (const c of changed) {
+          ctx.operator = c.slot.op.name
+          c.tags = c.slot.op.deriveTags(c.state, ctx)
         }
+      } catch (err) {
+        this.movePopulations(changed, true)
+        throw err
       }
     } catch (err) {
       this.stats.operatorErrors++
@@ -464,6 +482,18 @@ export class Engine {
     for (const c of changed) this.diffTags(rec, c.slot, c.tags, ev.ts, cause)
     this.markDirty(task, rec)
     this.stats.eventsApplied++
+  }
+
+  /** Moves the users' contributions to population statistics from `before` to `state` (or back). */
+  private movePopulations(changed: readonly Change[], undo: boolean): void {
+    for (const c of changed) {
+      const scored = c.slot.op.scoredValues
+      if (scored === undefined) continue
+      const from = c.before === undefined ? undefined : scored.call(c.slot.op, c.before)
+      const to = scored.call(c.slot.op, c.state)
+      if (undo) this.populations.update(c.slot.op.name, to, from)
+      else this.populations.update(c.slot.op.name, from, to)
+    }
   }
 
   private dispatch(type: string): readonly OperatorSlot[] {
@@ -528,19 +558,27 @@ export class Engine {
     const slot = this.slotByName.get(opName)
     if (slot === undefined || slot.op.onTimer === undefined) return // operator removed from config since
     this.stats.timersFired++
-    const ctx = new CallContext(rec, entry.due, this.config.timeZone)
+    const ctx = new CallContext(rec, entry.due, this.config.timeZone, this.populations)
     ctx.operator = opName
-    const before = rec.ops[opName] ?? slot.op.initialState()
-    let after: unknown
-    let tags: DerivedTags
+    const stored = rec.ops[opName]
+    const before = stored ?? slot.op.initialState()
+    const change: Change = { slot, before: stored, state: before, tags: NO_TAGS }
     try {
-      after = slot.op.onTimer(before, { name, dueMs: entry.due }, ctx)
-      if (after === before) return
-      tags = slot.op.deriveTags(after, ctx)
+      change.state = slot.op.onTimer(before, { name, dueMs: entry.due }, ctx)
+      if (change.state === before) return
+      this.movePopulations([change], false)
+      try {
+        change.tags = slot.op.deriveTags(change.state, ctx)
+      } catch (err) {
+        this.movePopulations([change], true)
+        throw err
+      }
     } catch {
       this.stats.operatorErrors++
       return
     }
+    const after = change.state
+    const tags = change.tags
     rec.ops[opName] = after
     // A timer set from a timer can not be due before it: that would fire in a loop at one instant.
     this.applyTimerOps(task, rec, ctx.timerOps, entry.due + 1)
@@ -728,9 +766,20 @@ export class Engine {
     }
     rec ??= await this.store.findUser(userId, this.tasks.keys())
     if (rec === undefined) return undefined
-    return buildProfile(rec, this.slots, asOf ?? this.task(rec.p).watermark, this.config.timeZone)
+    return buildProfile(rec, this.slots, asOf ?? this.task(rec.p).watermark, this.config.timeZone, this.populations)
   }
 }
+
+/** One operator's new state for a user, before it is committed to the record. */
+interface Change {
+  readonly slot: OperatorSlot
+  /** The stored state (undefined: the operator had none for this user yet). */
+  readonly before: unknown
+  state: unknown
+  tags: DerivedTags
+}
+
+const NO_TAGS: DerivedTags = Object.freeze({})
 
 /** Timer operations an operator asked for during one call; applied only if the call succeeds. */
 interface TimerOp {
@@ -748,12 +797,18 @@ class CallContext implements OperatorContext {
   operator = ''
   timerOps: TimerOp[] | undefined
   private readonly rec: UserRecord
+  private readonly populations: Populations
 
-  constructor(rec: UserRecord, now: number, timeZone: string) {
+  constructor(rec: UserRecord, now: number, timeZone: string, populations: Populations) {
     this.rec = rec
     this.now = now
     this.timeZone = timeZone
     this.userId = rec.u
+    this.populations = populations
+  }
+
+  population(dimension: string): PopulationView {
+    return this.populations.get(this.operator, dimension)
   }
 
   setTimer(name: string, dueMs: number): void {
@@ -782,7 +837,13 @@ export function changeId(userId: string, tag: string, seq: number): string {
   return createHash('sha256').update(`${userId}\u0000${tag}\u0000${seq}`).digest('base64url').slice(0, 22)
 }
 
-export function buildProfile(rec: UserRecord, slots: readonly { op: Operator }[], now: number, timeZone: string): Profile {
+export function buildProfile(
+  rec: UserRecord,
+  slots: readonly { op: Operator }[],
+  now: number,
+  timeZone: string,
+  populations: Populations,
+): Profile {
   const tags: Record<string, ProfileTag> = {}
   for (const id of Object.keys(rec.tags).sort()) {
     const [value, since, version] = rec.tags[id] as [TagValue, number, number]
@@ -792,7 +853,13 @@ export function buildProfile(rec: UserRecord, slots: readonly { op: Operator }[]
   for (const { op } of slots) {
     const s = rec.ops[op.name]
     if (s === undefined) continue
-    state[op.name] = op.view ? { ...op.view(s, now, timeZone) } : (s as Record<string, unknown>)
+    if (op.view === undefined) {
+      state[op.name] = s as Record<string, unknown>
+      continue
+    }
+    const ctx = new CallContext(rec, now, timeZone, populations)
+    ctx.operator = op.name
+    state[op.name] = { ...op.view(s, ctx) }
   }
   return { userId: rec.u, tags, state }
 }

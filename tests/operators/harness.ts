@@ -5,6 +5,7 @@
  * time; tags are derived and diffed after every call that returned a new state, exactly as the engine
  * does, so a test sees the tag changes the engine would emit.
  */
+import { Populations } from '../../src/engine/population.js'
 import { Value } from '@sinclair/typebox/value'
 import { Packr } from 'msgpackr'
 import type { TagChangeCause, TagChangeOp } from '../../src/contracts/tag-change.js'
@@ -94,6 +95,8 @@ export interface Driver<S> {
   derive(userId: string, at?: number): DerivedTags
   /** The operator's profile view of the user at `at` (default: the clock). */
   view(userId: string, at?: number): Readonly<Record<string, unknown>>
+  /** The population statistics the driver keeps (operators with `population` dimensions). */
+  readonly populations: Populations
   /** Pending timers, in firing order; only the user's when `userId` is given. */
   timers(userId?: string): PendingTimer[]
   /** Users seen so far, sorted. */
@@ -120,6 +123,9 @@ export function createDriver<S>(operator: Operator<S>, options: DriverOptions = 
     const state = stored === undefined ? operator.initialState() : roundTrip ? (packr.unpack(stored as Buffer) as S) : (stored as S)
     return checkPurity ? deepFreeze(state) : state
   }
+
+  /** Population statistics over the driver's users, maintained like the engine's. */
+  const populations = new Populations()
 
   function store(userId: string, state: S): void {
     states.set(userId, roundTrip ? packr.pack(state) : state)
@@ -156,6 +162,11 @@ export function createDriver<S>(operator: Operator<S>, options: DriverOptions = 
         if (!open) throw new Error('ctx.timer used after the call returned (the context is only valid during the call)')
         return timers.get(userId)?.get(name)
       },
+      population(dimension) {
+        if (!open) throw new Error('ctx.population used after the call returned (the context is only valid during the call)')
+        if (!(operator.population ?? []).includes(dimension)) throw new Error(`population dimension "${dimension}" is not declared by the operator`)
+        return populations.get(operator.name, dimension)
+      },
     }
     return { ctx, close: () => void (open = false) }
   }
@@ -183,6 +194,10 @@ export function createDriver<S>(operator: Operator<S>, options: DriverOptions = 
       throw new Error(`${kind === 'event' ? 'onEvent' : 'onTimer'} mutated the state it was given (user ${userId})`)
     }
     let tags = tagsOf.get(userId) ?? {}
+    if (after !== before && operator.scoredValues !== undefined) {
+      // As the engine does: the user's new values join the population before its tags are derived.
+      populations.update(operator.name, states.has(userId) ? operator.scoredValues(before) : undefined, operator.scoredValues(after))
+    }
     if (after !== before || !states.has(userId)) {
       // The engine re-derives only when the operator returned a new state.
       const frozen = checkPurity ? deepFreeze(after) : after
@@ -260,8 +275,11 @@ export function createDriver<S>(operator: Operator<S>, options: DriverOptions = 
     derive: (userId, at = clock) => deriveFor(userId, load(userId), at),
     view(userId, at = clock) {
       const state = load(userId)
-      return operator.view?.(state, at, timeZone) ?? (state as Readonly<Record<string, unknown>>)
+      const view = operator.view
+      if (view === undefined) return state as Readonly<Record<string, unknown>>
+      return call(userId, at, false, undefined, (ctx) => view.call(operator, state, ctx))
     },
+    populations,
     timers(userId) {
       const out: PendingTimer[] = []
       for (const [u, mine] of timers) {

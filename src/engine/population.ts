@@ -1,0 +1,194 @@
+import type { Operator, PopulationView } from '../operator-api.js'
+import type { Store } from '../store/store.js'
+
+const BUCKET = 512
+
+/**
+ * A multiset of numbers with rank queries, for population statistics: insert, remove and "how
+ * many values are smaller than x" in O(sqrt n) (sorted buckets of at most 2 * BUCKET values), so
+ * that a user's new value re-ranks in microseconds among a million, exactly, with no rescan.
+ */
+export class RankedMultiset implements PopulationView {
+  private buckets: number[][] = []
+  private size = 0
+  // Neumaier-compensated running sum: adds and removes of a million floats keep the mean exact
+  // to the last few bits.
+  private sum = 0
+  private compensation = 0
+
+  get count(): number {
+    return this.size
+  }
+
+  add(value: number): void {
+    if (!Number.isFinite(value)) throw new RangeError(`population values must be finite, got ${value}`)
+    this.addToSum(value)
+    this.size++
+    const buckets = this.buckets
+    if (buckets.length === 0) {
+      buckets.push([value])
+      return
+    }
+    const bi = this.bucketFor(value)
+    const bucket = buckets[bi] as number[]
+    bucket.splice(upperBound(bucket, value), 0, value)
+    if (bucket.length > 2 * BUCKET) buckets.splice(bi, 1, bucket.slice(0, BUCKET), bucket.slice(BUCKET))
+  }
+
+  /** Removes one occurrence; false when the value is not there. */
+  remove(value: number): boolean {
+    const buckets = this.buckets
+    if (buckets.length === 0) return false
+    const bi = this.bucketFor(value)
+    const bucket = buckets[bi] as number[]
+    const i = lowerBound(bucket, value)
+    if (bucket[i] !== value) return false
+    bucket.splice(i, 1)
+    if (bucket.length === 0) buckets.splice(bi, 1)
+    this.size--
+    this.addToSum(-value)
+    if (this.size === 0) {
+      this.sum = 0
+      this.compensation = 0
+    }
+    return true
+  }
+
+  /** Number of values strictly smaller than `value`. */
+  countLess(value: number): number {
+    let n = 0
+    for (const bucket of this.buckets) {
+      if ((bucket[bucket.length - 1] as number) < value) {
+        n += bucket.length
+        continue
+      }
+      return n + lowerBound(bucket, value)
+    }
+    return n
+  }
+
+  rank(value: number): number {
+    return 1 + this.countLess(value)
+  }
+
+  maxRank(): number {
+    const last = this.buckets[this.buckets.length - 1]
+    if (last === undefined) return 0
+    return this.rank(last[last.length - 1] as number)
+  }
+
+  mean(): number {
+    return this.size === 0 ? NaN : (this.sum + this.compensation) / this.size
+  }
+
+  /** A frozen copy (for a sweep that must see the population as it was at its clock). */
+  snapshot(): RankedMultiset {
+    const copy = new RankedMultiset()
+    copy.buckets = this.buckets.map((b) => b.slice())
+    copy.size = this.size
+    copy.sum = this.sum
+    copy.compensation = this.compensation
+    return copy
+  }
+
+  /** The bucket a value belongs in: the first whose last value is >= it, else the last. */
+  private bucketFor(value: number): number {
+    const buckets = this.buckets
+    let lo = 0
+    let hi = buckets.length - 1
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1
+      const b = buckets[mid] as number[]
+      if ((b[b.length - 1] as number) < value) lo = mid + 1
+      else hi = mid
+    }
+    return lo
+  }
+
+  private addToSum(value: number): void {
+    const t = this.sum + value
+    if (Math.abs(this.sum) >= Math.abs(value)) this.compensation += this.sum - t + value
+    else this.compensation += value - t + this.sum
+    this.sum = t
+  }
+}
+
+function lowerBound(a: number[], v: number): number {
+  let lo = 0
+  let hi = a.length
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1
+    if ((a[mid] as number) < v) lo = mid + 1
+    else hi = mid
+  }
+  return lo
+}
+
+function upperBound(a: number[], v: number): number {
+  let lo = 0
+  let hi = a.length
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1
+    if ((a[mid] as number) <= v) lo = mid + 1
+    else hi = mid
+  }
+  return lo
+}
+
+/** The population statistics of every operator dimension, keyed `<operator>.<dimension>`. */
+export class Populations {
+  private readonly sets = new Map<string, RankedMultiset>()
+
+  get(operator: string, dimension: string): RankedMultiset {
+    const key = `${operator}.${dimension}`
+    let set = this.sets.get(key)
+    if (set === undefined) {
+      set = new RankedMultiset()
+      this.sets.set(key, set)
+    }
+    return set
+  }
+
+  /** Moves one user's contribution from `before` to `after` (either may be undefined). */
+  update(operator: string, before: Readonly<Record<string, number>> | undefined, after: Readonly<Record<string, number>> | undefined): void {
+    if (before === after) return
+    if (before !== undefined) {
+      for (const dim in before) {
+        const v = before[dim] as number
+        if (after !== undefined && after[dim] === v) continue
+        this.get(operator, dim).remove(v)
+      }
+    }
+    if (after !== undefined) {
+      for (const dim in after) {
+        const v = after[dim] as number
+        if (before !== undefined && before[dim] === v) continue
+        this.get(operator, dim).add(v)
+      }
+    }
+  }
+
+  snapshot(): Populations {
+    const copy = new Populations()
+    for (const [k, v] of this.sets) copy.sets.set(k, v.snapshot())
+    return copy
+  }
+}
+
+/**
+ * Population statistics are derived data: rebuilt from the stored users (one pass over the user
+ * key ranges), so they can never disagree with the committed state.
+ */
+export async function rebuildPopulations(store: Store, operators: readonly Operator[], partitions: Iterable<number>, into: Populations): Promise<void> {
+  const ranked = operators.filter((op) => op.scoredValues !== undefined)
+  if (ranked.length === 0) return
+  for (const p of partitions) {
+    for await (const rec of store.iterateUsers(p)) {
+      for (const op of ranked) {
+        const state = rec.ops[op.name]
+        if (state !== undefined) into.update(op.name, undefined, op.scoredValues!(state))
+      }
+    }
+  }
+}
+

@@ -1,0 +1,95 @@
+/**
+ * Calendar days in an IANA time zone, DST-correct. Operators count "days" with these so that a
+ * 30-day window or "a purchase in the last 90 days" means calendar days where the customers are,
+ * as the nightly batch systems they replace compute them.
+ *
+ * A local day index is the number of days from 1970-01-01 to the local calendar date, so in UTC it
+ * is `floor(ts / DAY_MS)`. Offsets come from Intl and are memoized per quarter hour.
+ */
+export const DAY_MS = 86_400_000
+const QUARTER_HOUR_MS = 900_000
+
+export interface Calendar {
+  readonly timeZone: string
+  /** Local calendar day index of an instant. */
+  dayIndex(ts: number): number
+  /** The instant the local day `day` starts (its first existing minute where midnight is skipped). */
+  startOfDay(day: number): number
+  /** The zone's offset from UTC at an instant, ms (positive east of Greenwich). */
+  offset(ts: number): number
+  /** Whole local calendar days from the day of `fromTs` to the day of `toTs`. */
+  daysBetween(fromTs: number, toTs: number): number
+}
+
+const calendars = new Map<string, Calendar>()
+
+export function calendarFor(timeZone: string): Calendar {
+  let cal = calendars.get(timeZone)
+  if (cal === undefined) {
+    cal = timeZone === 'UTC' || timeZone === 'Etc/UTC' ? utcCalendar(timeZone) : zonedCalendar(timeZone)
+    calendars.set(timeZone, cal)
+  }
+  return cal
+}
+
+function utcCalendar(timeZone: string): Calendar {
+  return {
+    timeZone,
+    dayIndex: (ts) => Math.floor(ts / DAY_MS),
+    startOfDay: (day) => day * DAY_MS,
+    offset: () => 0,
+    daysBetween: (a, b) => Math.floor(b / DAY_MS) - Math.floor(a / DAY_MS),
+  }
+}
+
+function zonedCalendar(timeZone: string): Calendar {
+  const format = new Intl.DateTimeFormat('en-US', {
+    timeZone,
+    hourCycle: 'h23',
+    year: 'numeric',
+    month: 'numeric',
+    day: 'numeric',
+    hour: 'numeric',
+    minute: 'numeric',
+    second: 'numeric',
+  })
+  const memo = new Map<number, number>()
+  function offset(ts: number): number {
+    const bucket = Math.floor(ts / QUARTER_HOUR_MS)
+    let off = memo.get(bucket)
+    if (off === undefined) {
+      const at = bucket * QUARTER_HOUR_MS
+      const p: Record<string, number> = {}
+      for (const part of format.formatToParts(at)) if (part.type !== 'literal') p[part.type] = Number(part.value)
+      const local = Date.UTC(p.year as number, (p.month as number) - 1, p.day as number, p.hour as number, p.minute as number, p.second as number)
+      off = local - at
+      if (memo.size > 200_000) memo.clear()
+      memo.set(bucket, off)
+    }
+    return off
+  }
+  const dayIndex = (ts: number) => Math.floor((ts + offset(ts)) / DAY_MS)
+  return {
+    timeZone,
+    offset,
+    dayIndex,
+    startOfDay(day: number): number {
+      const localMidnight = day * DAY_MS
+      // Two refinements settle on the instant whose local time is midnight, across a DST change.
+      let t = localMidnight - offset(localMidnight)
+      t = localMidnight - offset(t)
+      if (dayIndex(t) === day) return t
+      // Midnight does not exist (a DST change at 00:00): the day starts at the change, found by
+      // bisection to the minute (zone changes fall on whole minutes).
+      let lo = t
+      let hi = t + 6 * 3_600_000
+      while (hi - lo > 60_000) {
+        const mid = lo + Math.floor((hi - lo) / 120_000) * 60_000
+        if (dayIndex(mid) < day) lo = mid
+        else hi = mid
+      }
+      return hi
+    },
+    daysBetween: (a, b) => dayIndex(b) - dayIndex(a),
+  }
+}

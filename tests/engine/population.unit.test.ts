@@ -1,0 +1,52 @@
+import { describe, expect, it } from 'vitest'
+import { Populations, RankedMultiset } from '../../src/engine/population.js'
+
+/** The reference definition: min rank among all values, 1-based. */
+function naiveRank(values: number[], v: number): number {
+  return 1 + values.filter((x) => x < v).length
+}
+
+describe('RankedMultiset', () => {
+  it('ranks exactly like a full sort with min ties, through thousands of inserts and removals', () => {
+    const set = new RankedMultiset()
+    const values: number[] = []
+    let seed = 99
+    const rnd = () => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff)
+    for (let i = 0; i < 6000; i++) {
+      if (values.length > 0 && rnd() < 0.35) {
+        const idx = Math.floor(rnd() * values.length)
+        const [v] = values.splice(idx, 1)
+        expect(set.remove(v as number)).toBe(true)
+      } else {
+        const v = Math.round(rnd() * 300) / 4 // many ties
+        values.push(v)
+        set.add(v)
+      }
+      if (i % 500 === 0) {
+        for (const probe of [-1, 0, 10.25, 37.5, 74.75, 100]) expect(set.rank(probe)).toBe(naiveRank(values, probe))
+      }
+    }
+    expect(set.count).toBe(values.length)
+    expect(set.maxRank()).toBe(naiveRank(values, Math.max(...values)))
+    expect(set.mean()).toBeCloseTo(values.reduce((a, b) => a + b, 0) / values.length, 9)
+    expect(set.remove(12345.5)).toBe(false)
+  })
+
+  it('is empty-safe', () => {
+    const set = new RankedMultiset()
+    expect(set.maxRank()).toBe(0)
+    expect(set.rank(5)).toBe(1)
+    expect(set.mean()).toBeNaN()
+  })
+
+  it('keeps a snapshot frozen while the live set changes', () => {
+    const pops = new Populations()
+    pops.update('rfm', undefined, { monetary: 10, frequency: 1 })
+    pops.update('rfm', undefined, { monetary: 20, frequency: 2 })
+    const snap = pops.snapshot()
+    pops.update('rfm', { monetary: 10, frequency: 1 }, { monetary: 30, frequency: 1 })
+    expect(snap.get('rfm', 'monetary').rank(25)).toBe(3)
+    expect(pops.get('rfm', 'monetary').rank(25)).toBe(2)
+    expect(pops.get('rfm', 'frequency').count).toBe(2)
+  })
+})
