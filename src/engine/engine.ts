@@ -272,19 +272,22 @@ export class Engine {
     const events: InputEvent[] = []
     const eventPartitions: number[] = []
     const eventRecords: SourceRecord[] = []
+    const eventKeys: string[] = []
     for (const record of records) {
       const result = source.decode(record.value, wallNow)
       if (!result.ok) {
         this.deadLetter(source.name, record, result.rejection, result.eventId, result.userId)
         continue
       }
+      const partition = record.partition ?? partitionFor(result.event.userId, this.partitions)
       events.push(result.event)
-      eventPartitions.push(record.partition ?? partitionFor(result.event.userId, this.partitions))
+      eventPartitions.push(partition)
       eventRecords.push(record)
+      eventKeys.push(userKey(partition, result.event.userId))
     }
     let next = 0
     while (next < events.length) {
-      const limit = await this.prefetch(events, eventPartitions, next)
+      const limit = await this.prefetch(events, eventPartitions, eventKeys, next)
       if (limit === next) {
         // More timers are due before this event than one scan reads: fire the loaded ones first.
         const task = this.task(eventPartitions[next] as number)
@@ -292,7 +295,7 @@ export class Engine {
         continue
       }
       for (let i = next; i < limit; i++) {
-        this.applyEvent(this.task(eventPartitions[i] as number), events[i] as InputEvent, source.name, eventRecords[i] as SourceRecord, wallNow)
+        this.applyEvent(this.task(eventPartitions[i] as number), events[i] as InputEvent, eventKeys[i] as string, source.name, eventRecords[i] as SourceRecord, wallNow)
       }
       next = limit
     }
@@ -318,13 +321,13 @@ export class Engine {
    * that will fire on the way. Returns the index up to which events can be applied without
    * touching the store (all of them, unless more timers are due than one scan reads).
    */
-  private async prefetch(events: readonly InputEvent[], partitions: readonly number[], from: number): Promise<number> {
+  private async prefetch(events: readonly InputEvent[], partitions: readonly number[], keys: readonly string[], from: number): Promise<number> {
     const wanted = new Set<string>()
     const maxTsByPartition = new Map<number, number>()
     for (let i = from; i < events.length; i++) {
       const ev = events[i] as InputEvent
       const p = partitions[i] as number
-      const key = userKey(p, ev.userId)
+      const key = keys[i] as string
       if (!this.touch(key)) wanted.add(key)
       const m = maxTsByPartition.get(p)
       if (m === undefined || ev.ts > m) maxTsByPartition.set(p, ev.ts)
@@ -405,8 +408,7 @@ export class Engine {
     }
   }
 
-  private userRecord(task: PartitionTask, userId: string): UserRecord {
-    const key = userKey(task.partition, userId)
+  private userRecord(task: PartitionTask, userId: string, key: string): UserRecord {
     let rec = this.cache.get(key)
     if (rec === undefined) {
       rec = newUserRecord(userId, task.partition)
@@ -420,7 +422,7 @@ export class Engine {
 
   // ---------------------------------------------------------------- the per-event path (synchronous)
 
-  private applyEvent(task: PartitionTask, ev: InputEvent, sourceName: string, record: SourceRecord, wallNow: number): void {
+  private applyEvent(task: PartitionTask, ev: InputEvent, key: string, sourceName: string, record: SourceRecord, wallNow: number): void {
     task.lastEventWallMs = wallNow
     if (ev.ts - this.lateness > task.watermark) this.advanceClock(task, ev.ts)
     if (ev.ts < task.watermark - this.lateHorizon) {
@@ -431,14 +433,14 @@ export class Engine {
       }, ev.eventId, ev.userId)
       return
     }
-    const rec = this.userRecord(task, ev.userId)
+    const rec = this.userRecord(task, ev.userId, key)
     if (this.isDuplicate(rec, ev)) {
       this.stats.duplicates++
       return
     }
     const slots = this.dispatch(ev.type)
     if (slots.length === 0) {
-      this.markDirty(task, rec)
+      this.dirtyUsers.add(key)
       this.stats.eventsApplied++
       return
     }
@@ -480,7 +482,7 @@ export class Engine {
     this.applyTimerOps(task, rec, ctx.timerOps, -Infinity)
     const cause: TagChangeCause = { kind: 'event', eventId: ev.eventId }
     for (const c of changed) this.diffTags(rec, c.slot, c.tags, ev.ts, cause)
-    this.markDirty(task, rec)
+    this.dirtyUsers.add(key)
     this.stats.eventsApplied++
   }
 
@@ -551,7 +553,7 @@ export class Engine {
     if (rec.timers[entry.timer] !== entry.due) return
     delete rec.timers[entry.timer]
     this.timerWrites.set(timerKey(task.partition, entry.due, entry.userId, entry.timer), null)
-    this.markDirty(task, rec)
+    this.dirtyUsers.add(key)
     const sep = entry.timer.indexOf(TIMER_KEY_SEP)
     const opName = entry.timer.slice(0, sep)
     const name = entry.timer.slice(sep + 1)
@@ -638,10 +640,6 @@ export class Engine {
       this.stats.tagChanges++
       for (const sink of this.sinks) sink.write(change)
     }
-  }
-
-  private markDirty(task: PartitionTask, rec: UserRecord): void {
-    this.dirtyUsers.add(userKey(task.partition, rec.u))
   }
 
   private deadLetter(source: string, record: SourceRecord, reason: Rejection, eventId?: string, userId?: string): void {

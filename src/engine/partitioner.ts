@@ -35,7 +35,20 @@ export function murmur2(data: Uint8Array): number {
   return h | 0
 }
 
+const ascii = new Uint8Array(256)
+
 export function partitionFor(userId: string, partitions: number): number {
   if (partitions === 1) return 0
+  // Per event: ASCII ids (the common case) skip the TextEncoder allocation.
+  const n = userId.length
+  if (n <= ascii.length) {
+    let i = 0
+    for (; i < n; i++) {
+      const c = userId.charCodeAt(i)
+      if (c > 0x7f) break
+      ascii[i] = c
+    }
+    if (i === n) return (murmur2(ascii.subarray(0, n)) & 0x7fffffff) % partitions
+  }
   return (murmur2(encoder.encode(userId)) & 0x7fffffff) % partitions
 }

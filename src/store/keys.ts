@@ -14,8 +14,11 @@
 export const KEY_SEP = '!'
 const HEX_DUE_WIDTH = 14 // 8.64e15 (the largest Date) < 16^14
 
+const prefixes: string[] = []
+
 export function partitionPrefix(partition: number): string {
-  return `p${partition.toString(16).padStart(4, '0')}!`
+  // Called for every event: the few distinct prefixes are built once.
+  return (prefixes[partition] ??= `p${partition.toString(16).padStart(4, '0')}!`)
 }
 
 export function userKey(partition: number, userId: string): string {
