@@ -4,7 +4,7 @@
  * msgpack round-trip, timers that keep time-relative tags exact, fresh initial states, declared tags.
  */
 import { describe, expect, it } from 'vitest'
-import { DAY_MS, type DerivedTags, type InputEvent, type Operator } from '../../src/operator-api.js'
+import { DAY_MS, type DerivedTags, type InputEvent, type Operator, type OperatorContext } from '../../src/operator-api.js'
 import { createDriver, packr, values, type Driver, type DriverOptions, type DriverStep } from './harness.js'
 
 export interface ContractSuiteOptions {
@@ -105,9 +105,11 @@ export function operatorContractSuite(
     })
 
     it('keeps plain-data state: every state survives a msgpack round-trip with the same tags', () => {
-      const { steps } = run(makeOperator, makeEvents(), driverOptions)
+      const { steps, driver } = run(makeOperator, makeEvents(), driverOptions)
       const operator = makeOperator()
-      const ctx = (userId: string, now: number) => ({
+      // Ranks here are against the final population: the same for a state and its decoded copy.
+      const driverPopulation = (dimension: string) => driver.populations.get(operator.name, dimension)
+      const ctx = (userId: string, now: number): OperatorContext => ({
         now,
         timeZone: driverOptions.timeZone ?? 'UTC',
         userId,
@@ -118,6 +120,7 @@ export function operatorContractSuite(
           throw new Error('deriveTags must not delete timers')
         },
         timer: () => undefined,
+        population: (dimension: string) => driverPopulation(dimension),
       })
       for (const step of steps) {
         expect(plainDataIssues(step.after), `state of ${step.userId} after ${step.kind} at ${step.now}`).toStrictEqual([])
@@ -125,7 +128,7 @@ export function operatorContractSuite(
         expect(decoded).toStrictEqual(step.after)
         expect(operator.deriveTags(decoded, ctx(step.userId, step.now))).toStrictEqual(operator.deriveTags(step.after, ctx(step.userId, step.now)))
         if (operator.view !== undefined) {
-          expect(operator.view(decoded, step.now, 'UTC')).toStrictEqual(operator.view(step.after, step.now, 'UTC'))
+          expect(operator.view(decoded, ctx(step.userId, step.now))).toStrictEqual(operator.view(step.after, ctx(step.userId, step.now)))
         }
       }
       // Loading every state from its encoding before each call (as the engine does) changes nothing.

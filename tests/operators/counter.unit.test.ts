@@ -1,3 +1,4 @@
+import { RankedMultiset } from '../../src/engine/population.js'
 import { describe, expect, it } from 'vitest'
 import counter, { type CounterState } from '../../operators/counter.js'
 import { isTagstreamError } from '../../src/errors.js'
@@ -86,7 +87,7 @@ describe('counter operator', () => {
     expect(d.view('u1')).toStrictEqual({ total: 1, countInWindow: 1, windowDays: 30, firstAt: iso(at(D)), lastAt: iso(at(D)) })
     // Even called directly (bypassing the dispatch table), other types leave the state alone.
     const s = d.state('u1')
-    const ctx = { now: at(D, 2), timeZone: 'UTC', userId: 'u1', setTimer() {}, deleteTimer() {}, timer: () => undefined }
+    const ctx = { now: at(D, 2), timeZone: 'UTC', userId: 'u1', setTimer() {}, deleteTimer() {}, timer: () => undefined, population: () => new RankedMultiset() }
     expect(op.onEvent(s, event('u1', 'view', at(D, 2)), ctx)).toBe(s)
     d.apply('u1', event('u1', 'purchase', at(D, 2)))
     expect(d.tagValues('u1')).toStrictEqual({ orders_frequency: 'buyer' })

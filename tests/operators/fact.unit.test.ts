@@ -1,3 +1,4 @@
+import { RankedMultiset } from '../../src/engine/population.js'
 import { describe, expect, it } from 'vitest'
 import fact, { type FactState } from '../../operators/fact.js'
 import { isTagstreamError } from '../../src/errors.js'
@@ -148,7 +149,7 @@ describe('fact operator', () => {
     const before = d.state('u1')
     for (const [i, city] of [{ name: 'x' }, ['Paris'], undefined, Number.NaN, Number.POSITIVE_INFINITY].entries()) {
       const e = event('u1', 'profile_update', T0 + (i + 1) * MIN, { city })
-      expect(op.onEvent(before, e, { now: e.ts, timeZone: 'UTC', userId: 'u1', setTimer() {}, deleteTimer() {}, timer: () => undefined })).toBe(before)
+      expect(op.onEvent(before, e, { now: e.ts, timeZone: 'UTC', userId: 'u1', setTimer() {}, deleteTimer() {}, timer: () => undefined, population: () => new RankedMultiset() })).toBe(before)
     }
     // No matching property, an event type the attribute does not take, a string for a number.
     d.apply('u1', event('u1', 'view', T0 + MIN, { page: '/' }))
