@@ -128,6 +128,17 @@ export const ConfigSchema = Type.Object(
       },
       { default: {}, additionalProperties: false },
     ),
+    rescore: Type.Object(
+      {
+        schedule: Type.Union([Type.Literal('daily'), Type.Literal('off')], {
+          default: 'daily',
+          description: 'Re-score every stored user once a day, in event time (operators with rescore: true)',
+        }),
+        at: Type.String({ pattern: '^([01]\\d|2[0-3]):[0-5]\\d$', default: '00:00', description: 'Local time of day (timeZone) of the sweep' }),
+        chunkUsers: Type.Integer({ minimum: 1, default: 5000, description: 'Users re-scored between two batches of events' }),
+      },
+      { default: {}, additionalProperties: false },
+    ),
     dedup: Type.Object(
       {
         maxIds: Type.Integer({ minimum: 0, default: 64, description: 'Recent event ids remembered per user' }),

@@ -8,8 +8,9 @@ import { ErrorCodes, TagstreamError } from '../errors.js'
 import type { DerivedTags, Operator, OperatorContext, PopulationView } from '../operator-api.js'
 import type { DeadLetterSink, TagChangeSink } from '../sinks/sink.js'
 import type { Source, SourceRecord } from '../sources/source.js'
-import { Store, type WriteOp } from '../store/store.js'
-import { clockKey, globalOffsetKey, timerKey, userKey } from '../store/keys.js'
+import { Store, type PartitionClock, type WriteOp } from '../store/store.js'
+import { clockKey, globalOffsetKey, timerKey, userKey, userRange } from '../store/keys.js'
+import { calendarFor, type Calendar } from '../time/calendar.js'
 import { partitionFor } from './partitioner.js'
 import { Populations, rebuildPopulations } from './population.js'
 import { TimerHeap, type TimerEntry } from './timer-heap.js'
@@ -31,6 +32,11 @@ export interface EngineStats {
   cacheHits: number
   cacheMisses: number
   usersCreated: number
+  sweepsStarted: number
+  sweepsCompleted: number
+  usersRescored: number
+  /** Wall time of the last completed sweep, ms. */
+  lastSweepMs: number
 }
 
 function newStats(): EngineStats {
@@ -48,6 +54,10 @@ function newStats(): EngineStats {
     cacheHits: 0,
     cacheMisses: 0,
     usersCreated: 0,
+    sweepsStarted: 0,
+    sweepsCompleted: 0,
+    usersRescored: 0,
+    lastSweepMs: 0,
   }
 }
 
@@ -81,6 +91,10 @@ class PartitionTask {
   users: number
   dirty = false
   lastEventWallMs = 0
+  /** The next re-scoring instant (event time); undefined until the clock first moves, Infinity when off. */
+  nextSweepAt: number | undefined
+  /** The re-scoring sweep in progress, if any. */
+  sweep: Sweep | undefined
 
   constructor(partition: number, maxTs: number, lateness: number, users: number) {
     this.partition = partition
@@ -88,6 +102,22 @@ class PartitionTask {
     this.watermark = maxTs - lateness
     this.users = users
   }
+}
+
+/**
+ * A re-scoring sweep of one partition at instant `at`: every stored user is re-derived at `at`
+ * against the population as it stood at `at` (a snapshot). A background pass walks the users in
+ * key order a chunk at a time between batches; a user with an event or timer after `at` is swept
+ * first, on the spot, so the result for each user does not depend on when the pass reaches it.
+ */
+interface Sweep {
+  readonly at: number
+  readonly populations: Populations
+  /** The last user key the background pass has done (undefined: not started). */
+  cursor: string | undefined
+  /** Where the pass started; it wraps around the key space and stops there (a superseded sweep's position). */
+  readonly startKey: string | undefined
+  wrapped: boolean
 }
 
 export interface EngineOptions {
@@ -138,6 +168,11 @@ export class Engine {
 
   private readonly slots: readonly OperatorSlot[]
   private readonly slotByName: ReadonlyMap<string, OperatorSlot>
+  /** Operators whose tags depend on the population or the clock: re-derived by sweeps. */
+  private readonly rescoreSlots: readonly OperatorSlot[]
+  private readonly sweepMinutes: number | undefined
+  private readonly calendar: Calendar
+  private sweepStartedWallMs = 0
   private readonly dispatchByType = new Map<string, readonly OperatorSlot[]>()
 
   private readonly tasks = new Map<number, PartitionTask>()
@@ -185,6 +220,10 @@ export class Engine {
         .map((t) => ({ id: t.id, version: t.version, emit: t.status === 'online' })),
     }))
     this.slotByName = new Map(this.slots.map((s) => [s.op.name, s]))
+    this.rescoreSlots = this.slots.filter((s) => s.op.rescore === true)
+    const [hh, mm] = config.rescore.at.split(':').map(Number) as [number, number]
+    this.sweepMinutes = config.rescore.schedule === 'off' || this.rescoreSlots.length === 0 ? undefined : hh * 60 + mm
+    this.calendar = calendarFor(config.timeZone)
   }
 
   // ---------------------------------------------------------------- lifecycle
@@ -197,6 +236,16 @@ export class Engine {
       this.tasks.set(p, new PartitionTask(p, clock?.maxTs ?? -Infinity, this.lateness, clock?.users ?? 0))
     }
     await this.rebuildPopulations()
+    for (let p = 0; p < this.partitions; p++) {
+      const task = this.task(p)
+      const clock = await this.store.readClock(p)
+      if (clock?.sweepAt !== undefined && this.sweepMinutes !== undefined) {
+        // A sweep interrupted by a stop or a crash resumes where its committed cursor is, against
+        // the population as restored (the one at its instant is gone).
+        task.sweep = { at: clock.sweepAt, populations: this.populations.snapshot(), cursor: clock.sweepCursor, startKey: undefined, wrapped: false }
+      }
+      if (Number.isFinite(task.watermark)) task.nextSweepAt = this.nextSweepAfter(Math.max(task.watermark, clock?.sweepAt ?? -Infinity))
+    }
     for (const source of this.sources) {
       const position = (await this.store.readGlobalOffset(source.name)) ?? 0
       this.positions.set(source.name, position)
@@ -244,18 +293,25 @@ export class Engine {
         received += records.length
         await this.processRecords(source, records)
       }
+      await this.sweepStep()
       const now = this.wallNow()
       if (received === 0 && this.idleAdvance) await this.advanceIdlePartitions(now)
       if (this.eventsSinceCommit >= commitEvents || (now - this.lastCommitAt >= commitIntervalMs && this.hasUncommitted())) {
         await this.commit()
       }
-      if (options.untilEnd && ended.size === this.sources.length) break
-      if (ended.size === this.sources.length && received === 0) {
+      if (options.untilEnd && ended.size === this.sources.length && !this.sweeping) break
+      if (ended.size === this.sources.length && received === 0 && !this.sweeping) {
         // Every source ended but we run until stopped (e.g. a finite demo): idle politely.
         await new Promise((r) => setTimeout(r, 50))
       }
     }
     await this.commit()
+  }
+
+  /** Whether any partition has a sweep in progress (replays finish them before they end). */
+  get sweeping(): boolean {
+    for (const t of this.tasks.values()) if (t.sweep !== undefined) return true
+    return false
   }
 
   private hasUncommitted(): boolean {
@@ -289,8 +345,14 @@ export class Engine {
     while (next < events.length) {
       const limit = await this.prefetch(events, eventPartitions, eventKeys, next)
       if (limit === next) {
-        // More timers are due before this event than one scan reads: fire the loaded ones first.
         const task = this.task(eventPartitions[next] as number)
+        if (task.sweep !== undefined && (events[next] as InputEvent).ts - this.lateness >= (task.nextSweepAt as number)) {
+          // The next sweep instant is due while this one's pass is not done: finish it first, so
+          // that every sweep sees every user at its own instant.
+          while (task.sweep !== undefined) await this.sweepStepFor(task)
+          continue
+        }
+        // More timers are due before this event than one scan reads: fire the loaded ones first.
         this.advanceClock(task, task.scannedUpTo + this.lateness)
         continue
       }
@@ -332,8 +394,8 @@ export class Engine {
       const m = maxTsByPartition.get(p)
       if (m === undefined || ev.ts > m) maxTsByPartition.set(p, ev.ts)
     }
+    let limit = this.sweepLimit(events, partitions, from)
     // Timers: every partition whose clock will move reads its index up to the new watermark.
-    let limit = events.length
     for (const [p, maxTs] of maxTsByPartition) {
       const task = this.task(p)
       const target = Math.max(task.maxTs, maxTs) - this.lateness
@@ -351,6 +413,36 @@ export class Engine {
     }
     await this.loadUsers(wanted)
     return limit
+  }
+
+  /**
+   * The first event (from `from` on) that would start a partition's next sweep while one is still
+   * running (started before or earlier in the batch); events.length when there is none.
+   */
+  private sweepLimit(events: readonly InputEvent[], partitions: readonly number[], from: number): number {
+    if (this.sweepMinutes === undefined) return events.length
+    const state = new Map<number, { active: boolean; next: number; watermark: number }>()
+    for (let i = from; i < events.length; i++) {
+      const p = partitions[i] as number
+      const w = (events[i] as InputEvent).ts - this.lateness
+      let s = state.get(p)
+      if (s === undefined) {
+        const task = this.task(p)
+        // Scheduled from the first clock, as advanceClock would: decided here so both agree.
+        task.nextSweepAt ??= this.nextSweepAfter(Math.max(task.watermark, w))
+        s = { active: task.sweep !== undefined, next: task.nextSweepAt, watermark: task.watermark }
+        state.set(p, s)
+      }
+      if (w <= s.watermark) continue
+      s.watermark = w
+      if (w < s.next) continue
+      if (s.active) return i
+      let at = s.next
+      for (let n = this.nextSweepAfter(at); n <= w; n = this.nextSweepAfter(at)) at = n
+      s.next = this.nextSweepAfter(at)
+      s.active = true
+    }
+    return events.length
   }
 
   /** Moves timers due at or before `target` into the partition's heap; returns the clock they cover. */
@@ -412,6 +504,8 @@ export class Engine {
     let rec = this.cache.get(key)
     if (rec === undefined) {
       rec = newUserRecord(userId, task.partition)
+      // Created after the sweep's instant: nothing of it existed to re-score.
+      if (task.sweep !== undefined) rec.rs = task.sweep.at
       this.cache.set(key, rec)
       this.stats.usersCreated++
       task.users++
@@ -434,6 +528,7 @@ export class Engine {
       return
     }
     const rec = this.userRecord(task, ev.userId, key)
+    if (task.sweep !== undefined && (rec.rs ?? -Infinity) < task.sweep.at) this.rescoreUser(task, rec, key)
     if (this.isDuplicate(rec, ev)) {
       this.stats.duplicates++
       return
@@ -531,16 +626,131 @@ export class Engine {
     const watermark = task.maxTs - this.lateness
     if (watermark <= task.watermark) return
     task.dirty = true
+    if (task.nextSweepAt === undefined) task.nextSweepAt = this.nextSweepAfter(watermark)
     const heap = task.heap
     for (;;) {
       const next = heap.peek()
       if (next === undefined || next.due > watermark) break
+      if (task.nextSweepAt <= next.due) {
+        // A sweep instant comes before this timer: it starts first, in event-time order.
+        this.startSweep(task, task.nextSweepAt, watermark)
+        continue
+      }
       heap.pop()
       // Fire in due order; the clock an operator sees is the timer's own due time.
       task.watermark = Math.max(task.watermark, next.due)
       this.fireTimer(task, next)
     }
+    if (task.nextSweepAt <= watermark) this.startSweep(task, task.nextSweepAt, watermark)
     task.watermark = watermark
+  }
+
+  // ---------------------------------------------------------------- re-scoring sweeps
+
+  /** The first scheduled sweep instant strictly after `ts` (Infinity when sweeps are off). */
+  private nextSweepAfter(ts: number): number {
+    const minutes = this.sweepMinutes
+    if (minutes === undefined || !Number.isFinite(ts)) return Infinity
+    let day = this.calendar.dayIndex(ts)
+    let at = this.calendar.instantOf(day, minutes)
+    while (at <= ts) at = this.calendar.instantOf(++day, minutes)
+    return at
+  }
+
+  /**
+   * Starts the sweep of the latest scheduled instant at or before `upTo` (a clock that jumps over
+   * several days sweeps once, at the last). A sweep still running is superseded: its pass goes on
+   * from where it is, wrapping around, so that every user is reached.
+   */
+  private startSweep(task: PartitionTask, from: number, upTo: number): void {
+    let at = from
+    for (let next = this.nextSweepAfter(at); next <= upTo; next = this.nextSweepAfter(at)) at = next
+    const previous = task.sweep
+    task.sweep = {
+      at,
+      populations: this.populations.snapshot(),
+      cursor: previous?.cursor,
+      startKey: previous?.cursor,
+      wrapped: false,
+    }
+    task.nextSweepAt = this.nextSweepAfter(at)
+    task.dirty = true
+    this.stats.sweepsStarted++
+    if (previous === undefined) this.sweepStartedWallMs = this.wallNow()
+  }
+
+  /** Re-derives a user's rescore tags at the sweep's instant, against the sweep's population. */
+  private rescoreUser(task: PartitionTask, rec: UserRecord, key: string): void {
+    const sweep = task.sweep as Sweep
+    rec.rs = sweep.at
+    this.dirtyUsers.add(key)
+    this.stats.usersRescored++
+    const ctx = new CallContext(rec, sweep.at, this.config.timeZone, sweep.populations)
+    for (const slot of this.rescoreSlots) {
+      const state = rec.ops[slot.op.name]
+      if (state === undefined) continue
+      ctx.operator = slot.op.name
+      let tags: DerivedTags
+      try {
+        tags = slot.op.deriveTags(state, ctx)
+      } catch {
+        this.stats.operatorErrors++
+        continue
+      }
+      this.diffTags(rec, slot, tags, sweep.at, RESCORE_CAUSE)
+    }
+  }
+
+  /** One chunk of every running sweep's background pass. Called between batches. */
+  private async sweepStep(): Promise<void> {
+    for (const task of this.tasks.values()) await this.sweepStepFor(task)
+  }
+
+  private async sweepStepFor(task: PartitionTask): Promise<void> {
+    {
+      const sweep = task.sweep
+      if (sweep === undefined) return
+      const range = userRange(task.partition)
+      const chunk = this.config.rescore.chunkUsers
+      const entries = await this.store.scanUsers(range, sweep.cursor, chunk)
+      // The task's sweep may have been superseded while the store was read: leave it to the next step.
+      if (task.sweep !== sweep) return
+      this.emittedAtIso = new Date(this.wallNow()).toISOString()
+      for (const [key, stored] of entries) {
+        if (sweep.wrapped && sweep.startKey !== undefined && key >= sweep.startKey) {
+          this.finishSweep(task)
+          break
+        }
+        sweep.cursor = key
+        const rec = this.cache.get(key) ?? stored
+        if ((rec.rs ?? -Infinity) >= sweep.at) continue
+        if (rec === stored) this.cache.set(key, rec)
+        this.rescoreUser(task, rec, key)
+      }
+      if (task.sweep !== sweep) return
+      task.dirty = true
+      if (entries.length < chunk) {
+        if (sweep.startKey !== undefined && !sweep.wrapped) {
+          sweep.wrapped = true
+          sweep.cursor = undefined
+        } else {
+          this.finishSweep(task)
+        }
+      }
+    }
+  }
+
+  private finishSweep(task: PartitionTask): void {
+    const sweep = task.sweep as Sweep
+    // Users created before the instant but not yet in the store when the pass went by.
+    for (const key of this.dirtyUsers) {
+      const rec = this.cache.get(key)
+      if (rec !== undefined && rec.p === task.partition && (rec.rs ?? -Infinity) < sweep.at) this.rescoreUser(task, rec, key)
+    }
+    task.sweep = undefined
+    task.dirty = true
+    this.stats.sweepsCompleted++
+    if (![...this.tasks.values()].some((t) => t.sweep !== undefined)) this.stats.lastSweepMs = this.wallNow() - this.sweepStartedWallMs
   }
 
   private fireTimer(task: PartitionTask, entry: TimerEntry): void {
@@ -551,6 +761,7 @@ export class Engine {
     }
     // The user's record is the truth; index entries of moved or cancelled timers are stale.
     if (rec.timers[entry.timer] !== entry.due) return
+    if (task.sweep !== undefined && (rec.rs ?? -Infinity) < task.sweep.at) this.rescoreUser(task, rec, key)
     delete rec.timers[entry.timer]
     this.timerWrites.set(timerKey(task.partition, entry.due, entry.userId, entry.timer), null)
     this.dirtyUsers.add(key)
@@ -706,7 +917,13 @@ export class Engine {
     }
     for (const task of this.tasks.values()) {
       if (!task.dirty) continue
-      ops.push({ type: 'put', key: clockKey(task.partition), value: this.store.encode({ maxTs: task.maxTs, users: task.users }) })
+      const clock: PartitionClock = { maxTs: task.maxTs, users: task.users }
+      if (task.sweep !== undefined) {
+        clock.sweepAt = task.sweep.at
+        // A pass that has wrapped restarts from the beginning after a restart (harmless: done users are skipped).
+        if (!task.sweep.wrapped && task.sweep.cursor !== undefined) clock.sweepCursor = task.sweep.cursor
+      }
+      ops.push({ type: 'put', key: clockKey(task.partition), value: this.store.encode(clock) })
     }
     for (const name of this.dirtyPositions) {
       ops.push({ type: 'put', key: globalOffsetKey(name), value: this.store.encode(this.positions.get(name)) })
@@ -778,6 +995,7 @@ interface Change {
 }
 
 const NO_TAGS: DerivedTags = Object.freeze({})
+const RESCORE_CAUSE: TagChangeCause = Object.freeze({ kind: 'rescore' })
 
 /** Timer operations an operator asked for during one call; applied only if the call succeeds. */
 interface TimerOp {

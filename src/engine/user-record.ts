@@ -24,6 +24,8 @@ export interface UserRecord {
   ids: string[]
   /** event times of `ids`, same order */
   idTs: number[]
+  /** the instant of the last re-scoring sweep applied to this user (absent: none) */
+  rs?: number
 }
 
 export function newUserRecord(userId: string, partition: number): UserRecord {

@@ -28,6 +28,10 @@ export interface PartitionClock {
   maxTs: number
   /** Users in the partition. */
   users: number
+  /** The instant of the re-scoring sweep in progress, if any. */
+  sweepAt?: number
+  /** The last user key that sweep's pass has done. */
+  sweepCursor?: string
 }
 
 export interface TimerIndexEntry {
@@ -133,6 +137,13 @@ export class Store {
     for await (const buf of this.db.values({ ...userRange(partition) })) {
       yield this.decode<UserRecord>(buf)
     }
+  }
+
+  /** Up to `limit` users of a key range after `afterKey`, in key order, with their keys. */
+  async scanUsers(range: { gte: string; lt: string }, afterKey: string | undefined, limit: number): Promise<[string, UserRecord][]> {
+    const bounds = afterKey === undefined ? range : { gt: afterKey, lt: range.lt }
+    const entries = await this.db.iterator({ ...bounds, limit }).all()
+    return entries.map(([k, v]) => [k, this.decode<UserRecord>(v)])
   }
 
   /** Partitions that hold any user, from the key space. */

@@ -19,6 +19,8 @@ export interface Calendar {
   offset(ts: number): number
   /** Whole local calendar days from the day of `fromTs` to the day of `toTs`. */
   daysBetween(fromTs: number, toTs: number): number
+  /** The instant of local wall time `minutes` after midnight on local day `day` (DST-correct). */
+  instantOf(day: number, minutes: number): number
 }
 
 const calendars = new Map<string, Calendar>()
@@ -39,6 +41,7 @@ function utcCalendar(timeZone: string): Calendar {
     startOfDay: (day) => day * DAY_MS,
     offset: () => 0,
     daysBetween: (a, b) => Math.floor(b / DAY_MS) - Math.floor(a / DAY_MS),
+    instantOf: (day, minutes) => day * DAY_MS + minutes * 60_000,
   }
 }
 
@@ -91,5 +94,12 @@ function zonedCalendar(timeZone: string): Calendar {
       return hi
     },
     daysBetween: (a, b) => dayIndex(b) - dayIndex(a),
+    instantOf(day: number, minutes: number): number {
+      if (minutes === 0) return this.startOfDay(day)
+      const local = day * DAY_MS + minutes * 60_000
+      let t = local - offset(local)
+      t = local - offset(t)
+      return t
+    },
   }
 }

@@ -1,0 +1,86 @@
+import { describe, expect, it } from 'vitest'
+import type { TagChange } from '../../src/contracts/tag-change.js'
+import { DAY_MS, type DerivedTags, type Operator } from '../../src/operator-api.js'
+import { createFixture } from '../support/engine-fixture.js'
+
+const T0 = Date.UTC(2024, 0, 1)
+const HOUR = 3_600_000
+
+/** Spend, and whether it is above the population's average: a tag that moves when others buy. */
+function spendOperator(): Operator<{ total: number }> {
+  return {
+    name: 'spend',
+    tags: [{ id: 'above_average', description: 'spends more than the average user', category: ['test', 'value'], valueType: 'boolean' }],
+    eventTypes: ['purchase'],
+    population: ['total'],
+    rescore: true,
+    initialState: () => ({ total: 0 }),
+    onEvent: (state, event) => ({ total: state.total + Number(event.properties.amount) }),
+    scoredValues: (state) => ({ total: state.total }),
+    deriveTags(state, ctx) {
+      const mean = ctx.population('total').mean()
+      const tags: DerivedTags = state.total > mean ? { above_average: { value: true, evidence: { total: state.total, mean } } } : {}
+      return tags
+    },
+  }
+}
+
+const buy = (id: string, user: string, at: number, amount: number) => ({ eventId: id, userId: user, type: 'purchase', ts: at, properties: { amount } })
+
+const STREAM = [
+  buy('1', 'a', T0 + 1 * HOUR, 10),
+  buy('2', 'b', T0 + 2 * HOUR, 20),
+  buy('3', 'c', T0 + 3 * HOUR, 30), // mean 20: c is above
+  buy('4', 'd', T0 + 4 * HOUR, 100), // mean 40: c is no longer above, but c sent nothing
+  buy('5', 'a', T0 + DAY_MS + 12 * HOUR, 1), // day 1: the midnight sweep re-scores everybody first
+  buy('6', 'e', T0 + 3 * DAY_MS, 5), // days 2 and 3 pass: one sweep, at the last midnight
+]
+
+async function replay(overrides: Record<string, unknown>): Promise<TagChange[]> {
+  const f = await createFixture([spendOperator()], { ...overrides, engine: { partitions: 1, ...(overrides.engine as object) } })
+  f.source.push(...STREAM)
+  await f.drain()
+  await f.close()
+  return f.changes.changes
+}
+
+describe('re-scoring sweeps', () => {
+  it('re-derives population-dependent tags at midnight (event time) with cause rescore', async () => {
+    const changes = await replay({ rescore: { chunkUsers: 2 } })
+    const view = changes.map((c) => [c.userId, c.op, c.at, c.cause.kind])
+    expect(view).toEqual([
+      ['b', 'entered', '2024-01-01T02:00:00.000Z', 'event'], // mean 15 when b arrives
+      ['c', 'entered', '2024-01-01T03:00:00.000Z', 'event'],
+      ['d', 'entered', '2024-01-01T04:00:00.000Z', 'event'],
+      // The sweep at 2024-01-02T00:00 sees mean 40: b and c leave. Then the clock jumps to day
+      // 3: one sweep, at its last midnight, which changes nothing more.
+      ['b', 'left', '2024-01-02T00:00:00.000Z', 'rescore'],
+      ['c', 'left', '2024-01-02T00:00:00.000Z', 'rescore'],
+    ])
+    const left = changes.find((c) => c.userId === 'c' && c.op === 'left')
+    expect(left?.evidence).toEqual({})
+    expect(left?.seq).toBe(2)
+  })
+
+  it('gives every user the same changes, with the same ids, whatever the chunk and batch sizes', async () => {
+    const byUser = (changes: TagChange[]) => {
+      const m: Record<string, string[]> = {}
+      for (const c of changes) (m[c.userId] ??= []).push(`${c.id} ${c.op} ${c.at} ${c.cause.kind}`)
+      return m
+    }
+    const a = byUser(await replay({ rescore: { chunkUsers: 1 }, engine: { batchSize: 1 } }))
+    const b = byUser(await replay({ rescore: { chunkUsers: 1000 }, engine: { batchSize: 4096 } }))
+    expect(b).toEqual(a)
+  })
+
+  it('can be switched off', async () => {
+    const changes = await replay({ rescore: { schedule: 'off' } })
+    expect(changes.filter((c) => c.cause.kind === 'rescore')).toEqual([])
+  })
+
+  it('runs at the configured local time of day', async () => {
+    const changes = await replay({ rescore: { at: '06:30' }, timeZone: 'Europe/Berlin' })
+    // 06:30 in Berlin on 2 January is 05:30 UTC.
+    expect(changes.filter((c) => c.cause.kind === 'rescore').map((c) => c.at)).toEqual(['2024-01-02T05:30:00.000Z', '2024-01-02T05:30:00.000Z'])
+  })
+})
