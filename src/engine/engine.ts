@@ -190,6 +190,8 @@ export class Engine {
   private emittedAtIso = ''
   private stopping = false
   private running: Promise<void> | undefined
+  private readonly commitListeners: ((positions: ReadonlyMap<string, number>) => void)[] = []
+  private opened = false
 
   constructor(options: EngineOptions) {
     const { config } = options
@@ -252,6 +254,20 @@ export class Engine {
       await source.open(position)
     }
     this.lastCommitAt = this.wallNow()
+    this.opened = true
+  }
+
+  /** True once the store is open and partitions, clocks and positions are restored. */
+  get ready(): boolean {
+    return this.opened && !this.stopping
+  }
+
+  /**
+   * Calls `listener` after every commit with the committed position of every embedded source
+   * (e.g. the HTTP ingest source acknowledges requests once their records are committed).
+   */
+  onCommitted(listener: (positions: ReadonlyMap<string, number>) => void): void {
+    this.commitListeners.push(listener)
   }
 
   private async rebuildPopulations(): Promise<void> {
@@ -942,6 +958,7 @@ export class Engine {
     this.lastCommitAt = this.wallNow()
     this.stats.commits++
     this.stats.lastCommitMs = this.lastCommitAt - started
+    for (const listener of this.commitListeners) listener(this.positions)
   }
 
   /** Drops the least recently used clean records beyond the cache bound. */
