@@ -125,6 +125,11 @@ export const ConfigSchema = Type.Object(
         allowedLatenessMs: Type.Integer({ minimum: 0, default: 0, description: 'Watermark = highest event time - this' }),
         lateHorizonMs: Type.Integer({ minimum: 0, default: 30 * 86_400_000, description: 'Events older than watermark - this are dead-lettered as too_late' }),
         idleAdvanceMs: Type.Integer({ minimum: 0, default: 5000, description: 'A live partition idle this long advances its clock with the wall clock (0: never)' }),
+        idleAdvanceMaxLagMs: Type.Integer({
+          minimum: 0,
+          default: 3_600_000,
+          description: 'A partition counts as live only if its newest event was at most this far behind the wall clock when it arrived',
+        }),
       },
       { default: {}, additionalProperties: false },
     ),

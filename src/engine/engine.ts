@@ -91,6 +91,8 @@ class PartitionTask {
   users: number
   dirty = false
   lastEventWallMs = 0
+  /** Wall time minus event time of the event that set `maxTs`: how far behind live the partition was. */
+  lagAtMax = Infinity
   /** The next re-scoring instant (event time); undefined until the clock first moves, Infinity when off. */
   nextSweepAt: number | undefined
   /** The re-scoring sweep in progress, if any. */
@@ -534,6 +536,7 @@ export class Engine {
 
   private applyEvent(task: PartitionTask, ev: InputEvent, key: string, sourceName: string, record: SourceRecord, wallNow: number): void {
     task.lastEventWallMs = wallNow
+    if (ev.ts > task.maxTs) task.lagAtMax = wallNow - ev.ts
     if (ev.ts - this.lateness > task.watermark) this.advanceClock(task, ev.ts)
     if (ev.ts < task.watermark - this.lateHorizon) {
       this.deadLetter(sourceName, record, {
@@ -886,12 +889,15 @@ export class Engine {
   // ---------------------------------------------------------------- clocks without events
 
   /** Live runs: a partition with no events for `idleAdvanceMs` follows the wall clock. */
-  private async advanceIdlePartitions(wallNow: number): Promise<void> {
+  async advanceIdlePartitions(wallNow: number): Promise<void> {
     const idleMs = this.config.time.idleAdvanceMs
     if (idleMs === 0) return
     for (const task of this.tasks.values()) {
       if (task.maxTs === -Infinity) continue
       if (wallNow - task.lastEventWallMs < idleMs) continue
+      // Only a stream that was live when it went quiet follows the wall clock: a replayed history,
+      // or a demo's simulated time, must not have its clock jump to today.
+      if (task.lagAtMax > this.config.time.idleAdvanceMaxLagMs) continue
       const target = wallNow - idleMs
       if (target - this.lateness <= task.watermark) continue
       await this.advanceTo(task, target)

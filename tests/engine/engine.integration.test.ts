@@ -143,4 +143,30 @@ describe('engine', () => {
     expect(f.engine.stats.eventsApplied).toBe(2)
     await f.close()
   })
+
+  it('advances an idle live partition with the wall clock, so inactivity timers fire on a quiet stream', async () => {
+    let wall = Date.UTC(2030, 0, 1)
+    const f = await createFixture([activityOperator(10)], { engine: { partitions: 1 } }, { now: () => wall, idleAdvance: true })
+    f.source.push({ ...ev('e1', 'alice', 0), ts: wall - 1000 })
+    await f.engine.processRecords(f.source, (await f.source.poll(10)) ?? [])
+    wall += 11 * DAY_MS
+    await f.engine.advanceIdlePartitions(wall)
+    await f.engine.commit()
+    expect(f.changes.changes.filter((c) => c.op === 'left').map((c) => [c.userId, c.at, c.cause])).toEqual([
+      ['alice', new Date(Date.UTC(2030, 0, 1) - 1000 + 10 * DAY_MS).toISOString(), { kind: 'timer', name: 'activity.inactive' }],
+    ])
+    await f.close()
+  })
+
+  it('does not move a replayed history to the wall clock when it goes quiet', async () => {
+    let wall = Date.UTC(2030, 0, 1)
+    const f = await createFixture([activityOperator(10)], { engine: { partitions: 1 } }, { now: () => wall, idleAdvance: true })
+    f.source.push(ev('e1', 'alice', 0)) // 2024: far behind the wall clock
+    await f.engine.processRecords(f.source, (await f.source.poll(10)) ?? [])
+    wall += 60_000
+    await f.engine.advanceIdlePartitions(wall)
+    await f.engine.commit()
+    expect(f.changes.changes.filter((c) => c.op === 'left')).toEqual([])
+    await f.close()
+  })
 })

@@ -95,7 +95,7 @@ export interface Fixture {
 export async function createFixture(
   operators: Operator<any>[],
   overrides: Record<string, unknown> = {},
-  options: { dir?: string; records?: Buffer[]; timerScanLimit?: number } = {},
+  options: { dir?: string; records?: Buffer[]; timerScanLimit?: number; now?: () => number; idleAdvance?: boolean } = {},
 ): Promise<Fixture> {
   const { config, issues } = validateConfig({ engine: { partitions: 2, ...((overrides.engine as object) ?? {}) }, ...overrides, ...(overrides.engine ? {} : {}) })
   if (config === undefined) throw new Error(JSON.stringify(issues))
@@ -112,7 +112,8 @@ export async function createFixture(
     sources: [source],
     sinks: [changes],
     deadLetters,
-    now: () => Date.UTC(2030, 0, 1),
+    now: options.now ?? (() => Date.UTC(2030, 0, 1)),
+    idleAdvance: options.idleAdvance ?? false,
     ...(options.timerScanLimit !== undefined ? { timerScanLimit: options.timerScanLimit } : {}),
   })
   await engine.open()
