@@ -97,6 +97,8 @@ class PartitionTask {
   nextSweepAt: number | undefined
   /** The re-scoring sweep in progress, if any. */
   sweep: Sweep | undefined
+  /** Keys of users created since the last commit: not in the store yet, so not in a sweep's pass. */
+  readonly created = new Set<string>()
 
   constructor(partition: number, maxTs: number, lateness: number, users: number) {
     this.partition = partition
@@ -402,9 +404,12 @@ export class Engine {
    * touching the store (all of them, unless more timers are due than one scan reads).
    */
   private async prefetch(events: readonly InputEvent[], partitions: readonly number[], keys: readonly string[], from: number): Promise<number> {
+    // Only the events before the next sweep cut are prefetched: a replay cut at every day
+    // boundary must not walk the rest of the batch again each time.
+    let limit = this.sweepLimit(events, partitions, from)
     const wanted = new Set<string>()
     const maxTsByPartition = new Map<number, number>()
-    for (let i = from; i < events.length; i++) {
+    for (let i = from; i < limit; i++) {
       const ev = events[i] as InputEvent
       const p = partitions[i] as number
       const key = keys[i] as string
@@ -412,7 +417,6 @@ export class Engine {
       const m = maxTsByPartition.get(p)
       if (m === undefined || ev.ts > m) maxTsByPartition.set(p, ev.ts)
     }
-    let limit = this.sweepLimit(events, partitions, from)
     // Timers: every partition whose clock will move reads its index up to the new watermark.
     for (const [p, maxTs] of maxTsByPartition) {
       const task = this.task(p)
@@ -487,13 +491,10 @@ export class Engine {
       }
     }
     // Every timer in the heap that will fire needs its user loaded.
-    const upTo = Math.min(target, task.scannedUpTo)
-    for (const e of task.heap.entries()) {
-      if (e.due <= upTo) {
-        const key = userKey(task.partition, e.userId)
-        if (!this.cache.has(key)) wanted.add(key)
-      }
-    }
+    task.heap.forEachDue(Math.min(target, task.scannedUpTo), (e) => {
+      const key = userKey(task.partition, e.userId)
+      if (!this.cache.has(key)) wanted.add(key)
+    })
     return task.scannedUpTo
   }
 
@@ -527,6 +528,7 @@ export class Engine {
       this.cache.set(key, rec)
       this.stats.usersCreated++
       task.users++
+      if (this.sweepMinutes !== undefined) task.created.add(key)
       task.dirty = true
     }
     return rec
@@ -600,15 +602,30 @@ export class Engine {
     this.stats.eventsApplied++
   }
 
-  /** Moves the users' contributions to population statistics from `before` to `state` (or back). */
+  /**
+   * Moves the users' contributions to population statistics from `before` to `state` (or back).
+   * All or nothing: every operator's values are computed first, and a move that throws is undone.
+   */
   private movePopulations(changed: readonly Change[], undo: boolean): void {
+    const moves: { op: string; from: Readonly<Record<string, number>> | undefined; to: Readonly<Record<string, number>> | undefined }[] = []
     for (const c of changed) {
       const scored = c.slot.op.scoredValues
       if (scored === undefined) continue
       const from = c.before === undefined ? undefined : scored.call(c.slot.op, c.before)
       const to = scored.call(c.slot.op, c.state)
-      if (undo) this.populations.update(c.slot.op.name, to, from)
-      else this.populations.update(c.slot.op.name, from, to)
+      moves.push(undo ? { op: c.slot.op.name, from: to, to: from } : { op: c.slot.op.name, from, to })
+    }
+    for (let i = 0; i < moves.length; i++) {
+      const m = moves[i] as (typeof moves)[number]
+      try {
+        this.populations.update(m.op, m.from, m.to)
+      } catch (err) {
+        for (let j = i - 1; j >= 0; j--) {
+          const done = moves[j] as (typeof moves)[number]
+          this.populations.update(done.op, done.to, done.from)
+        }
+        throw err
+      }
     }
   }
 
@@ -731,24 +748,36 @@ export class Engine {
       if (sweep === undefined) return
       const range = userRange(task.partition)
       const chunk = this.config.rescore.chunkUsers
-      const entries = await this.store.scanUsers(range, sweep.cursor, chunk)
+      // Keys first: users in the cache (most, in a busy engine) are not read or decoded again.
+      const keys = await this.store.scanUserKeys(range, sweep.cursor, chunk)
+      const missing = keys.filter((k) => !this.cache.has(k))
+      const loaded = await this.store.getUsers(missing)
       // The task's sweep may have been superseded while the store was read: leave it to the next step.
       if (task.sweep !== sweep) return
+      const fromStore = new Map<string, UserRecord>()
+      missing.forEach((k, i) => {
+        const rec = loaded[i]
+        if (rec !== undefined) fromStore.set(k, rec)
+      })
       this.emittedAtIso = new Date(this.wallNow()).toISOString()
-      for (const [key, stored] of entries) {
+      for (const key of keys) {
         if (sweep.wrapped && sweep.startKey !== undefined && key >= sweep.startKey) {
           this.finishSweep(task)
           break
         }
         sweep.cursor = key
-        const rec = this.cache.get(key) ?? stored
-        if ((rec.rs ?? -Infinity) >= sweep.at) continue
-        if (rec === stored) this.cache.set(key, rec)
+        let rec = this.cache.get(key)
+        if (rec === undefined) {
+          rec = fromStore.get(key)
+          if (rec === undefined) continue
+          if ((rec.rs ?? -Infinity) >= sweep.at) continue
+          this.cache.set(key, rec)
+        } else if ((rec.rs ?? -Infinity) >= sweep.at) continue
         this.rescoreUser(task, rec, key)
       }
       if (task.sweep !== sweep) return
       task.dirty = true
-      if (entries.length < chunk) {
+      if (keys.length < chunk) {
         if (sweep.startKey !== undefined && !sweep.wrapped) {
           sweep.wrapped = true
           sweep.cursor = undefined
@@ -762,9 +791,9 @@ export class Engine {
   private finishSweep(task: PartitionTask): void {
     const sweep = task.sweep as Sweep
     // Users created before the instant but not yet in the store when the pass went by.
-    for (const key of this.dirtyUsers) {
+    for (const key of task.created) {
       const rec = this.cache.get(key)
-      if (rec !== undefined && rec.p === task.partition && (rec.rs ?? -Infinity) < sweep.at) this.rescoreUser(task, rec, key)
+      if (rec !== undefined && (rec.rs ?? -Infinity) < sweep.at) this.rescoreUser(task, rec, key)
     }
     task.sweep = undefined
     task.dirty = true
@@ -958,6 +987,7 @@ export class Engine {
       task.dirty = false
       // Now in the store: the next scans find them.
       task.uncommitted.clear()
+      task.created.clear()
     }
     this.evict()
     this.eventsSinceCommit = 0

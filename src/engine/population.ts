@@ -135,23 +135,37 @@ function upperBound(a: number[], v: number): number {
   return lo
 }
 
-/** The population statistics of every operator dimension, keyed `<operator>.<dimension>`. */
+/** The population statistics of every operator dimension. */
 export class Populations {
-  private readonly sets = new Map<string, RankedMultiset>()
+  // Nested maps: `get` runs for every ranked tag derivation, and builds no key string.
+  private readonly sets = new Map<string, Map<string, RankedMultiset>>()
 
   get(operator: string, dimension: string): RankedMultiset {
-    const key = `${operator}.${dimension}`
-    let set = this.sets.get(key)
+    let byDimension = this.sets.get(operator)
+    if (byDimension === undefined) {
+      byDimension = new Map()
+      this.sets.set(operator, byDimension)
+    }
+    let set = byDimension.get(dimension)
     if (set === undefined) {
       set = new RankedMultiset()
-      this.sets.set(key, set)
+      byDimension.set(dimension, set)
     }
     return set
   }
 
-  /** Moves one user's contribution from `before` to `after` (either may be undefined). */
+  /**
+   * Moves one user's contribution from `before` to `after` (either may be undefined). All or
+   * nothing: a non-finite new value throws before anything is moved.
+   */
   update(operator: string, before: Readonly<Record<string, number>> | undefined, after: Readonly<Record<string, number>> | undefined): void {
     if (before === after) return
+    if (after !== undefined) {
+      for (const dim in after) {
+        const v = after[dim] as number
+        if (!Number.isFinite(v)) throw new RangeError(`population value ${operator}.${dim} must be finite, got ${v}`)
+      }
+    }
     if (before !== undefined) {
       for (const dim in before) {
         const v = before[dim] as number
@@ -170,7 +184,7 @@ export class Populations {
 
   snapshot(): Populations {
     const copy = new Populations()
-    for (const [k, v] of this.sets) copy.sets.set(k, v.snapshot())
+    for (const [op, dims] of this.sets) copy.sets.set(op, new Map([...dims].map(([d, set]) => [d, set.snapshot()])))
     return copy
   }
 }

@@ -24,9 +24,21 @@ export class TimerHeap {
     return this.items[0]
   }
 
-  /** The entries in no particular order (for prefetching their users). */
-  entries(): readonly TimerEntry[] {
-    return this.items
+  /**
+   * Visits every entry due at or before `upTo`, in no particular order, without popping: a walk
+   * down the heap that stops at entries due later (their subtrees are all due later too).
+   */
+  forEachDue(upTo: number, visit: (entry: TimerEntry) => void): void {
+    const items = this.items
+    if (items.length === 0 || (items[0] as TimerEntry).due > upTo) return
+    const stack = [0]
+    while (stack.length > 0) {
+      const i = stack.pop() as number
+      const e = items[i]
+      if (e === undefined || e.due > upTo) continue
+      visit(e)
+      stack.push(2 * i + 1, 2 * i + 2)
+    }
   }
 
   push(entry: TimerEntry): void {

@@ -139,11 +139,10 @@ export class Store {
     }
   }
 
-  /** Up to `limit` users of a key range after `afterKey`, in key order, with their keys. */
-  async scanUsers(range: { gte: string; lt: string }, afterKey: string | undefined, limit: number): Promise<[string, UserRecord][]> {
+  /** Up to `limit` user keys of a key range after `afterKey`, in key order (values are not read). */
+  async scanUserKeys(range: { gte: string; lt: string }, afterKey: string | undefined, limit: number): Promise<string[]> {
     const bounds = afterKey === undefined ? range : { gt: afterKey, lt: range.lt }
-    const entries = await this.db.iterator({ ...bounds, limit }).all()
-    return entries.map(([k, v]) => [k, this.decode<UserRecord>(v)])
+    return this.db.keys({ ...bounds, limit }).all()
   }
 
   /** Partitions that hold any user, from the key space. */

@@ -36,3 +36,14 @@ describe('timer heap', () => {
     expect(popped.map((e) => [e?.due, e?.userId, e?.timer])).toEqual(sorted.map((e) => [e.due, e.userId, e.timer]))
   })
 })
+
+describe('timer heap forEachDue', () => {
+  it('visits exactly the entries due at or before the bound', () => {
+    const heap = new TimerHeap()
+    for (let i = 0; i < 300; i++) heap.push({ due: (i * 37) % 101, userId: `u${i}`, timer: 't' })
+    const seen: string[] = []
+    heap.forEachDue(40, (e) => seen.push(e.userId))
+    const expected = [...Array(300).keys()].filter((i) => (i * 37) % 101 <= 40).map((i) => `u${i}`)
+    expect(seen.sort()).toEqual(expected.sort())
+  })
+})

@@ -50,3 +50,13 @@ describe('RankedMultiset', () => {
     expect(pops.get('rfm', 'frequency').count).toBe(2)
   })
 })
+
+describe('Populations.update', () => {
+  it('moves nothing when a new value is not finite', () => {
+    const pops = new Populations()
+    pops.update('rfm', undefined, { monetary: 1 })
+    expect(() => pops.update('rfm', { monetary: 1 }, { monetary: Infinity })).toThrow(RangeError)
+    expect(pops.get('rfm', 'monetary').count).toBe(1)
+    expect(pops.get('rfm', 'monetary').rank(2)).toBe(2)
+  })
+})
