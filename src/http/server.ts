@@ -1,0 +1,116 @@
+import swagger from '@fastify/swagger'
+import swaggerUi from '@fastify/swagger-ui'
+import { TypeBoxValidatorCompiler, type TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
+import fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyServerOptions } from 'fastify'
+import type { IncomingMessage, Server, ServerResponse } from 'node:http'
+import type { Registry } from 'prom-client'
+import '../contracts/formats.js'
+import { InputEventWireSchema } from '../contracts/input-event.js'
+import type { Profile } from '../contracts/profile.js'
+import { ProfileSchema } from '../contracts/profile.js'
+import { TagValueSchema } from '../contracts/tag-change.js'
+import type { EngineLike } from '../metrics/metrics.js'
+import type { CommitNotifier, HttpIngestSource } from '../sources/http-ingest-source.js'
+import { errorsPlugin } from './errors.js'
+import { healthPlugin } from './health.js'
+import { ingestPlugin } from './ingest.js'
+import { metricsPlugin } from './metrics.js'
+import type { HttpConfig } from './options.js'
+import { usersPlugin } from './users.js'
+
+export { HttpConfigSchema, type HttpConfig } from './options.js'
+export { HttpErrorCodes, type HttpErrorCode } from './errors.js'
+
+/** What the HTTP surface needs of the engine (a structural subset of `Engine`). */
+export interface ServiceEngine extends EngineLike, CommitNotifier {
+  /** A user's profile, its state views evaluated at `asOf` (epoch ms) or the partition's clock. */
+  profile(userId: string, asOf?: number): Promise<Profile | undefined>
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** The engine, handed to every plugin (decorated at the root). */
+    engine: ServiceEngine
+    /** The HTTP ingest source that POST /v1/events feeds. */
+    ingest: HttpIngestSource
+  }
+}
+
+export type TagstreamServer = FastifyInstance<Server, IncomingMessage, ServerResponse, FastifyBaseLogger, TypeBoxTypeProvider>
+
+export interface BuildServerOptions {
+  readonly engine: ServiceEngine
+  readonly ingest: HttpIngestSource
+  /** The registry `/metrics` exposes (the one `createMetrics` registered on). */
+  readonly registry: Registry
+  readonly config: Readonly<HttpConfig>
+  /** fastify's `logger` option (default: no logging). */
+  readonly logger?: FastifyServerOptions['logger']
+  /** Version shown in the OpenAPI document. */
+  readonly version?: string
+}
+
+/**
+ * The HTTP service: one plugin per area, the engine and the ingest source decorated at the root.
+ * Does not listen: the caller does (`await app.listen({ host: config.host, port: config.port })`).
+ * The engine outlives the server: closing the server ends intake (`ingest.end()`), and the caller
+ * then lets the engine drain and commit what was accepted before stopping it.
+ */
+export function buildServer(options: BuildServerOptions): TagstreamServer {
+  const { engine, ingest, registry, config } = options
+  const app = fastify({
+    logger: options.logger ?? false,
+    bodyLimit: config.bodyLimitBytes,
+    // While closing, requests still on open connections get our answers (reads served, ingest 503
+    // TS_ERR_NOT_READY in the one error shape) rather than fastify's own 503 body.
+    return503OnClosing: false,
+  }).withTypeProvider<TypeBoxTypeProvider>()
+  // Queries and params are checked by TypeBox, with the formats the contracts register; no coercion of bodies.
+  app.setValidatorCompiler(TypeBoxValidatorCompiler)
+
+  app.decorate('engine', engine)
+  app.decorate('ingest', ingest)
+  ingest.attach(engine)
+  // Closing ends intake first; requests waiting for a commit still get it (the engine runs on).
+  app.addHook('preClose', async () => {
+    ingest.end()
+  })
+
+  // Shared schemas at the root, so that routes and the OpenAPI document can reference them by $id.
+  app.addSchema(TagValueSchema)
+  app.addSchema(InputEventWireSchema)
+  app.addSchema(ProfileSchema)
+
+  app.register(errorsPlugin)
+  app.register(swagger, {
+    openapi: {
+      openapi: '3.1.0',
+      info: {
+        title: 'tagstream',
+        description: 'Real-time user tagging: event ingest, profiles, health and metrics. Every error answers `{ error: { code, message, details? } }`.',
+        version: options.version ?? '0.1.0',
+      },
+      components: { securitySchemes: { bearerAuth: { type: 'http', scheme: 'bearer' } } },
+      tags: [
+        { name: 'ingest', description: 'Send events' },
+        { name: 'users', description: 'Read profiles' },
+        { name: 'operations', description: 'Health, readiness, metrics' },
+      ],
+    },
+    refResolver: {
+      buildLocalReference: (json, _baseUri, _fragment, i) => (typeof json.$id === 'string' ? json.$id : `def-${i}`),
+    },
+  })
+  if (config.docs) app.register(swaggerUi, { routePrefix: '/docs' })
+  app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger())
+
+  app.register(healthPlugin)
+  app.register(metricsPlugin, { registry })
+  app.register(usersPlugin, { readToken: config.readToken })
+  app.register(ingestPlugin, {
+    ingestToken: config.ingestToken,
+    commitWaitTimeoutMs: config.commitWaitTimeoutMs,
+    retryAfterSeconds: config.retryAfterSeconds,
+  })
+  return app
+}
