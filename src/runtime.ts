@@ -12,12 +12,22 @@ import { FileSource } from './sources/file-source.js'
 import { GeneratorSource } from './sources/generator-source.js'
 import type { Source } from './sources/source.js'
 import { Store } from './store/store.js'
+import type { Registry } from 'prom-client'
+import type { TagstreamServer } from './http/server.js'
+import type { RecordingObserver } from './metrics/metrics.js'
+import { HttpIngestSource } from './sources/http-ingest-source.js'
 
 export interface Runtime {
   readonly engine: Engine
   readonly store: Store
   readonly config: Readonly<Config>
   readonly stdout: StdoutSink | undefined
+  /** The metrics registry, served at /metrics (only when HTTP is enabled). */
+  readonly registry: Registry | undefined
+  /** The HTTP server, when `http.enabled` (listening once `openRuntime` resolves). */
+  readonly http: TagstreamServer | undefined
+  /** Graceful stop: HTTP intake ends, what it accepted is applied, the engine finishes its batch and commits. */
+  stop(): Promise<void>
   close(): Promise<void>
 }
 
@@ -34,17 +44,22 @@ export function storePath(config: Readonly<Config>): string {
   return join(resolve(config.dataDir), 'store')
 }
 
-function buildSources(config: Readonly<Config>, options: RuntimeOptions): Source[] {
+/** The decoder of a source: built once per source, with the configured limits. */
+function eventDecoder(config: Readonly<Config>, fields = DEFAULT_FIELD_NAMES, timestampUnit: 'ms' | 's' = 'ms') {
   const limits = config.limits
-  const decoderFor = (fields = DEFAULT_FIELD_NAMES, timestampUnit: 'ms' | 's' = 'ms') =>
-    createEventDecoder({
-      fields,
-      format: 'json',
-      maxRecordBytes: limits.maxRecordBytes,
-      maxIdLength: limits.maxIdLength,
-      maxFutureMs: limits.maxFutureMs,
-      timestampUnit,
-    })
+  return createEventDecoder({
+    fields,
+    format: 'json',
+    maxRecordBytes: limits.maxRecordBytes,
+    maxIdLength: limits.maxIdLength,
+    maxFutureMs: limits.maxFutureMs,
+    timestampUnit,
+  })
+}
+
+function buildSources(config: Readonly<Config>, options: RuntimeOptions, ingest: HttpIngestSource | undefined): Source[] {
+  const limits = config.limits
+  const decoderFor = (fields = DEFAULT_FIELD_NAMES, timestampUnit: 'ms' | 's' = 'ms') => eventDecoder(config, fields, timestampUnit)
   if (options.replayFiles !== undefined) {
     return options.replayFiles.map(
       (file) =>
@@ -58,7 +73,7 @@ function buildSources(config: Readonly<Config>, options: RuntimeOptions): Source
         }),
     )
   }
-  return config.sources.map((s) => {
+  const configured: Source[] = config.sources.map((s) => {
     if (s.type === 'file') {
       return new FileSource({
         name: s.name,
@@ -81,6 +96,7 @@ function buildSources(config: Readonly<Config>, options: RuntimeOptions): Source
       ...(s.limit !== undefined ? { limit: s.limit } : {}),
     })
   })
+  return ingest === undefined ? configured : [...configured, ingest]
 }
 
 /** Opens the store, loads operators, builds sources and sinks, and opens the engine. */
@@ -104,21 +120,57 @@ export async function openRuntime(config: Readonly<Config>, options: RuntimeOpti
     const dl = config.sinks.deadLetter
     const deadLetters = new NdjsonDeadLetterSink(dl.path ?? join(resolve(config.dataDir), 'dead-letters.ndjson'), dl.fsync)
     await deadLetters.open()
+    // HTTP ingest is a source like any other; its position is stored under the fixed name `http`.
+    const ingest =
+      config.http.enabled && options.replayFiles === undefined
+        ? new HttpIngestSource({ name: 'http', decode: eventDecoder(config), capacity: config.http.ingestQueueRecords })
+        : undefined
+    // The service surface (fastify, prom-client) is loaded only when it is served: replays and
+    // profile reads start faster without it.
+    const metrics = ingest === undefined ? undefined : await import('./metrics/metrics.js')
+    const observer: RecordingObserver | undefined = metrics?.createEngineObserver()
     const engine = new Engine({
       config,
       store,
       operators,
-      sources: buildSources(config, options),
+      sources: buildSources(config, options, ingest),
       sinks,
       deadLetters,
       idleAdvance: options.live,
+      ...(observer ? { observer } : {}),
     })
-    await engine.open()
+    let http: TagstreamServer | undefined
+    let registry: Registry | undefined
+    if (ingest !== undefined && metrics !== undefined) {
+      const { Registry: PromRegistry } = await import('prom-client')
+      const { buildServer } = await import('./http/server.js')
+      registry = new PromRegistry()
+      metrics.createMetrics(engine, registry, { ...(observer ? { observer } : {}), ingest })
+      http = buildServer({ engine, ingest, registry, config: config.http })
+      // Listen before the restore: /healthz answers and /readyz says 503 until the engine is open.
+      await http.listen({ host: config.http.host, port: config.http.port })
+    }
+    try {
+      await engine.open()
+    } catch (err) {
+      await http?.close()
+      throw err
+    }
     return {
       engine,
       store,
       config,
       stdout,
+      registry,
+      http,
+      async stop() {
+        if (http !== undefined && ingest !== undefined) {
+          await http.close()
+          // Give the engine the records HTTP already accepted, within the shutdown budget.
+          await Promise.race([ingest.drained(), new Promise((r) => setTimeout(r, config.engine.shutdownTimeoutMs / 2).unref())])
+        }
+        await engine.stop()
+      },
       async close() {
         await engine.close()
         await store.close()

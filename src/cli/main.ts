@@ -48,7 +48,7 @@ function onSignals(runtime: Runtime): void {
       process.exit(1)
     }, runtime.config.engine.shutdownTimeoutMs)
     timeout.unref()
-    void runtime.engine.stop()
+    void runtime.stop()
   }
   process.on('SIGTERM', handler)
   process.on('SIGINT', handler)
@@ -68,6 +68,9 @@ function summary(runtime: Runtime, startedAt: number): Record<string, unknown> {
     timersFired: s.timersFired,
     users: runtime.engine.userCount,
     commits: s.commits,
+    sweeps: s.sweepsCompleted,
+    usersRescored: s.usersRescored,
+    lastSweepMs: s.lastSweepMs,
     seconds: Number(seconds.toFixed(3)),
     eventsPerSecond: Math.round(s.recordsIn / Math.max(seconds, 1e-9)),
     peakRssBytes: process.resourceUsage().maxRSS * 1024,
@@ -88,7 +91,9 @@ async function cmdRun(values: { config?: string }): Promise<void> {
       tagChanges: s.tagChanges,
     }
   })
-  process.stderr.write(`tagstream: running, store ${runtime.store.path}; Ctrl-C to stop\n`)
+  const address = runtime.http?.server.address()
+  const api = address && typeof address === 'object' ? `; API on http://${address.address}:${address.port} (/docs, /metrics)` : ''
+  process.stderr.write(`tagstream: running, store ${runtime.store.path}${api}; Ctrl-C to stop\n`)
   await engine.run({ untilEnd: false })
   await runtime.close()
   process.stderr.write('tagstream: stopped cleanly\n')

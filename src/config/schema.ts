@@ -1,4 +1,5 @@
 import { Type, type Static } from '@sinclair/typebox'
+import { HttpConfigSchema } from '../http/options.js'
 
 /**
  * The configuration schema: one place, with defaults beside each key. Validated once at start
@@ -167,6 +168,7 @@ export const ConfigSchema = Type.Object(
       },
       { default: {}, additionalProperties: false },
     ),
+    http: HttpConfigSchema,
     operators: Type.Array(OperatorEntrySchema, { default: [] }),
     tags: Type.Array(TagMetaSchema, { default: [] }),
   },

@@ -3,7 +3,8 @@ import type { Config } from '../config/schema.js'
 import type { DeadLetter } from '../contracts/dead-letter.js'
 import { RejectReasons, type InputEvent, type Rejection } from '../contracts/input-event.js'
 import type { Profile, ProfileTag } from '../contracts/profile.js'
-import type { TagChange, TagChangeCause, TagValue } from '../contracts/tag-change.js'
+import type { TagChange, TagChangeCause, TagChangeOp, TagValue } from '../contracts/tag-change.js'
+import type { EngineObserver } from '../metrics/metrics.js'
 import { ErrorCodes, TagstreamError } from '../errors.js'
 import type { DerivedTags, Operator, OperatorContext, PopulationView } from '../operator-api.js'
 import type { DeadLetterSink, TagChangeSink } from '../sinks/sink.js'
@@ -37,6 +38,8 @@ export interface EngineStats {
   usersRescored: number
   /** Wall time of the last completed sweep, ms. */
   lastSweepMs: number
+  /** Tag changes by tag and op: each tag's counters object is built once, at start. */
+  tagChangesByTag: Record<string, Record<TagChangeOp, number>>
 }
 
 function newStats(): EngineStats {
@@ -58,6 +61,7 @@ function newStats(): EngineStats {
     sweepsCompleted: 0,
     usersRescored: 0,
     lastSweepMs: 0,
+    tagChangesByTag: {},
   }
 }
 
@@ -67,6 +71,8 @@ interface TagSlot {
   readonly version: number
   /** `online`: stored and emitted. `testing`: evaluated and counted only. */
   readonly emit: boolean
+  /** This tag's change counters (the object in `stats.tagChangesByTag`). */
+  readonly counts: Record<TagChangeOp, number>
 }
 
 interface OperatorSlot {
@@ -137,6 +143,8 @@ export interface EngineOptions {
   readonly idleAdvance?: boolean
   /** Timer index entries read per store scan (tests lower it to exercise the chunked path). */
   readonly timerScanLimit?: number
+  /** Timing hooks for metrics (commit durations, batch processing, event-to-change latency). */
+  readonly observer?: EngineObserver
 }
 
 export interface RunOptions {
@@ -169,6 +177,9 @@ export class Engine {
   private readonly cacheMax: number
   private readonly partitions: number
   private readonly timerScanLimit: number
+  private readonly observer: EngineObserver | undefined
+  /** Wall time at which the current batch started, for end-to-end latency. */
+  private batchWallMs = 0
 
   private readonly slots: readonly OperatorSlot[]
   private readonly slotByName: ReadonlyMap<string, OperatorSlot>
@@ -213,6 +224,7 @@ export class Engine {
     this.cacheMax = config.engine.cacheMaxUsers
     this.partitions = config.engine.partitions
     this.timerScanLimit = options.timerScanLimit ?? DEFAULT_TIMER_SCAN_LIMIT
+    this.observer = options.observer
 
     const meta = new Map(config.tags.map((t) => [t.id, t]))
     this.slots = options.operators.map((op) => ({
@@ -223,13 +235,17 @@ export class Engine {
           return { id: decl.id, version: m?.version ?? 1, status: m?.status ?? 'online' }
         })
         .filter((t) => t.status === 'online' || t.status === 'testing')
-        .map((t) => ({ id: t.id, version: t.version, emit: t.status === 'online' })),
+        .map((t) => ({ id: t.id, version: t.version, emit: t.status === 'online', counts: this.countersFor(t.id) })),
     }))
     this.slotByName = new Map(this.slots.map((s) => [s.op.name, s]))
     this.rescoreSlots = this.slots.filter((s) => s.op.rescore === true)
     const [hh, mm] = config.rescore.at.split(':').map(Number) as [number, number]
     this.sweepMinutes = config.rescore.schedule === 'off' || this.rescoreSlots.length === 0 ? undefined : hh * 60 + mm
     this.calendar = calendarFor(config.timeZone)
+  }
+
+  private countersFor(tag: string): Record<TagChangeOp, number> {
+    return (this.stats.tagChangesByTag[tag] ??= { entered: 0, left: 0, changed: 0 })
   }
 
   // ---------------------------------------------------------------- lifecycle
@@ -311,7 +327,9 @@ export class Engine {
         }
         if (records.length === 0) continue
         received += records.length
+        const t0 = performance.now()
         await this.processRecords(source, records)
+        this.observer?.batch(performance.now() - t0, records.length)
       }
       await this.sweepStep()
       const now = this.wallNow()
@@ -343,6 +361,7 @@ export class Engine {
   /** Decodes, validates, prefetches and applies one batch of one source's records. */
   async processRecords(source: Source, records: readonly SourceRecord[]): Promise<void> {
     const wallNow = this.wallNow()
+    this.batchWallMs = wallNow
     this.emittedAtIso = new Date(wallNow).toISOString()
     this.stats.recordsIn += records.length
     const events: InputEvent[] = []
@@ -897,6 +916,8 @@ export class Engine {
         seq,
       }
       this.stats.tagChanges++
+      tag.counts[change.op]++
+      if (cause.kind === 'event') this.observer?.endToEnd(this.batchWallMs - atMs)
       for (const sink of this.sinks) sink.write(change)
     }
   }
@@ -956,6 +977,7 @@ export class Engine {
    */
   async commit(): Promise<void> {
     const started = this.wallNow()
+    const t0 = performance.now()
     await Promise.all(this.sinks.map((s) => s.flush()))
     await this.deadLetters.flush()
     const ops: WriteOp[] = []
@@ -994,6 +1016,7 @@ export class Engine {
     this.lastCommitAt = this.wallNow()
     this.stats.commits++
     this.stats.lastCommitMs = this.lastCommitAt - started
+    this.observer?.commit(performance.now() - t0)
     for (const listener of this.commitListeners) listener(this.positions)
   }
 

@@ -1,4 +1,4 @@
-import { mkdtempSync, readFileSync } from 'node:fs'
+import { existsSync, mkdtempSync, statSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
@@ -9,6 +9,10 @@ import { assertBuilt, readNdjson, runCli, startCli, writeConfig } from '../suppo
 
 const EVENTS = 200_000
 const KILLS = 6
+
+function sizeOf(path: string): number {
+  return existsSync(path) ? statSync(path).size : 0
+}
 
 /** A tag change without its wall-clock field: what a regenerated change must equal. */
 function stable(c: TagChange): string {
@@ -42,14 +46,19 @@ describe('crash safety (SIGKILL)', () => {
     while (kills < KILLS) {
       runs++
       const { child, done } = startCli(['replay', input, '--config', crashed.configPath])
-      // Kill somewhere in the first part of what is left: startup, processing or a commit.
-      await sleep(150 + random() * referenceMs * 0.15)
+      // Wait until this run is processing (its store clock or sink moves), then kill it at a
+      // random point of what is left: during a batch, a sink flush or a store commit.
+      const sinkPath = join(crashed.dataDir, 'tag-changes.ndjson')
+      const sizeAtStart = sizeOf(sinkPath)
+      const waitStart = Date.now()
+      while (sizeOf(sinkPath) === sizeAtStart && child.exitCode === null && Date.now() - waitStart < 20_000) await sleep(10)
+      await sleep(random() * referenceMs * 0.12)
       if (child.exitCode === null && child.signalCode === null) {
         child.kill('SIGKILL')
         const res = await done
         if (res.signal === 'SIGKILL') {
           kills++
-          killedAtSizes.push(readFileSync(join(crashed.dataDir, 'tag-changes.ndjson')).length)
+          killedAtSizes.push(sizeOf(sinkPath))
           continue
         }
       }
