@@ -737,8 +737,10 @@ export class Engine {
   /** Re-derives a user's rescore tags at the sweep's instant, against the sweep's population. */
   private rescoreUser(task: PartitionTask, rec: UserRecord, key: string): void {
     const sweep = task.sweep as Sweep
+    // `rs` is written only with a change: re-scoring a user whose stored `rs` is older again (after
+    // an eviction or a restart) gives the same result, so most users cost no write at all.
     rec.rs = sweep.at
-    this.dirtyUsers.add(key)
+    const seqBefore = rec.seq
     this.stats.usersRescored++
     const ctx = new CallContext(rec, sweep.at, this.config.timeZone, sweep.populations)
     for (const slot of this.rescoreSlots) {
@@ -754,6 +756,7 @@ export class Engine {
       }
       this.diffTags(rec, slot, tags, sweep.at, RESCORE_CAUSE)
     }
+    if (rec.seq !== seqBefore) this.dirtyUsers.add(key)
   }
 
   /** One chunk of every running sweep's background pass. Called between batches. */
