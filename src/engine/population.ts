@@ -15,6 +15,12 @@ export class RankedMultiset implements PopulationView {
   // to the last few bits.
   private sum = 0
   private compensation = 0
+  /**
+   * Values before each bucket, and the max rank: derived, rebuilt on the first query after a
+   * change. A sweep's snapshot never changes, so its queries are binary searches.
+   */
+  private prefix: Int32Array | undefined
+  private cachedMaxRank = -1
 
   get count(): number {
     return this.size
@@ -24,6 +30,7 @@ export class RankedMultiset implements PopulationView {
     if (!Number.isFinite(value)) throw new RangeError(`population values must be finite, got ${value}`)
     this.addToSum(value)
     this.size++
+    this.invalidate()
     const buckets = this.buckets
     if (buckets.length === 0) {
       buckets.push([value])
@@ -46,6 +53,7 @@ export class RankedMultiset implements PopulationView {
     bucket.splice(i, 1)
     if (bucket.length === 0) buckets.splice(bi, 1)
     this.size--
+    this.invalidate()
     this.addToSum(-value)
     if (this.size === 0) {
       this.sum = 0
@@ -54,17 +62,36 @@ export class RankedMultiset implements PopulationView {
     return true
   }
 
+  private invalidate(): void {
+    this.prefix = undefined
+    this.cachedMaxRank = -1
+  }
+
   /** Number of values strictly smaller than `value`. */
   countLess(value: number): number {
-    let n = 0
-    for (const bucket of this.buckets) {
-      if ((bucket[bucket.length - 1] as number) < value) {
-        n += bucket.length
-        continue
+    const buckets = this.buckets
+    if (buckets.length === 0) return 0
+    let prefix = this.prefix
+    if (prefix === undefined) {
+      prefix = new Int32Array(buckets.length)
+      let n = 0
+      for (let i = 0; i < buckets.length; i++) {
+        prefix[i] = n
+        n += (buckets[i] as number[]).length
       }
-      return n + lowerBound(bucket, value)
+      this.prefix = prefix
     }
-    return n
+    // The first bucket whose last value is >= value holds the boundary.
+    let lo = 0
+    let hi = buckets.length
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1
+      const b = buckets[mid] as number[]
+      if ((b[b.length - 1] as number) < value) lo = mid + 1
+      else hi = mid
+    }
+    if (lo === buckets.length) return this.size
+    return (prefix[lo] as number) + lowerBound(buckets[lo] as number[], value)
   }
 
   rank(value: number): number {
@@ -72,9 +99,10 @@ export class RankedMultiset implements PopulationView {
   }
 
   maxRank(): number {
+    if (this.cachedMaxRank >= 0) return this.cachedMaxRank
     const last = this.buckets[this.buckets.length - 1]
-    if (last === undefined) return 0
-    return this.rank(last[last.length - 1] as number)
+    this.cachedMaxRank = last === undefined ? 0 : this.rank(last[last.length - 1] as number)
+    return this.cachedMaxRank
   }
 
   mean(): number {
