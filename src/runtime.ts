@@ -6,7 +6,7 @@ import { DEFAULT_FIELD_NAMES } from './contracts/input-event.js'
 import { Engine } from './engine/engine.js'
 import { createOperators } from './engine/operators.js'
 import { NdjsonDeadLetterSink, NdjsonTagChangeSink } from './sinks/ndjson-file-sink.js'
-import type { TagChangeSink } from './sinks/sink.js'
+import type { DeadLetterSink, TagChangeSink } from './sinks/sink.js'
 import { StdoutSink } from './sinks/stdout-sink.js'
 import { FileSource } from './sources/file-source.js'
 import { GeneratorSource } from './sources/generator-source.js'
@@ -112,14 +112,28 @@ export async function openRuntime(config: Readonly<Config>, options: RuntimeOpti
         const sink = new NdjsonTagChangeSink(s.path ?? join(resolve(config.dataDir), 'tag-changes.ndjson'), s.fsync)
         await sink.open()
         sinks.push(sink)
+      } else if (s.type === 'kafka') {
+        const { KafkaTagChangeSink } = await import('./sinks/kafka-sinks.js')
+        const sink = new KafkaTagChangeSink(s)
+        await sink.open()
+        sinks.push(sink)
       } else {
         stdout = new StdoutSink({ mode: s.mode, intervalMs: s.intervalMs, ...(options.out ? { out: options.out } : {}) })
         sinks.push(stdout)
       }
     }
     const dl = config.sinks.deadLetter
-    const deadLetters = new NdjsonDeadLetterSink(dl.path ?? join(resolve(config.dataDir), 'dead-letters.ndjson'), dl.fsync)
-    await deadLetters.open()
+    let deadLetters: DeadLetterSink
+    if (dl.type === 'kafka') {
+      const { KafkaDeadLetterSink } = await import('./sinks/kafka-sinks.js')
+      const sink = new KafkaDeadLetterSink(dl)
+      await sink.open()
+      deadLetters = sink
+    } else {
+      const sink = new NdjsonDeadLetterSink(dl.path ?? join(resolve(config.dataDir), 'dead-letters.ndjson'), dl.fsync)
+      await sink.open()
+      deadLetters = sink
+    }
     // HTTP ingest is a source like any other; its position is stored under the fixed name `http`.
     const ingest =
       config.http.enabled && options.replayFiles === undefined
@@ -177,6 +191,8 @@ export async function openRuntime(config: Readonly<Config>, options: RuntimeOpti
       },
     }
   } catch (err) {
+    // A sink that opened keeps connections (a Kafka producer keeps the process alive): close them.
+    await Promise.allSettled(sinks.map((sink) => sink.close()))
     await store.close()
     throw err
   }

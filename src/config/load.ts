@@ -4,7 +4,7 @@ import { Value, type ValueError } from '@sinclair/typebox/value'
 import { parse as parseYaml, YAMLParseError } from 'yaml'
 import { ErrorCodes, TagstreamError } from '../errors.js'
 import '../contracts/formats.js'
-import { ConfigSchema, SourceConfigSchema, TagChangeSinkSchema, type Config } from './schema.js'
+import { ConfigSchema, DeadLetterSinkSchema, SourceConfigSchema, TagChangeSinkSchema, type Config } from './schema.js'
 
 /** One problem with a configuration, pointing at the key. */
 export interface ConfigIssue {
@@ -60,7 +60,14 @@ export function validateConfig(raw: unknown): { config: Config; issues: [] } | {
   if (typeof cloned === 'object' && cloned !== null) {
     defaultTypedItems(SourceConfigSchema, cloned.sources)
     const sinks = cloned.sinks as Record<string, unknown> | undefined
-    if (typeof sinks === 'object' && sinks !== null) defaultTypedItems(TagChangeSinkSchema, sinks.tagChanges)
+    if (typeof sinks === 'object' && sinks !== null) {
+      defaultTypedItems(TagChangeSinkSchema, sinks.tagChanges)
+      if (typeof sinks.deadLetter === 'object' && sinks.deadLetter !== null) {
+        const one = [sinks.deadLetter]
+        defaultTypedItems(DeadLetterSinkSchema, one)
+        sinks.deadLetter = one[0]
+      }
+    }
   }
   const withDefaults = Value.Default(ConfigSchema, cloned)
   const issues: ConfigIssue[] = []

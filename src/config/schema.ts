@@ -1,5 +1,6 @@
 import { Type, type Static } from '@sinclair/typebox'
 import { HttpConfigSchema } from '../http/options.js'
+import { KafkaDeadLetterSinkConfigSchema, KafkaTagChangeSinkConfigSchema } from '../sinks/kafka-options.js'
 
 /**
  * The configuration schema: one place, with defaults beside each key. Validated once at start
@@ -75,7 +76,8 @@ const StdoutSinkSchema = Type.Object(
   { additionalProperties: false },
 )
 
-export const TagChangeSinkSchema = Type.Union([NdjsonFileSinkSchema, StdoutSinkSchema])
+export const TagChangeSinkSchema = Type.Union([NdjsonFileSinkSchema, StdoutSinkSchema, KafkaTagChangeSinkConfigSchema])
+export const DeadLetterSinkSchema = Type.Union([NdjsonFileSinkSchema, KafkaDeadLetterSinkConfigSchema], { default: { type: 'ndjson-file' } })
 
 const OperatorEntrySchema = Type.Object(
   {
@@ -164,7 +166,7 @@ export const ConfigSchema = Type.Object(
     sinks: Type.Object(
       {
         tagChanges: Type.Array(TagChangeSinkSchema, { default: [{ type: 'ndjson-file' }] }),
-        deadLetter: ndjsonFileSinkSchema({ default: { type: 'ndjson-file' } }),
+        deadLetter: DeadLetterSinkSchema,
       },
       { default: {}, additionalProperties: false },
     ),
