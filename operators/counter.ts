@@ -5,7 +5,6 @@
  * leaves the window, because the band can fall with no event at all.
  */
 import { Type, type Static } from '@sinclair/typebox'
-import { ErrorCodes, TagstreamError } from '../src/errors.js'
 import {
   DAY_MS,
   defineOperator,
@@ -14,10 +13,12 @@ import {
   type Operator,
   type OperatorContext,
   type TimerFired,
+  TAG_ID_PATTERN,
+  categorySchema,
+  isTagId,
+  operatorConfigError,
 } from '../src/operator-api.js'
 
-const TAG_ID_PATTERN = '^[A-Za-z][A-Za-z0-9_]*$'
-const TAG_ID_RE = new RegExp(TAG_ID_PATTERN)
 
 /** Name of the one timer this operator registers. */
 export const EXPIRE_TIMER = 'expire'
@@ -49,7 +50,7 @@ export const CounterConfigSchema = Type.Object(
       ],
       description: 'Strictly ascending by min; the tag is the highest band whose min <= the windowed count',
     }),
-    category: Type.Array(Type.String({ minLength: 1 }), { minItems: 2, maxItems: 3, default: ['behaviour', 'frequency'] }),
+    category: categorySchema(['behaviour', 'frequency']),
     description: Type.Optional(Type.String()),
   },
   { additionalProperties: false },
@@ -75,11 +76,7 @@ export interface CounterState {
 
 export const dayIndex = (ms: number): number => Math.floor(ms / DAY_MS)
 
-function invalid(name: string, message: string, key: string): TagstreamError {
-  return new TagstreamError(ErrorCodes.OPERATOR_CONFIG_INVALID, `operator "${name}": ${message}`, {
-    details: { operator: name, key },
-  })
-}
+const invalid = operatorConfigError
 
 const NO_TAGS: DerivedTags = Object.freeze({})
 
@@ -90,7 +87,7 @@ export default defineOperator<CounterConfig, CounterState>({
 
   create(name, config): Operator<CounterState> {
     const tag = config.tag ?? `${name}_frequency`
-    if (!TAG_ID_RE.test(tag)) throw invalid(name, `tag "${tag}" must match ${TAG_ID_PATTERN}`, 'tag')
+    if (!isTagId(tag)) throw invalid(name, `tag "${tag}" must match ${TAG_ID_PATTERN}`, 'tag')
     const bands = config.bands.map((b) => ({ name: b.name, min: b.min }))
     bands.forEach((b, i) => {
       const prev = bands[i - 1]

@@ -4,7 +4,6 @@
  * give the same answer as an in-order stream; `null` removes the attribute.
  */
 import { Type, type Static } from '@sinclair/typebox'
-import { ErrorCodes, TagstreamError } from '../src/errors.js'
 import {
   defineOperator,
   type DerivedTag,
@@ -13,11 +12,12 @@ import {
   type Operator,
   type TagDeclaration,
   type TagValue,
+  TAG_ID_PATTERN,
+  isTagId,
+  operatorConfigError,
 } from '../src/operator-api.js'
 
 /** Tag ids are identifiers (same shape as operator instance names), so rules can name them. */
-const TAG_ID_PATTERN = '^[A-Za-z][A-Za-z0-9_]*$'
-const TAG_ID_RE = new RegExp(TAG_ID_PATTERN)
 
 const ValueTypeSchema = Type.Union([Type.Literal('string'), Type.Literal('number'), Type.Literal('boolean')], {
   default: 'string',
@@ -85,11 +85,7 @@ const COERCE: Record<FactValueType, (raw: unknown) => TagValue | null | undefine
   boolean: (raw) => (raw === null ? null : typeof raw === 'boolean' ? raw : undefined),
 }
 
-function invalid(name: string, message: string, key: string): TagstreamError {
-  return new TagstreamError(ErrorCodes.OPERATOR_CONFIG_INVALID, `operator "${name}": ${message}`, {
-    details: { operator: name, key },
-  })
-}
+const invalid = operatorConfigError
 
 function own<T>(record: Readonly<Record<string, T>>, key: string): T | undefined {
   return Object.hasOwn(record, key) ? record[key] : undefined
@@ -108,7 +104,7 @@ export default defineOperator<FactConfig, FactState>({
 
     config.attributes.forEach((attr, i) => {
       const tag = attr.tag ?? attr.property
-      if (!TAG_ID_RE.test(tag)) {
+      if (!isTagId(tag)) {
         throw invalid(name, `attribute "${attr.property}" needs a "tag" matching ${TAG_ID_PATTERN}`, `attributes[${i}].tag`)
       }
       if (seen.has(tag)) throw invalid(name, `duplicate tag "${tag}"`, `attributes[${i}].tag`)

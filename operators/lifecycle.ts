@@ -20,7 +20,6 @@
  * previous stage was entered.
  */
 import { Type, type Static } from '@sinclair/typebox'
-import { ErrorCodes, TagstreamError } from '../src/errors.js'
 import {
   calendarFor,
   defineOperator,
@@ -30,10 +29,12 @@ import {
   type Operator,
   type OperatorContext,
   type TimerFired,
+  TAG_ID_PATTERN,
+  categorySchema,
+  isTagId,
+  operatorConfigError,
 } from '../src/operator-api.js'
 
-const TAG_ID_PATTERN = '^[A-Za-z][A-Za-z0-9_]*$'
-const TAG_ID_RE = new RegExp(TAG_ID_PATTERN)
 
 /** Name of the one timer this operator registers: the earliest time-triggered transition. */
 export const TRANSITION_TIMER = 'transition'
@@ -138,7 +139,7 @@ export const LifecycleConfigSchema = Type.Object(
         'Tried in config order: on an event, the first event transition out of the stage whose types and guard match; ' +
         'in time, the earliest due time transition (ties: config order)',
     }),
-    category: Type.Array(Type.String({ minLength: 1 }), { minItems: 2, maxItems: 3, default: ['model', 'lifecycle'] }),
+    category: categorySchema(['model', 'lifecycle']),
     description: Type.Optional(Type.String()),
   },
   { additionalProperties: false },
@@ -191,11 +192,7 @@ interface Due {
 /** Bound on transitions taken in one call (time transitions only cycle through `enteredState`, which advances). */
 const MAX_CASCADE = 100_000
 
-function invalid(name: string, message: string, key: string): TagstreamError {
-  return new TagstreamError(ErrorCodes.OPERATOR_CONFIG_INVALID, `operator "${name}": ${message}`, {
-    details: { operator: name, key },
-  })
-}
+const invalid = operatorConfigError
 
 const isEventTransition = (t: EventTransition | TimeTransition): t is EventTransition => 'on' in t
 
@@ -208,7 +205,7 @@ export default defineOperator<LifecycleConfig, LifecycleState>({
 
   create(name, config): Operator<LifecycleState> {
     const { tag, initial } = config
-    if (!TAG_ID_RE.test(tag)) throw invalid(name, `tag "${tag}" must match ${TAG_ID_PATTERN}`, 'tag')
+    if (!isTagId(tag)) throw invalid(name, `tag "${tag}" must match ${TAG_ID_PATTERN}`, 'tag')
     const states = [...config.states]
     states.forEach((s, i) => {
       if (s === ANY) throw invalid(name, `"${ANY}" cannot be a stage name`, `states[${i}]`)

@@ -19,7 +19,6 @@
  * never below zero.
  */
 import { Type, type Static } from '@sinclair/typebox'
-import { ErrorCodes, TagstreamError } from '../src/errors.js'
 import {
   calendarFor,
   defineOperator,
@@ -29,10 +28,12 @@ import {
   type Operator,
   type OperatorContext,
   type TimerFired,
+  TAG_ID_PATTERN,
+  categorySchema,
+  isTagId,
+  operatorConfigError,
 } from '../src/operator-api.js'
 
-const TAG_ID_PATTERN = '^[A-Za-z][A-Za-z0-9_]*$'
-const TAG_ID_RE = new RegExp(TAG_ID_PATTERN)
 
 /** Name of the one timer this operator registers (rollingWindow only). */
 export const DOWNGRADE_TIMER = 'downgrade'
@@ -70,7 +71,7 @@ export const LoyaltyConfigSchema = Type.Object(
       },
       { additionalProperties: false, default: { policy: 'rollingWindow', days: 365 } },
     ),
-    category: Type.Array(Type.String({ minLength: 1 }), { minItems: 2, maxItems: 3, default: ['model', 'loyalty'] }),
+    category: categorySchema(['model', 'loyalty']),
     description: Type.Optional(Type.String()),
   },
   { additionalProperties: false },
@@ -102,11 +103,7 @@ interface Tier {
   readonly min: number
 }
 
-function invalid(name: string, message: string, key: string): TagstreamError {
-  return new TagstreamError(ErrorCodes.OPERATOR_CONFIG_INVALID, `operator "${name}": ${message}`, {
-    details: { operator: name, key },
-  })
-}
+const invalid = operatorConfigError
 
 /**
  * Rounds half up at integer precision after dropping the binary noise of a product or quotient
@@ -133,7 +130,7 @@ export default defineOperator<LoyaltyConfig, LoyaltyState>({
 
   create(name, config): Operator<LoyaltyState> {
     const { tag, pointsPerUnit, amountProperty } = config
-    if (!TAG_ID_RE.test(tag)) throw invalid(name, `tag "${tag}" must match ${TAG_ID_PATTERN}`, 'tag')
+    if (!isTagId(tag)) throw invalid(name, `tag "${tag}" must match ${TAG_ID_PATTERN}`, 'tag')
     const tiers: Tier[] = config.tiers.map((t) => ({ name: t.name, min: t.minPoints * 100 }))
     tiers.forEach((t, i) => {
       const prev = tiers[i - 1]

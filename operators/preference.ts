@@ -14,7 +14,6 @@
  * with no event at all.
  */
 import { Type, type Static } from '@sinclair/typebox'
-import { ErrorCodes, TagstreamError } from '../src/errors.js'
 import {
   calendarFor,
   defineOperator,
@@ -24,10 +23,12 @@ import {
   type Operator,
   type OperatorContext,
   type TimerFired,
+  TAG_ID_PATTERN,
+  categorySchema,
+  isTagId,
+  operatorConfigError,
 } from '../src/operator-api.js'
 
-const TAG_ID_PATTERN = '^[A-Za-z][A-Za-z0-9_]*$'
-const TAG_ID_RE = new RegExp(TAG_ID_PATTERN)
 
 /** Name of the one timer this operator registers. */
 export const EXPIRE_TIMER = 'expire'
@@ -48,7 +49,7 @@ export const PreferenceConfigSchema = Type.Object(
     labels: Type.Optional(
       Type.Record(Type.String(), Type.String({ minLength: 1 }), { description: 'category -> tag value (default: "<category> buyer")' }),
     ),
-    category: Type.Array(Type.String({ minLength: 1 }), { minItems: 2, maxItems: 3, default: ['model', 'preference'] }),
+    category: categorySchema(['model', 'preference']),
     description: Type.Optional(Type.String()),
   },
   { additionalProperties: false },
@@ -84,11 +85,7 @@ interface Standing {
   readonly spend: number
 }
 
-function invalid(name: string, message: string, key: string): TagstreamError {
-  return new TagstreamError(ErrorCodes.OPERATOR_CONFIG_INVALID, `operator "${name}": ${message}`, {
-    details: { operator: name, key },
-  })
-}
+const invalid = operatorConfigError
 
 /** Rounds half up after dropping the binary noise of the product (19.99 * 100 is 1998.9999999999998). */
 const roundHalfUp = (x: number): number => Math.round(Number(x.toPrecision(15)))
@@ -111,7 +108,7 @@ export default defineOperator<PreferenceConfig, PreferenceState>({
 
   create(name, config): Operator<PreferenceState> {
     const { tag, categoryProperty, amountProperty, windowDays, minShare, minEvents, measure } = config
-    if (!TAG_ID_RE.test(tag)) throw invalid(name, `tag "${tag}" must match ${TAG_ID_PATTERN}`, 'tag')
+    if (!isTagId(tag)) throw invalid(name, `tag "${tag}" must match ${TAG_ID_PATTERN}`, 'tag')
     const types = new Set(config.eventTypes)
     const labels = new Map(Object.entries(config.labels ?? {}))
     const bySpend = measure === 'spend'

@@ -22,7 +22,6 @@
  *   `rescore: true` lets the engine's sweep re-derive them. Tag values never depend on the clock.
  */
 import { Type, type Static } from '@sinclair/typebox'
-import { ErrorCodes, TagstreamError } from '../src/errors.js'
 import {
   calendarFor,
   defineOperator,
@@ -33,10 +32,12 @@ import {
   type OperatorContext,
   type PopulationView,
   type TimerFired,
+  TAG_ID_PATTERN,
+  categorySchema,
+  isTagId,
+  operatorConfigError,
 } from '../src/operator-api.js'
 
-const TAG_ID_PATTERN = '^[A-Za-z][A-Za-z0-9_]*$'
-const TAG_ID_RE = new RegExp(TAG_ID_PATTERN)
 const CELL_PATTERN = '^[1-5],[1-5],[1-5]$'
 
 /** Name of the one timer this operator registers. */
@@ -136,7 +137,7 @@ export const RfmConfigSchema = Type.Object(
     segmentTag: Type.String({ pattern: TAG_ID_PATTERN, default: 'rfm_segment', description: 'Tag id of the segment from segmentMap' }),
     valueSegmentTag: Type.String({ pattern: TAG_ID_PATTERN, default: 'rfm_value_segment', description: 'Tag id of the 8-segment value label' }),
     scoreTag: Type.String({ pattern: TAG_ID_PATTERN, default: 'rfm_score', description: 'Tag id of the cell "R,F,M"' }),
-    category: Type.Array(Type.String({ minLength: 1 }), { minItems: 2, maxItems: 3, default: ['model', 'rfm'] }),
+    category: categorySchema(['model', 'rfm']),
   },
   { additionalProperties: false },
 )
@@ -182,11 +183,7 @@ interface Scored {
   readonly means: readonly [recency: number, frequency: number, monetary: number]
 }
 
-function invalid(name: string, message: string, key: string): TagstreamError {
-  return new TagstreamError(ErrorCodes.OPERATOR_CONFIG_INVALID, `operator "${name}": ${message}`, {
-    details: { operator: name, key },
-  })
-}
+const invalid = operatorConfigError
 
 /**
  * The reference's quintile: the min rank's place in 1..maxRank cut into 5 equal-width bins, right
@@ -212,7 +209,7 @@ export default defineOperator<RfmConfig, RfmState>({
     const { segmentTag, valueSegmentTag, scoreTag, amountProperty, minPurchasesToScore } = config
     const tagIds = [scoreTag, segmentTag, valueSegmentTag]
     for (const [key, id] of [['scoreTag', scoreTag], ['segmentTag', segmentTag], ['valueSegmentTag', valueSegmentTag]] as const) {
-      if (!TAG_ID_RE.test(id)) throw invalid(name, `${key} "${id}" must match ${TAG_ID_PATTERN}`, key)
+      if (!isTagId(id)) throw invalid(name, `${key} "${id}" must match ${TAG_ID_PATTERN}`, key)
       if (tagIds.indexOf(id) !== tagIds.lastIndexOf(id)) throw invalid(name, `tag id "${id}" is used twice`, key)
     }
     const windowsDays = [...config.windowsDays]

@@ -11,7 +11,8 @@
  * - State is plain data (objects, arrays, strings, numbers, booleans, null): it is stored as msgpack.
  * - The context is only valid during the call.
  */
-import type { TSchema } from '@sinclair/typebox'
+import { Type, type TArray, type TSchema, type TString } from '@sinclair/typebox'
+import { ErrorCodes, TagstreamError } from './errors.js'
 import type { InputEvent } from './contracts/input-event.js'
 import type { TagValue } from './contracts/tag-change.js'
 
@@ -140,4 +141,24 @@ export interface OperatorFactory<C = unknown, S = unknown> {
 
 export function defineOperator<C, S>(factory: OperatorFactory<C, S>): OperatorFactory<C, S> {
   return factory
+}
+
+/** Tag ids are identifiers: they appear in rules (`rfm_segment == "Champions"`), labels and URLs. */
+export const TAG_ID_PATTERN = '^[A-Za-z][A-Za-z0-9_]*$'
+const TAG_ID_RE = new RegExp(TAG_ID_PATTERN)
+
+export function isTagId(id: string): boolean {
+  return TAG_ID_RE.test(id)
+}
+
+/** The place of an operator's tags in the 2-3 level category tree, for config schemas. */
+export function categorySchema(defaultPath: readonly string[]): TArray<TString> {
+  return Type.Array(Type.String({ minLength: 1 }), { minItems: 2, maxItems: 3, default: [...defaultPath] })
+}
+
+/** The error an operator factory throws for a config its schema cannot rule out (names the key). */
+export function operatorConfigError(operator: string, message: string, key: string): TagstreamError {
+  return new TagstreamError(ErrorCodes.OPERATOR_CONFIG_INVALID, `operator "${operator}": ${message}`, {
+    details: { operator, key, issues: [{ key, message }] },
+  })
 }
