@@ -10,7 +10,19 @@ import type { DerivedTags, Operator, OperatorContext, PopulationView } from '../
 import type { DeadLetterSink, TagChangeSink } from '../sinks/sink.js'
 import type { Source, SourceRecord } from '../sources/source.js'
 import { Store, type PartitionClock, type WriteOp } from '../store/store.js'
-import { clockKey, globalOffsetKey, timerKey, userKey, userRange } from '../store/keys.js'
+import {
+  clockKey,
+  countKey,
+  decodeTagValue,
+  encodeTagValue,
+  globalOffsetKey,
+  memberKey,
+  memberRange,
+  parseMemberKey,
+  timerKey,
+  userKey,
+  userRange,
+} from '../store/keys.js'
 import { calendarFor, type Calendar } from '../time/calendar.js'
 import { partitionFor } from './partitioner.js'
 import { Populations, rebuildPopulations } from './population.js'
@@ -198,6 +210,12 @@ export class Engine {
   private readonly dirtyUsers = new Set<string>()
   /** Timer index writes of the next commit: key -> value (put) or null (delete). */
   private readonly timerWrites = new Map<string, Buffer | null>()
+  /** Segment membership index writes of the next commit: key -> true (put) or false (delete). */
+  private readonly memberWrites = new Map<string, boolean>()
+  /** Users per (partition, tag, value), count key -> count: live, and as of the last commit. */
+  private readonly memberCounts = new Map<string, number>()
+  private readonly committedCounts = new Map<string, number>()
+  private readonly dirtyCounts = new Set<string>()
   private readonly positions = new Map<string, number>()
   private readonly dirtyPositions = new Set<string>()
   private eventsSinceCommit = 0
@@ -258,6 +276,12 @@ export class Engine {
       this.tasks.set(p, new PartitionTask(p, clock?.maxTs ?? -Infinity, this.lateness, clock?.users ?? 0))
     }
     await this.rebuildPopulations()
+    for (let p = 0; p < this.partitions; p++) {
+      for (const [key, count] of await this.store.readCounts(p)) {
+        this.memberCounts.set(key, count)
+        this.committedCounts.set(key, count)
+      }
+    }
     for (let p = 0; p < this.partitions; p++) {
       const task = this.task(p)
       const clock = await this.store.readClock(p)
@@ -353,7 +377,7 @@ export class Engine {
   }
 
   private hasUncommitted(): boolean {
-    return this.dirtyUsers.size > 0 || this.dirtyPositions.size > 0 || this.timerWrites.size > 0
+    return this.dirtyUsers.size > 0 || this.dirtyPositions.size > 0 || this.timerWrites.size > 0 || this.memberWrites.size > 0
   }
 
   // ---------------------------------------------------------------- batch processing
@@ -903,6 +927,7 @@ export class Engine {
       }
       if (to === null) delete rec.tags[tag.id]
       else rec.tags[tag.id] = [to, atMs, tag.version]
+      this.moveMembership(rec, tag.id, from, to)
       const seq = ++rec.seq
       const change: TagChange = {
         id: changeId(rec.u, tag.id, seq),
@@ -923,6 +948,25 @@ export class Engine {
       if (cause.kind === 'event') this.observer?.endToEnd(this.batchWallMs - atMs)
       for (const sink of this.sinks) sink.write(change)
     }
+  }
+
+  /** Keeps the segment membership index and the per-value counts in step with a tag change. */
+  private moveMembership(rec: UserRecord, tag: string, from: TagValue | null, to: TagValue | null): void {
+    if (from !== null) {
+      const v = encodeTagValue(from)
+      this.memberWrites.set(memberKey(rec.p, tag, v, rec.u), false)
+      this.addCount(countKey(rec.p, tag, v), -1)
+    }
+    if (to !== null) {
+      const v = encodeTagValue(to)
+      this.memberWrites.set(memberKey(rec.p, tag, v, rec.u), true)
+      this.addCount(countKey(rec.p, tag, v), 1)
+    }
+  }
+
+  private addCount(key: string, delta: number): void {
+    this.memberCounts.set(key, (this.memberCounts.get(key) ?? 0) + delta)
+    this.dirtyCounts.add(key)
   }
 
   private deadLetter(source: string, record: SourceRecord, reason: Rejection, eventId?: string, userId?: string): void {
@@ -1004,10 +1048,24 @@ export class Engine {
     for (const name of this.dirtyPositions) {
       ops.push({ type: 'put', key: globalOffsetKey(name), value: this.store.encode(this.positions.get(name)) })
     }
+    for (const [key, put] of this.memberWrites) ops.push(put ? { type: 'put', key, value: EMPTY } : { type: 'del', key })
+    for (const key of this.dirtyCounts) {
+      const n = this.memberCounts.get(key) ?? 0
+      ops.push(n === 0 ? { type: 'del', key } : { type: 'put', key, value: this.store.encode(n) })
+    }
     await this.store.commit(ops, this.config.engine.syncWrites)
     this.dirtyUsers.clear()
     this.timerWrites.clear()
     this.dirtyPositions.clear()
+    this.memberWrites.clear()
+    for (const key of this.dirtyCounts) {
+      const n = this.memberCounts.get(key) ?? 0
+      if (n === 0) {
+        this.memberCounts.delete(key)
+        this.committedCounts.delete(key)
+      } else this.committedCounts.set(key, n)
+    }
+    this.dirtyCounts.clear()
     for (const task of this.tasks.values()) {
       task.dirty = false
       // Now in the store: the next scans find them.
@@ -1051,6 +1109,46 @@ export class Engine {
     return new Map([...this.tasks.values()].map((t) => [t.partition, t.watermark]))
   }
 
+  /**
+   * Segment membership ("users with tag T", "users with T = v"), as of the last commit, in pages:
+   * pass the returned cursor back for the next page (undefined when there is none).
+   */
+  async members(tag: string, options: { value?: TagValue; cursor?: string; limit?: number } = {}): Promise<MembersPage> {
+    const limit = options.limit ?? 100
+    const encoded = options.value === undefined ? undefined : encodeTagValue(options.value)
+    const [startPartition, afterKey] = decodeCursor(options.cursor)
+    const users: { userId: string; value: TagValue }[] = []
+    for (let p = startPartition; p < this.partitions; p++) {
+      const range = memberRange(p, tag, encoded)
+      const bounds = p === startPartition && afterKey !== undefined ? { gt: afterKey, lt: range.lt } : range
+      const keys = await this.store.keysIn(bounds, limit - users.length)
+      for (const key of keys) {
+        const [value, userId] = parseMemberKey(key, tag)
+        users.push({ userId, value: decodeTagValue(value) })
+      }
+      if (users.length >= limit) {
+        const last = keys[keys.length - 1] as string
+        return { users, cursor: encodeCursor(p, last) }
+      }
+    }
+    return { users, cursor: undefined }
+  }
+
+  /** Users per value of a tag (its coverage), as of the last commit. */
+  coverage(tag: string): { value: TagValue; users: number }[] {
+    const byValue = new Map<string, number>()
+    for (const [key, n] of this.committedCounts) {
+      // p0000!k!<tag>!<value>
+      const rest = key.slice('p0000!k!'.length)
+      if (!rest.startsWith(`${tag}!`)) continue
+      const v = rest.slice(tag.length + 1)
+      byValue.set(v, (byValue.get(v) ?? 0) + n)
+    }
+    return [...byValue]
+      .map(([v, users]) => ({ value: decodeTagValue(v), users }))
+      .sort((a, b) => b.users - a.users || String(a.value).localeCompare(String(b.value)))
+  }
+
   /** A user's profile from committed or in-memory state; state views evaluated at `asOf` or the partition's clock. */
   async profile(userId: string, asOf?: number): Promise<Profile | undefined> {
     let rec: UserRecord | undefined
@@ -1074,6 +1172,26 @@ interface Change {
 }
 
 const NO_TAGS: DerivedTags = Object.freeze({})
+const EMPTY = Buffer.alloc(0)
+
+export interface MembersPage {
+  readonly users: readonly { readonly userId: string; readonly value: TagValue }[]
+  /** Opaque; pass it back for the next page. Undefined on the last page. */
+  readonly cursor: string | undefined
+}
+
+function encodeCursor(partition: number, key: string): string {
+  return Buffer.from(`${partition}\u0000${key}`).toString('base64url')
+}
+
+function decodeCursor(cursor: string | undefined): [number, string | undefined] {
+  if (cursor === undefined) return [0, undefined]
+  const text = Buffer.from(cursor, 'base64url').toString()
+  const sep = text.indexOf('\u0000')
+  const partition = Number(text.slice(0, sep))
+  if (sep < 0 || !Number.isInteger(partition) || partition < 0) throw new TagstreamError(ErrorCodes.USAGE, 'invalid membership cursor')
+  return [partition, text.slice(sep + 1)]
+}
 const RESCORE_CAUSE: TagChangeCause = Object.freeze({ kind: 'rescore' })
 
 /** Timer operations an operator asked for during one call; applied only if the call succeeds. */

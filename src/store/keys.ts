@@ -8,6 +8,8 @@
  *   p0003!t!<due: 14 hex>!<userId>!<timer>  timer index entry; value: msgpack [userId, timerKey]
  *   p0003!c                                 partition clock: msgpack { maxTs }
  *   p0003!o!<source>                        source offset owned by the partition (Kafka)
+ *   p0003!m!<tag>!<value>!<userId>          segment membership: the user has tag = value
+ *   p0003!k!<tag>!<value>                   number of the partition's users with tag = value
  *   g!o!<source>                            source offset of an embedded source (file, generator)
  *   g!meta                                  store format version and routing
  */
@@ -70,5 +72,55 @@ export const META_KEY = 'g!meta'
 
 export function partitionRange(partition: number): { gte: string; lt: string } {
   const p = partitionPrefix(partition)
+  return { gte: p, lt: `${p.slice(0, -1)}"` }
+}
+
+import type { TagValue } from '../contracts/tag-change.js'
+
+/**
+ * A tag value inside a key: typed (`s`, `n`, `b` prefix) so that "1" and 1 differ, with `!` and
+ * `%` escaped so that the user id after it can be told apart. Tag ids never contain `!`.
+ */
+export function encodeTagValue(value: TagValue): string {
+  if (typeof value === 'string') return `s${value.replace(/%/g, '%25').replace(/!/g, '%21')}`
+  if (typeof value === 'number') return `n${value}`
+  return value ? 'b1' : 'b0'
+}
+
+export function decodeTagValue(encoded: string): TagValue {
+  const body = encoded.slice(1)
+  switch (encoded[0]) {
+    case 's':
+      return body.replace(/%21/g, '!').replace(/%25/g, '%')
+    case 'n':
+      return Number(body)
+    default:
+      return body === '1'
+  }
+}
+
+export function memberKey(partition: number, tag: string, encodedValue: string, userId: string): string {
+  return `${partitionPrefix(partition)}m!${tag}!${encodedValue}!${userId}`
+}
+
+/** Keys of the members of `tag` (with `encodedValue` when given) in one partition. */
+export function memberRange(partition: number, tag: string, encodedValue?: string): { gte: string; lt: string } {
+  const prefix = `${partitionPrefix(partition)}m!${tag}!${encodedValue === undefined ? '' : `${encodedValue}!`}`
+  return { gte: prefix, lt: `${prefix.slice(0, -1)}"` } // '!' < '"': every key under the prefix
+}
+
+/** [encodedValue, userId] of a membership key. */
+export function parseMemberKey(key: string, tag: string): [string, string] {
+  const rest = key.slice('p0000!m!'.length + tag.length + 1)
+  const sep = rest.indexOf('!')
+  return [rest.slice(0, sep), rest.slice(sep + 1)]
+}
+
+export function countKey(partition: number, tag: string, encodedValue: string): string {
+  return `${partitionPrefix(partition)}k!${tag}!${encodedValue}`
+}
+
+export function countRange(partition: number): { gte: string; lt: string } {
+  const p = `${partitionPrefix(partition)}k!`
   return { gte: p, lt: `${p.slice(0, -1)}"` }
 }

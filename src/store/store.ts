@@ -5,6 +5,7 @@ import type { UserRecord } from '../engine/user-record.js'
 import {
   META_KEY,
   clockKey,
+  countRange,
   dueOfTimerKey,
   globalOffsetKey,
   partitionOffsetKey,
@@ -143,6 +144,18 @@ export class Store {
   async scanUserKeys(range: { gte: string; lt: string }, afterKey: string | undefined, limit: number): Promise<string[]> {
     const bounds = afterKey === undefined ? range : { gt: afterKey, lt: range.lt }
     return this.db.keys({ ...bounds, limit }).all()
+  }
+
+  /** Keys in a range, at most `limit`. */
+  async keysIn(range: { gt?: string; gte?: string; lt: string }, limit: number): Promise<string[]> {
+    if (limit <= 0) return []
+    return this.db.keys({ ...range, limit }).all()
+  }
+
+  /** The segment membership counts of a partition: count key -> users. */
+  async readCounts(partition: number): Promise<[string, number][]> {
+    const entries = await this.db.iterator({ ...countRange(partition) }).all()
+    return entries.map(([k, v]) => [k, this.decode<number>(v)])
   }
 
   /** Partitions that hold any user, from the key space. */
