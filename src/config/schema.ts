@@ -147,6 +147,12 @@ export const ConfigSchema = Type.Object(
       },
       { default: {}, additionalProperties: false },
     ),
+    history: Type.Object(
+      {
+        perUser: Type.Integer({ minimum: 0, default: 100, description: 'Tag changes kept per user for support and audit (0: none)' }),
+      },
+      { default: {}, additionalProperties: false },
+    ),
     dedup: Type.Object(
       {
         maxIds: Type.Integer({ minimum: 0, default: 64, description: 'Recent event ids remembered per user' }),

@@ -16,6 +16,8 @@ import {
   decodeTagValue,
   encodeTagValue,
   globalOffsetKey,
+  historyKey,
+  historyRange,
   memberKey,
   memberRange,
   parseMemberKey,
@@ -210,6 +212,8 @@ export class Engine {
   private readonly dirtyUsers = new Set<string>()
   /** Timer index writes of the next commit: key -> value (put) or null (delete). */
   private readonly timerWrites = new Map<string, Buffer | null>()
+  /** History writes of the next commit: key -> encoded change (put) or null (delete). */
+  private readonly historyWrites = new Map<string, Buffer | null>()
   /** Segment membership index writes of the next commit: key -> true (put) or false (delete). */
   private readonly memberWrites = new Map<string, boolean>()
   /** Users per (partition, tag, value), count key -> count: live, and as of the last commit. */
@@ -945,9 +949,52 @@ export class Engine {
       }
       this.stats.tagChanges++
       tag.counts[change.op]++
+      this.recordHistory(rec, change, atMs)
       if (cause.kind === 'event') this.observer?.endToEnd(this.batchWallMs - atMs)
       for (const sink of this.sinks) sink.write(change)
     }
+  }
+
+  /** Keeps the user's last `history.perUser` changes, compactly, written with the commit. */
+  private recordHistory(rec: UserRecord, change: TagChange, atMs: number): void {
+    const keep = this.config.history.perUser
+    if (keep === 0) return
+    const stored: StoredChange = [change.tag, change.op, change.from, change.to, change.tagVersion, atMs, this.batchWallMs, change.cause, change.evidence]
+    this.historyWrites.set(historyKey(rec.p, rec.u, change.seq), this.store.encode(stored))
+    if (change.seq > keep) this.historyWrites.set(historyKey(rec.p, rec.u, change.seq - keep), null)
+  }
+
+  /** The user's last tag changes, newest first, as of the last commit. */
+  async history(userId: string, limit = this.config.history.perUser): Promise<TagChange[]> {
+    const rec = await this.findRecord(userId)
+    if (rec === undefined) return []
+    const entries = await this.store.entriesIn(historyRange(rec.p, userId), Math.max(0, limit), true)
+    return entries.map(([key, value]) => {
+      const seq = Number.parseInt(key.slice(key.length - 12), 16)
+      const [tag, op, from, to, tagVersion, atMs, emittedMs, cause, evidence] = this.store.decode<StoredChange>(value)
+      return {
+        id: changeId(userId, tag, seq),
+        userId,
+        tag,
+        op,
+        from,
+        to,
+        tagVersion,
+        at: new Date(atMs).toISOString(),
+        emittedAt: new Date(emittedMs).toISOString(),
+        cause,
+        evidence,
+        seq,
+      }
+    })
+  }
+
+  private async findRecord(userId: string): Promise<UserRecord | undefined> {
+    for (const p of this.tasks.keys()) {
+      const rec = this.cache.get(userKey(p, userId))
+      if (rec !== undefined) return rec
+    }
+    return this.store.findUser(userId, this.tasks.keys())
   }
 
   /** Keeps the segment membership index and the per-value counts in step with a tag change. */
@@ -1049,6 +1096,7 @@ export class Engine {
       ops.push({ type: 'put', key: globalOffsetKey(name), value: this.store.encode(this.positions.get(name)) })
     }
     for (const [key, put] of this.memberWrites) ops.push(put ? { type: 'put', key, value: EMPTY } : { type: 'del', key })
+    for (const [key, value] of this.historyWrites) ops.push(value === null ? { type: 'del', key } : { type: 'put', key, value })
     for (const key of this.dirtyCounts) {
       const n = this.memberCounts.get(key) ?? 0
       ops.push(n === 0 ? { type: 'del', key } : { type: 'put', key, value: this.store.encode(n) })
@@ -1058,6 +1106,7 @@ export class Engine {
     this.timerWrites.clear()
     this.dirtyPositions.clear()
     this.memberWrites.clear()
+    this.historyWrites.clear()
     for (const key of this.dirtyCounts) {
       const n = this.memberCounts.get(key) ?? 0
       if (n === 0) {
@@ -1151,12 +1200,7 @@ export class Engine {
 
   /** A user's profile from committed or in-memory state; state views evaluated at `asOf` or the partition's clock. */
   async profile(userId: string, asOf?: number): Promise<Profile | undefined> {
-    let rec: UserRecord | undefined
-    for (const p of this.tasks.keys()) {
-      rec = this.cache.get(userKey(p, userId))
-      if (rec !== undefined) break
-    }
-    rec ??= await this.store.findUser(userId, this.tasks.keys())
+    const rec = await this.findRecord(userId)
     if (rec === undefined) return undefined
     return buildProfile(rec, this.slots, asOf ?? this.task(rec.p).watermark, this.config.timeZone, this.populations)
   }
@@ -1173,6 +1217,9 @@ interface Change {
 
 const NO_TAGS: DerivedTags = Object.freeze({})
 const EMPTY = Buffer.alloc(0)
+
+/** A tag change in the history range: [tag, op, from, to, tagVersion, atMs, emittedMs, cause, evidence]. */
+type StoredChange = [string, TagChangeOp, TagValue | null, TagValue | null, number, number, number, TagChangeCause, Readonly<Record<string, unknown>>]
 
 export interface MembersPage {
   readonly users: readonly { readonly userId: string; readonly value: TagValue }[]

@@ -10,6 +10,7 @@
  *   p0003!o!<source>                        source offset owned by the partition (Kafka)
  *   p0003!m!<tag>!<value>!<userId>          segment membership: the user has tag = value
  *   p0003!k!<tag>!<value>                   number of the partition's users with tag = value
+ *   p0003!h!<userId>!<seq: 12 hex>          the user's recent tag changes (the last history.perUser)
  *   g!o!<source>                            source offset of an embedded source (file, generator)
  *   g!meta                                  store format version and routing
  */
@@ -123,4 +124,14 @@ export function countKey(partition: number, tag: string, encodedValue: string): 
 export function countRange(partition: number): { gte: string; lt: string } {
   const p = `${partitionPrefix(partition)}k!`
   return { gte: p, lt: `${p.slice(0, -1)}"` }
+}
+
+export function historyKey(partition: number, userId: string, seq: number): string {
+  return `${partitionPrefix(partition)}h!${userId}!${seq.toString(16).padStart(12, '0')}`
+}
+
+/** Keys of one user's history: the user id is followed by '!' then a fixed-width sequence number. */
+export function historyRange(partition: number, userId: string): { gte: string; lt: string } {
+  const prefix = `${partitionPrefix(partition)}h!${userId}!`
+  return { gte: prefix, lt: `${prefix.slice(0, -1)}"` }
 }

@@ -152,6 +152,12 @@ export class Store {
     return this.db.keys({ ...range, limit }).all()
   }
 
+  /** Entries in a range, at most `limit`, optionally newest (highest key) first. */
+  async entriesIn(range: { gte: string; lt: string }, limit: number, reverse = false): Promise<[string, Buffer][]> {
+    if (limit <= 0) return []
+    return this.db.iterator({ ...range, limit, reverse }).all()
+  }
+
   /** The segment membership counts of a partition: count key -> users. */
   async readCounts(partition: number): Promise<[string, number][]> {
     const entries = await this.db.iterator({ ...countRange(partition) }).all()

@@ -169,4 +169,21 @@ describe('engine', () => {
     expect(f.changes.changes.filter((c) => c.op === 'left')).toEqual([])
     await f.close()
   })
+
+  it('keeps the last history.perUser tag changes of each user, newest first, across restarts', async () => {
+    const f = await createFixture([activityOperator()], { engine: { partitions: 1 }, history: { perUser: 3 } })
+    f.source.push(ev('e1', 'alice', 0), ev('e2', 'alice', 1), ev('e3', 'alice', 2), ev('e4', 'bob', 30))
+    await f.drain()
+    const emitted = f.changes.changes.filter((c) => c.userId === 'alice')
+    expect(emitted.map((c) => c.seq)).toEqual([1, 2, 3, 4, 5])
+    const g = await f.reopen()
+    const history = await g.engine.history('alice')
+    expect(history.map((c) => c.seq)).toEqual([5, 4, 3])
+    // The same changes as emitted, ids included.
+    expect(history).toEqual(emitted.slice(2).reverse())
+    expect(await g.engine.history('alice', 1)).toEqual([emitted[4]])
+    expect(await g.engine.history('nobody')).toEqual([])
+    await g.close()
+  })
 })
+
