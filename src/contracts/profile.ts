@@ -1,5 +1,5 @@
 import { Type, type Static } from '@sinclair/typebox'
-import { TagValueSchema, type TagValue } from './tag-change.js'
+import { tagValueSchema, type TagValue } from './tag-change.js'
 
 /** One tag a user has: its value, since when (ISO-8601 UTC, event time) and the definition version. */
 export interface ProfileTag {
@@ -22,7 +22,7 @@ export const ProfileSchema = Type.Object(
     tags: Type.Record(
       Type.String(),
       Type.Object(
-        { value: TagValueSchema, since: Type.String({ format: 'date-time' }), version: Type.Integer({ minimum: 1 }) },
+        { value: tagValueSchema(), since: Type.String({ format: 'date-time' }), version: Type.Integer({ minimum: 1 }) },
         { additionalProperties: false },
       ),
     ),

@@ -3,6 +3,8 @@ import { Type, type Static } from '@sinclair/typebox'
 /** A tag's value: tags are scalar so that they can be indexed, compared and used in rules. */
 export type TagValue = string | number | boolean
 
+/** The tag value schema without an $id, to embed (an $id may appear once per document). */
+export const tagValueSchema = () => Type.Union([Type.String(), Type.Number(), Type.Boolean()])
 export const TagValueSchema = Type.Union([Type.String(), Type.Number(), Type.Boolean()], { $id: 'TagValue' })
 
 export const TagChangeOps = { ENTERED: 'entered', LEFT: 'left', CHANGED: 'changed' } as const
@@ -45,8 +47,8 @@ export const TagChangeSchema = Type.Object(
     userId: Type.String({ minLength: 1 }),
     tag: Type.String({ minLength: 1 }),
     op: Type.Union([Type.Literal('entered'), Type.Literal('left'), Type.Literal('changed')]),
-    from: Type.Union([TagValueSchema, Type.Null()]),
-    to: Type.Union([TagValueSchema, Type.Null()]),
+    from: Type.Union([tagValueSchema(), Type.Null()]),
+    to: Type.Union([tagValueSchema(), Type.Null()]),
     tagVersion: Type.Integer({ minimum: 1 }),
     at: IsoTime,
     emittedAt: IsoTime,

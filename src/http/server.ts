@@ -1,3 +1,6 @@
+import { TagChangeSchema, type TagChange, type TagValue } from '../contracts/tag-change.js'
+import type { MembersPage } from '../engine/engine.js'
+import { tagsPlugin } from './tags.js'
 import swagger from '@fastify/swagger'
 import swaggerUi from '@fastify/swagger-ui'
 import { TypeBoxValidatorCompiler, type TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
@@ -25,6 +28,12 @@ export { HttpErrorCodes, type HttpErrorCode } from './errors.js'
 export interface ServiceEngine extends EngineLike, CommitNotifier {
   /** A user's profile, its state views evaluated at `asOf` (epoch ms) or the partition's clock. */
   profile(userId: string, asOf?: number): Promise<Profile | undefined>
+  /** The user's last tag changes, newest first, as of the last commit. */
+  history(userId: string, limit?: number): Promise<TagChange[]>
+  /** Users with a tag (or with tag = value), paged, as of the last commit. */
+  members(tag: string, options?: { value?: TagValue; cursor?: string; limit?: number }): Promise<MembersPage>
+  /** Users per value of a tag, as of the last commit. */
+  coverage(tag: string): { value: TagValue; users: number }[]
 }
 
 declare module 'fastify' {
@@ -80,6 +89,7 @@ export function buildServer(options: BuildServerOptions): TagstreamServer {
   app.addSchema(TagValueSchema)
   app.addSchema(InputEventWireSchema)
   app.addSchema(ProfileSchema)
+  app.addSchema(TagChangeSchema)
 
   app.register(errorsPlugin)
   app.register(swagger, {
@@ -93,7 +103,8 @@ export function buildServer(options: BuildServerOptions): TagstreamServer {
       components: { securitySchemes: { bearerAuth: { type: 'http', scheme: 'bearer' } } },
       tags: [
         { name: 'ingest', description: 'Send events' },
-        { name: 'users', description: 'Read profiles' },
+        { name: 'users', description: 'Read profiles and their history' },
+        { name: 'tags', description: 'Segment membership and tag coverage' },
         { name: 'operations', description: 'Health, readiness, metrics' },
       ],
     },
@@ -107,6 +118,7 @@ export function buildServer(options: BuildServerOptions): TagstreamServer {
   app.register(healthPlugin)
   app.register(metricsPlugin, { registry })
   app.register(usersPlugin, { readToken: config.readToken })
+  app.register(tagsPlugin, { readToken: config.readToken })
   app.register(ingestPlugin, {
     ingestToken: config.ingestToken,
     commitWaitTimeoutMs: config.commitWaitTimeoutMs,

@@ -1,6 +1,8 @@
 import { Value } from '@sinclair/typebox/value'
 import { DEFAULT_FIELD_NAMES, REJECT_REASON_LIST } from '../../src/contracts/input-event.js'
 import type { Profile } from '../../src/contracts/profile.js'
+import type { TagChange, TagValue } from '../../src/contracts/tag-change.js'
+import type { MembersPage } from '../../src/engine/engine.js'
 import { createEventDecoder } from '../../src/contracts/validate-event.js'
 import { HttpConfigSchema, type HttpConfig, type ServiceEngine } from '../../src/http/server.js'
 import type { EngineStatsLike } from '../../src/metrics/metrics.js'
@@ -43,6 +45,29 @@ export class FakeEngine implements ServiceEngine {
 
   onCommitted(listener: (positions: ReadonlyMap<string, number>) => void): void {
     this.listeners.push(listener)
+  }
+
+  readonly histories = new Map<string, TagChange[]>()
+  readonly memberships = new Map<string, { userId: string; value: TagValue }[]>()
+
+  async history(userId: string, limit = 100): Promise<TagChange[]> {
+    return (this.histories.get(userId) ?? []).slice(0, limit)
+  }
+
+  /** Pages of 'limit' over the memberships the test set; the cursor is the next index. */
+  async members(tag: string, options: { value?: TagValue; cursor?: string; limit?: number } = {}): Promise<MembersPage> {
+    const all = (this.memberships.get(tag) ?? []).filter((m) => options.value === undefined || m.value === options.value)
+    const start = options.cursor === undefined ? 0 : Number(options.cursor)
+    if (!Number.isInteger(start)) throw new Error('invalid membership cursor')
+    const limit = options.limit ?? 100
+    const users = all.slice(start, start + limit)
+    return { users, cursor: start + limit < all.length ? String(start + limit) : undefined }
+  }
+
+  coverage(tag: string): { value: TagValue; users: number }[] {
+    const counts = new Map<TagValue, number>()
+    for (const m of this.memberships.get(tag) ?? []) counts.set(m.value, (counts.get(m.value) ?? 0) + 1)
+    return [...counts].map(([value, users]) => ({ value, users }))
   }
 
   async profile(userId: string, asOf?: number): Promise<Profile | undefined> {

@@ -306,11 +306,20 @@ describe('GET /metrics, /openapi.json, errors', () => {
     expect(res.statusCode).toBe(200)
     const doc = res.json()
     expect(doc.openapi).toBe('3.1.0')
-    expect(Object.keys(doc.components.schemas)).toEqual(expect.arrayContaining(['Error', 'InputEvent', 'Profile']))
+    expect(Object.keys(doc.components.schemas)).toEqual(expect.arrayContaining(['Error', 'InputEvent', 'Profile', 'TagChange']))
     const routes = Object.entries(doc.paths as Record<string, Record<string, { responses: Record<string, unknown>; security?: unknown }>>).flatMap(([path, methods]) =>
       Object.entries(methods).map(([method, op]) => ({ route: `${method.toUpperCase()} ${path}`, op })),
     )
-    expect(routes.map((r) => r.route).sort()).toEqual(['GET /healthz', 'GET /metrics', 'GET /readyz', 'GET /v1/users/{userId}', 'POST /v1/events'])
+    expect(routes.map((r) => r.route).sort()).toEqual([
+      'GET /healthz',
+      'GET /metrics',
+      'GET /readyz',
+      'GET /v1/tags/{tagId}/coverage',
+      'GET /v1/tags/{tagId}/users',
+      'GET /v1/users/{userId}',
+      'GET /v1/users/{userId}/history',
+      'POST /v1/events',
+    ])
     for (const { op } of routes) {
       expect(op.responses['4XX']).toEqual({ description: 'Client error', content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } } })
     }
