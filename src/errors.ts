@@ -19,6 +19,14 @@ export const ErrorCodes = {
   USAGE: 'TS_ERR_USAGE',
   /** The engine was used after close, or before open. */
   ENGINE_STATE: 'TS_ERR_ENGINE_STATE',
+  /** A tag definition (or the tags file) does not validate: `details.issues` point at the keys. */
+  TAG_INVALID: 'TS_ERR_TAG_INVALID',
+  /** No tag with that id, or no such version of it. */
+  TAG_NOT_FOUND: 'TS_ERR_TAG_NOT_FOUND',
+  /** The tag lifecycle does not allow that status change. */
+  TAG_TRANSITION: 'TS_ERR_TAG_TRANSITION',
+  /** A tag edit was based on a version that is no longer the latest. */
+  TAG_VERSION_CONFLICT: 'TS_ERR_TAG_VERSION_CONFLICT',
 } as const
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes]
