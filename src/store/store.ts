@@ -70,13 +70,18 @@ export class Store {
       await db.open()
     } catch (err) {
       const cause = (err as { cause?: Error }).cause ?? err
-      const locked = /lock/i.test(String((cause as Error).message))
+      const text = String((cause as Error).message)
+      // LevelDB names its LOCK file in both messages: tell "no store yet" from "in use" first.
+      const missing = /does not exist/i.test(text)
+      const locked = !missing && /lock/i.test(text)
       throw new TagstreamError(
         ErrorCodes.STORE_UNAVAILABLE,
-        locked
-          ? `store ${path} is locked by another process (is the engine running? read profiles over its HTTP API)`
-          : `cannot open store ${path}: ${(cause as Error).message}`,
-        { cause: err, retriable: locked, details: { path } },
+        missing
+          ? `no store at ${path} (nothing has been processed with this dataDir yet)`
+          : locked
+            ? `store ${path} is locked by another process (is the engine running? read profiles over its HTTP API)`
+            : `cannot open store ${path}: ${text}`,
+        { cause: err, retriable: locked, details: { path, reason: missing ? 'missing' : locked ? 'locked' : 'error' } },
       )
     }
     return new Store(path, db)

@@ -48,7 +48,12 @@ describe('store', () => {
     const store = await Store.open(dir)
     await store.ensureMeta(4)
     await expect(store.ensureMeta(8)).rejects.toMatchObject({ code: ErrorCodes.CONFIG_INVALID })
-    await expect(Store.open(dir)).rejects.toMatchObject({ code: ErrorCodes.STORE_UNAVAILABLE, retriable: true })
+    await expect(Store.open(dir)).rejects.toMatchObject({ code: ErrorCodes.STORE_UNAVAILABLE, retriable: true, details: { reason: 'locked' } })
     await store.close()
+    await expect(Store.open(join(dir, 'nothing-here'), { readOnly: true })).rejects.toMatchObject({
+      code: ErrorCodes.STORE_UNAVAILABLE,
+      retriable: false,
+      details: { reason: 'missing' },
+    })
   })
 })
