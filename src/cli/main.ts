@@ -222,6 +222,12 @@ export async function main(argv: string[]): Promise<void> {
   }
 }
 
+// `tagstream profile --all | head` closes the pipe early: that is the reader being done, not an error.
+process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  if (err.code === 'EPIPE') process.exit(0)
+  throw err
+})
+
 main(process.argv.slice(2)).catch((err: unknown) => {
   if (isTagstreamError(err)) {
     process.stderr.write(`tagstream: ${err.message}\n`)
