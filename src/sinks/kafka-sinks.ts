@@ -359,14 +359,10 @@ function settledOf(batch: Batch): Promise<void> {
 // The sinks
 // ---------------------------------------------------------------------------------------------
 
-/**
- * Tag changes to Kafka: key = userId (so a user's changes stay in order in one partition), value =
- * the tag change as JSON. `flush` resolves when all of them are acknowledged by all in-sync replicas
- * (idempotent producer, acks=all); the commit waits for it.
- */
-export class KafkaTagChangeSink implements TagChangeSink {
+/** What both Kafka sinks share: one producer core, opened, flushed and closed with the sink. */
+abstract class KafkaSink {
   readonly name: string
-  private readonly core: KafkaProducerCore
+  protected readonly core: KafkaProducerCore
 
   constructor(options: KafkaSinkOptions) {
     this.name = `kafka:${options.topic}`
@@ -381,16 +377,23 @@ export class KafkaTagChangeSink implements TagChangeSink {
     return this.core.open()
   }
 
-  write(change: TagChange): void {
-    this.core.produce(Buffer.from(JSON.stringify(change), 'utf8'), change.userId, undefined)
-  }
-
   flush(): Promise<void> {
     return this.core.flush()
   }
 
   close(): Promise<void> {
     return this.core.close()
+  }
+}
+
+/**
+ * Tag changes to Kafka: key = userId (so a user's changes stay in order in one partition), value =
+ * the tag change as JSON. `flush` resolves when all of them are acknowledged by all in-sync replicas
+ * (idempotent producer, acks=all); the commit waits for it.
+ */
+export class KafkaTagChangeSink extends KafkaSink implements TagChangeSink {
+  write(change: TagChange): void {
+    this.core.produce(Buffer.from(JSON.stringify(change), 'utf8'), change.userId, undefined)
   }
 }
 
@@ -414,23 +417,7 @@ export const DeadLetterHeaders = {
  * enough to have one (otherwise null: spread over partitions). An empty record (zero bytes) reads
  * back as a null value.
  */
-export class KafkaDeadLetterSink implements DeadLetterSink {
-  readonly name: string
-  private readonly core: KafkaProducerCore
-
-  constructor(options: KafkaSinkOptions) {
-    this.name = `kafka:${options.topic}`
-    this.core = new KafkaProducerCore(this.name, options)
-  }
-
-  get stats(): KafkaProducerCore['stats'] {
-    return this.core.stats
-  }
-
-  open(): Promise<void> {
-    return this.core.open()
-  }
-
+export class KafkaDeadLetterSink extends KafkaSink implements DeadLetterSink {
   write(dl: DeadLetter): void {
     const headers: MessageHeader[] = [
       { [DeadLetterHeaders.REASON]: dl.reason.code },
@@ -444,13 +431,5 @@ export class KafkaDeadLetterSink implements DeadLetterSink {
     if (dl.reason.field !== undefined) headers.push({ [DeadLetterHeaders.REASON_FIELD]: dl.reason.field })
     if (dl.eventId !== undefined) headers.push({ [DeadLetterHeaders.EVENT_ID]: dl.eventId })
     this.core.produce(Buffer.from(dl.raw, 'base64'), dl.userId ?? null, headers)
-  }
-
-  flush(): Promise<void> {
-    return this.core.flush()
-  }
-
-  close(): Promise<void> {
-    return this.core.close()
   }
 }

@@ -13,6 +13,7 @@ import type { DeadLetterSink, TagChangeSink } from './sink.js'
  * behind it are replayed and regenerate the same lines.
  */
 export class NdjsonFileWriter<T> {
+  readonly name: string
   readonly path: string
   private readonly fsync: boolean
   private fh: FileHandle | undefined
@@ -20,6 +21,7 @@ export class NdjsonFileWriter<T> {
   private position = 0
 
   constructor(path: string, fsync: boolean) {
+    this.name = `ndjson-file:${path}`
     this.path = path
     this.fsync = fsync
   }
@@ -86,54 +88,6 @@ async function cutTornTail(fh: FileHandle, size: number): Promise<number> {
   return 0
 }
 
-export class NdjsonTagChangeSink implements TagChangeSink {
-  readonly name: string
-  private readonly writer: NdjsonFileWriter<TagChange>
+export class NdjsonTagChangeSink extends NdjsonFileWriter<TagChange> implements TagChangeSink {}
 
-  constructor(path: string, fsync: boolean) {
-    this.name = `ndjson-file:${path}`
-    this.writer = new NdjsonFileWriter(path, fsync)
-  }
-
-  open(): Promise<void> {
-    return this.writer.open()
-  }
-
-  write(change: TagChange): void {
-    this.writer.write(change)
-  }
-
-  flush(): Promise<void> {
-    return this.writer.flush()
-  }
-
-  close(): Promise<void> {
-    return this.writer.close()
-  }
-}
-
-export class NdjsonDeadLetterSink implements DeadLetterSink {
-  readonly name: string
-  private readonly writer: NdjsonFileWriter<DeadLetter>
-
-  constructor(path: string, fsync: boolean) {
-    this.name = `ndjson-file:${path}`
-    this.writer = new NdjsonFileWriter(path, fsync)
-  }
-
-  open(): Promise<void> {
-    return this.writer.open()
-  }
-
-  write(deadLetter: DeadLetter): void {
-    this.writer.write(deadLetter)
-  }
-
-  flush(): Promise<void> {
-    return this.writer.flush()
-  }
-
-  close(): Promise<void> {
-    return this.writer.close()
-  }
-}
+export class NdjsonDeadLetterSink extends NdjsonFileWriter<DeadLetter> implements DeadLetterSink {}
