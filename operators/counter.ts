@@ -19,7 +19,6 @@ import {
   operatorConfigError,
 } from '../src/operator-api.js'
 
-
 /** Name of the one timer this operator registers. */
 export const EXPIRE_TIMER = 'expire'
 

@@ -35,7 +35,6 @@ import {
   operatorConfigError,
 } from '../src/operator-api.js'
 
-
 /** Name of the one timer this operator registers: the earliest time-triggered transition. */
 export const TRANSITION_TIMER = 'transition'
 /** The `rule` recorded when a user is first seen and enters the initial stage. */

@@ -34,7 +34,6 @@ import {
   operatorConfigError,
 } from '../src/operator-api.js'
 
-
 /** Name of the one timer this operator registers (rollingWindow only). */
 export const DOWNGRADE_TIMER = 'downgrade'
 
