@@ -142,6 +142,9 @@ export async function openRuntime(config: Readonly<Config>, options: RuntimeOpti
     // The service surface (fastify, prom-client) is loaded only when it is served: replays and
     // profile reads start faster without it.
     const metrics = ingest === undefined ? undefined : await import('./metrics/metrics.js')
+    // The server-sent-event stream is a sink like the others, fed at commit.
+    const stream = ingest === undefined ? undefined : new (await import('./sinks/sse-sink.js')).SseSink({ replayWindow: config.http.streamReplayWindow })
+    if (stream !== undefined) sinks.push(stream)
     const observer: RecordingObserver | undefined = metrics?.createEngineObserver()
     const engine = new Engine({
       config,
@@ -160,7 +163,7 @@ export async function openRuntime(config: Readonly<Config>, options: RuntimeOpti
       const { buildServer } = await import('./http/server.js')
       registry = new PromRegistry()
       metrics.createMetrics(engine, registry, { ...(observer ? { observer } : {}), ingest })
-      http = buildServer({ engine, ingest, registry, config: config.http })
+      http = buildServer({ engine, ingest, registry, config: config.http, ...(stream ? { stream } : {}) })
       // Listen before the restore: /healthz answers and /readyz says 503 until the engine is open.
       await http.listen({ host: config.http.host, port: config.http.port })
     }

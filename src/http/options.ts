@@ -22,6 +22,11 @@ export const HttpConfigSchema = Type.Object(
       description: 'How long POST /v1/events?wait=committed waits for the commit before answering 202 with committed: false',
     }),
     retryAfterSeconds: Type.Integer({ minimum: 1, default: 1, description: 'Retry-After of 429 answers' }),
+    streamReplayWindow: Type.Integer({
+      minimum: 0,
+      default: 10_000,
+      description: 'Tag changes kept for GET /v1/tag-changes/stream clients that reconnect with Last-Event-ID',
+    }),
     docs: Type.Boolean({ default: true, description: 'Serve the Swagger UI at /docs (the OpenAPI document is always at /openapi.json)' }),
   },
   { default: {}, additionalProperties: false },

@@ -1,6 +1,8 @@
 import { TagChangeSchema, type TagChange, type TagValue } from '../contracts/tag-change.js'
 import type { MembersPage } from '../engine/engine.js'
 import { tagsPlugin } from './tags.js'
+import { streamPlugin } from './stream.js'
+import type { SseSink } from '../sinks/sse-sink.js'
 import swagger from '@fastify/swagger'
 import swaggerUi from '@fastify/swagger-ui'
 import { TypeBoxValidatorCompiler, type TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
@@ -57,6 +59,8 @@ export interface BuildServerOptions {
   readonly logger?: FastifyServerOptions['logger']
   /** Version shown in the OpenAPI document. */
   readonly version?: string
+  /** The sink behind GET /v1/tag-changes/stream (no stream route without it). */
+  readonly stream?: SseSink
 }
 
 /**
@@ -119,6 +123,7 @@ export function buildServer(options: BuildServerOptions): TagstreamServer {
   app.register(metricsPlugin, { registry })
   app.register(usersPlugin, { readToken: config.readToken })
   app.register(tagsPlugin, { readToken: config.readToken })
+  if (options.stream !== undefined) app.register(streamPlugin, { sink: options.stream, readToken: config.readToken })
   app.register(ingestPlugin, {
     ingestToken: config.ingestToken,
     commitWaitTimeoutMs: config.commitWaitTimeoutMs,
