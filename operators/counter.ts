@@ -1,12 +1,12 @@
 /**
  * Counter operator: how often a user did something in the last N days, as a band
- * (`occasional` / `regular` / `frequent`). Counts are kept per UTC day inside the window only, so the
+ * (`occasional` / `regular` / `frequent`). Counts are kept per local day (timeZone) inside the window only, so the
  * state stays bounded however long the user lives; a timer fires the instant the oldest counted day
  * leaves the window, because the band can fall with no event at all.
  */
 import { Type, type Static } from '@sinclair/typebox'
 import {
-  DAY_MS,
+  calendarFor,
   defineOperator,
   type DerivedTags,
   type InputEvent,
@@ -37,7 +37,7 @@ export const CounterConfigSchema = Type.Object(
       minimum: 1,
       maximum: 3660,
       default: 30,
-      description: 'The last N UTC days, today included (the state holds at most one bucket per day)',
+      description: 'The last N local days in timeZone, today included (the state holds at most one bucket per day)',
     }),
     tag: Type.Optional(Type.String({ pattern: TAG_ID_PATTERN, description: 'Tag id (default: <instance name>_frequency)' })),
     bands: Type.Array(BandSchema, {
@@ -67,13 +67,12 @@ export interface CounterState {
   readonly firstTs: number | null
   readonly lastTs: number | null
   /**
-   * Per-UTC-day counts, ascending by day, holding only days still inside the window at the clock of
+   * Per-local-day counts, ascending by day, holding only days still inside the window at the clock of
    * the last call (plus days ahead of it). At most `windowDays` + the allowed lateness in days.
    */
   readonly days: readonly DayBucket[]
 }
 
-export const dayIndex = (ms: number): number => Math.floor(ms / DAY_MS)
 
 const invalid = operatorConfigError
 
@@ -84,7 +83,9 @@ export default defineOperator<CounterConfig, CounterState>({
   description: 'Events of given types in the last N days, as a frequency band; falls back as days leave the window',
   configSchema: CounterConfigSchema,
 
-  create(name, config): Operator<CounterState> {
+  create(name, config, env): Operator<CounterState> {
+    // Days are calendar days where the customers are (DESIGN.md, Time), DST included.
+    const calendar = calendarFor(env.timeZone)
     const tag = config.tag ?? `${name}_frequency`
     if (!isTagId(tag)) throw invalid(name, `tag "${tag}" must match ${TAG_ID_PATTERN}`, 'tag')
     const bands = config.bands.map((b) => ({ name: b.name, min: b.min }))
@@ -99,9 +100,9 @@ export default defineOperator<CounterConfig, CounterState>({
     const windowDays = config.windowDays
     const types = new Set(config.eventTypes)
 
-    /** Buckets still inside the window at `now`: day > dayIndex(now) - windowDays. */
+    /** Buckets still inside the window at `now`: day > calendar.dayIndex(now) - windowDays. */
     function prune(days: readonly DayBucket[], now: number): readonly DayBucket[] {
-      const cutoff = dayIndex(now) - windowDays
+      const cutoff = calendar.dayIndex(now) - windowDays
       let i = 0
       while (i < days.length && (days[i] as DayBucket)[0] <= cutoff) i++
       return i === 0 ? days : days.slice(i)
@@ -115,12 +116,12 @@ export default defineOperator<CounterConfig, CounterState>({
         if (ctx.timer(EXPIRE_TIMER) !== undefined) ctx.deleteTimer(EXPIRE_TIMER)
         return
       }
-      const due = (oldest[0] + windowDays) * DAY_MS
+      const due = calendar.startOfDay(oldest[0] + windowDays)
       if (ctx.timer(EXPIRE_TIMER) !== due) ctx.setTimer(EXPIRE_TIMER, due)
     }
 
     function countAt(state: CounterState, now: number): number {
-      const cutoff = dayIndex(now) - windowDays
+      const cutoff = calendar.dayIndex(now) - windowDays
       let n = 0
       for (const [day, count] of state.days) if (day > cutoff) n += count
       return n
@@ -129,8 +130,8 @@ export default defineOperator<CounterConfig, CounterState>({
     function onEvent(state: CounterState, event: InputEvent, ctx: OperatorContext): CounterState {
       if (!types.has(event.type)) return state
       let days = prune(state.days, ctx.now)
-      const day = dayIndex(event.ts)
-      if (day > dayIndex(ctx.now) - windowDays) days = increment(days, day)
+      const day = calendar.dayIndex(event.ts)
+      if (day > calendar.dayIndex(ctx.now) - windowDays) days = increment(days, day)
       syncTimer(days, ctx)
       return {
         total: state.total + 1,

@@ -226,4 +226,18 @@ describe('counter operator', () => {
     expect(code({ eventTypes: ['p'], windowDays: 0 })).toBe('schema')
     expect(code({ eventTypes: ['p'], bands: bands(['a', 1], ['b', 5]) })).toBeUndefined()
   })
+
+  it('counts local days in the configured time zone: a Berlin purchase at 00:30 belongs to that local day', () => {
+    const op = createOperator(counter, 'orders', { eventTypes: ['purchase'], windowDays: 2, tag: 'orders_frequency', bands: [{ name: 'buyer', min: 1 }] }, { timeZone: 'Europe/Berlin' })
+    const d = createDriver(op, { timeZone: 'Europe/Berlin' })
+    // 2024-03-30T23:30Z is 00:30 on 31 March in Berlin (CET): local day 31 March.
+    d.apply('u1', event('u1', 'purchase', Date.UTC(2024, 2, 30, 23, 30)))
+    // Two local days later, 2 April 00:00 CEST = 1 April 22:00Z (after the DST change), it leaves.
+    d.advanceTo(Date.UTC(2024, 3, 1, 21, 59, 59, 999))
+    expect(d.tagValues('u1')).toStrictEqual({ orders_frequency: 'buyer' })
+    d.advanceTo(Date.UTC(2024, 3, 1, 22))
+    expect(d.tagValues('u1')).toStrictEqual({})
+    expect(d.changes.at(-1)).toMatchObject({ op: 'left', at: Date.UTC(2024, 3, 1, 22) })
+  })
 })
+
