@@ -1,30 +1,19 @@
 import { readFileSync } from 'node:fs'
 import type { TObject, TUnion } from '@sinclair/typebox'
-import { Value, type ValueError } from '@sinclair/typebox/value'
+import { Value } from '@sinclair/typebox/value'
+import { pointerToKey, schemaIssues, type SchemaIssue } from './schema-issues.js'
 import { parse as parseYaml, YAMLParseError } from 'yaml'
 import { ErrorCodes, TagstreamError } from '../errors.js'
 import '../contracts/formats.js'
 import { ConfigSchema, DeadLetterSinkSchema, SourceConfigSchema, TagChangeSinkSchema, type Config } from './schema.js'
 
 /** One problem with a configuration, pointing at the key. */
-export interface ConfigIssue {
-  /** Dotted path of the offending key, e.g. `engine.batchSize` or `sources[0].path`. */
-  readonly key: string
-  readonly message: string
-}
+export type ConfigIssue = SchemaIssue
 
 /** Prefix of environment overrides: `TAGSTREAM_ENGINE__BATCH_SIZE=8192` sets `engine.batchSize`. */
 export const ENV_PREFIX = 'TAGSTREAM_'
 
-/** `/sources/0/path` -> `sources[0].path` */
-export function pointerToKey(pointer: string): string {
-  if (pointer === '' || pointer === '/') return '(root)'
-  return pointer
-    .slice(1)
-    .split('/')
-    .map((part) => part.replace(/~1/g, '/').replace(/~0/g, '~'))
-    .reduce((acc, part) => (/^\d+$/.test(part) ? `${acc}[${part}]` : acc === '' ? part : `${acc}.${part}`), '')
-}
+export { pointerToKey }
 
 function camel(segment: string): string {
   return segment.toLowerCase().replace(/_([a-z0-9])/g, (_, c: string) => c.toUpperCase())
@@ -70,9 +59,11 @@ export function validateConfig(raw: unknown): { config: Config; issues: [] } | {
     }
   }
   const withDefaults = Value.Default(ConfigSchema, cloned)
-  const issues: ConfigIssue[] = []
-  for (const error of Value.Errors(ConfigSchema, withDefaults)) collectIssues(error, issues)
-  if (issues.length > 0) return { config: undefined, issues: dedupeIssues(issues) }
+  const issues = schemaIssues(ConfigSchema, withDefaults, {
+    discriminant: 'type',
+    unknownDiscriminant: (type) => `unknown type ${JSON.stringify(type)}`,
+  })
+  if (issues.length > 0) return { config: undefined, issues }
   const config = withDefaults as Config
   const semantic = checkSemantics(config)
   if (semantic.length > 0) return { config: undefined, issues: semantic }
@@ -85,39 +76,6 @@ function defaultTypedItems(union: TUnion, items: unknown): void {
     if (typeof item !== 'object' || item === null) return
     const branch = union.anyOf.find((b) => (b as TObject).properties?.type?.const === (item as { type?: unknown }).type)
     if (branch !== undefined) items[i] = Value.Default(branch, item)
-  })
-}
-
-/**
- * A union (sources, sinks) fails as a whole; report the errors of the branch the value meant, the
- * one whose `type` matched (or else the one with the fewest errors), so the key named is the real one.
- */
-function collectIssues(error: ValueError, out: ConfigIssue[]): void {
-  if (error.errors.length === 0) {
-    out.push({ key: pointerToKey(error.path), message: error.message })
-    return
-  }
-  const branches = error.errors.map((it) => [...it])
-  const typeMismatch = (errs: ValueError[]) => errs.some((e) => e.path === `${error.path}/type`)
-  const candidates = branches.filter((errs) => !typeMismatch(errs))
-  const chosen = (candidates.length > 0 ? candidates : branches).sort((a, b) => a.length - b.length)[0]
-  if (chosen === undefined || chosen.length === 0 || candidates.length === 0) {
-    const value = error.value as { type?: unknown } | undefined
-    const hint = value && typeof value === 'object' && 'type' in value ? `unknown type ${JSON.stringify(value.type)}` : error.message
-    out.push({ key: pointerToKey(error.path), message: hint })
-    return
-  }
-  for (const e of chosen) collectIssues(e, out)
-}
-
-// A union reports once per failing branch; keep the most specific (longest key) per key prefix.
-function dedupeIssues(issues: ConfigIssue[]): ConfigIssue[] {
-  const seen = new Set<string>()
-  return issues.filter((i) => {
-    const k = `${i.key}\u0000${i.message}`
-    if (seen.has(k)) return false
-    seen.add(k)
-    return true
   })
 }
 

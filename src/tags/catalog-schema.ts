@@ -1,6 +1,5 @@
 import { Type, type Static, type TSchema } from '@sinclair/typebox'
-import { Value, type ValueError } from '@sinclair/typebox/value'
-import { pointerToKey } from '../config/load.js'
+import { schemaIssues as configSchemaIssues } from '../config/schema-issues.js'
 import { TagStatusSchema } from '../config/schema.js'
 import { TAG_ID_PATTERN } from '../operator-api.js'
 
@@ -146,38 +145,12 @@ function joinKey(prefix: string, key: string): string {
   return key.startsWith('[') ? `${prefix}${key}` : `${prefix}.${key}`
 }
 
-/**
- * Schema errors as issues. A union of objects fails as a whole; report the branch the value
- * meant (the one whose discriminant `policy` matches) so that the key named is the real one.
- */
+/** Schema errors as issues, keys prefixed; unions (the re-entry policy) report the branch meant. */
 export function schemaIssues(schema: TSchema, value: unknown, prefix = ''): TagIssue[] {
-  const out: TagIssue[] = []
-  for (const error of Value.Errors(schema, value)) collect(error, prefix, out)
-  const seen = new Set<string>()
-  return out.filter((i) => {
-    const k = `${i.key}\u0000${i.message}`
-    if (seen.has(k)) return false
-    seen.add(k)
-    return true
-  })
-}
-
-function collect(error: ValueError, prefix: string, out: TagIssue[]): void {
-  if (error.errors.length === 0) {
-    out.push({ key: joinKey(prefix, pointerToKey(error.path)), message: error.message })
-    return
-  }
-  const branches = error.errors.map((it) => [...it])
-  const discriminantWrong = (errs: ValueError[]) => errs.some((e) => e.path === `${error.path}/policy`)
-  const meant = branches.filter((errs) => !discriminantWrong(errs)).sort((a, b) => a.length - b.length)[0]
-  if (meant === undefined || meant.length === 0) {
-    const v = error.value as { policy?: unknown } | undefined
-    const message =
-      typeof v === 'object' && v !== null && 'policy' in v ? `unknown policy ${JSON.stringify(v.policy)} (always, cooldown or once)` : error.message
-    out.push({ key: joinKey(prefix, pointerToKey(error.path)), message })
-    return
-  }
-  for (const e of meant) collect(e, prefix, out)
+  return configSchemaIssues(schema, value, {
+    discriminant: 'policy',
+    unknownDiscriminant: (policy) => `unknown policy ${JSON.stringify(policy)} (always, cooldown or once)`,
+  }).map((i) => ({ key: joinKey(prefix, i.key), message: i.message }))
 }
 
 /**
