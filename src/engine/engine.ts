@@ -199,6 +199,8 @@ export class Engine {
   private readonly slotByName: ReadonlyMap<string, OperatorSlot>
   /** Operators whose tags depend on the population or the clock: re-derived by sweeps. */
   private readonly rescoreSlots: readonly OperatorSlot[]
+  /** Whether any operator keeps population statistics (else the per-event path skips them). */
+  private readonly hasRankedOperators: boolean
   private readonly sweepMinutes: number | undefined
   private readonly calendar: Calendar
   private sweepStartedWallMs = 0
@@ -261,6 +263,7 @@ export class Engine {
     }))
     this.slotByName = new Map(this.slots.map((s) => [s.op.name, s]))
     this.rescoreSlots = this.slots.filter((s) => s.op.rescore === true)
+    this.hasRankedOperators = this.slots.some((s) => s.op.scoredValues !== undefined)
     const [hh, mm] = config.rescore.at.split(':').map(Number) as [number, number]
     this.sweepMinutes = config.rescore.schedule === 'off' || this.rescoreSlots.length === 0 ? undefined : hh * 60 + mm
     this.calendar = calendarFor(config.timeZone)
@@ -654,6 +657,7 @@ export class Engine {
    * All or nothing: every operator's values are computed first, and a move that throws is undone.
    */
   private movePopulations(changed: readonly Change[], undo: boolean): void {
+    if (!this.hasRankedOperators) return
     const moves: { op: string; from: Readonly<Record<string, number>> | undefined; to: Readonly<Record<string, number>> | undefined }[] = []
     for (const c of changed) {
       const scored = c.slot.op.scoredValues
