@@ -183,6 +183,7 @@ export default defineOperator<CounterConfig, CounterState>({
       onTimer,
       deriveTags,
       view,
+      viewSchema: { total: 'int', countInWindow: 'int', windowDays: 'int', firstAt: 'timestamp', lastAt: 'timestamp' },
     }
   },
 })

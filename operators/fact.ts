@@ -12,6 +12,7 @@ import {
   type Operator,
   type TagDeclaration,
   type TagValue,
+  type ViewFieldType,
   TAG_ID_PATTERN,
   isTagId,
   operatorConfigError,
@@ -74,6 +75,9 @@ interface Plan {
 }
 
 // undefined: not a value this attribute takes (ignored); null: removes it.
+/** Fact values as rules see them: numbers are CEL doubles. */
+const VIEW_TYPES: Record<FactValueType, ViewFieldType> = { string: 'string', number: 'double', boolean: 'bool' }
+
 const COERCE: Record<FactValueType, (raw: unknown) => TagValue | null | undefined> = {
   string: (raw) => {
     if (raw === null) return null
@@ -176,6 +180,7 @@ export default defineOperator<FactConfig, FactState>({
       onEvent,
       deriveTags,
       view,
+      viewSchema: Object.fromEntries(config.attributes.map((a) => [a.tag ?? a.property, VIEW_TYPES[a.valueType]])),
     }
   },
 })

@@ -463,6 +463,15 @@ export default defineOperator<LifecycleConfig, LifecycleState>({
       onTimer,
       deriveTags,
       view,
+      viewSchema: {
+        stage: 'string',
+        previousStage: 'string',
+        since: 'timestamp',
+        daysInStage: 'int',
+        purchases: 'int',
+        lastPurchaseAt: 'timestamp',
+        daysSinceLastPurchase: 'int',
+      },
     }
   },
 })

@@ -28,6 +28,7 @@ import {
   type Operator,
   type OperatorContext,
   type TimerFired,
+  type ViewSchema,
   TAG_ID_PATTERN,
   categorySchema,
   isTagId,
@@ -287,6 +288,17 @@ export default defineOperator<LoyaltyConfig, LoyaltyState>({
       onTimer,
       deriveTags,
       view,
+      viewSchema: {
+        points: 'double',
+        tier: 'string',
+        nextTier: 'string',
+        pointsToNextTier: 'double',
+        earnedPoints: 'double',
+        earnEvents: 'int',
+        refundEvents: 'int',
+        policy: 'string',
+        ...(rolling ? { windowDays: 'int', tierUntil: 'timestamp' } : {}),
+      } as ViewSchema,
     }
   },
 })

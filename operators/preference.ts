@@ -236,6 +236,7 @@ export default defineOperator<PreferenceConfig, PreferenceState>({
       onTimer,
       deriveTags,
       view,
+      viewSchema: { measure: 'string', windowDays: 'int', total: 'double', events: 'int', allTimeEvents: 'int' },
     }
   },
 })

@@ -107,6 +107,12 @@ export interface Operator<S = unknown> {
    * partition clock or a query's `asOf`). Defaults to the state itself.
    */
   view?(state: S, ctx: OperatorContext): Readonly<Record<string, unknown>>
+  /**
+   * The typed fields of `view` that strategy-tag rules may read (`rfm.monetary90d`): field -> type.
+   * Fields left out (nested objects, lists of objects) are shown in profiles but not visible to rules.
+   * A field whose value is null for a user is absent in the rule view (`has(rfm.segment)` is false).
+   */
+  readonly viewSchema?: ViewSchema
   /** Dimensions this operator ranks users on (e.g. `['recency', 'frequency', 'monetary']`). */
   readonly population?: readonly string[]
   /**
@@ -121,6 +127,11 @@ export interface Operator<S = unknown> {
    */
   readonly rescore?: boolean
 }
+
+/** A field of an operator's view as rules see it (CEL types; `timestamp` fields are ISO-8601 strings in the view). */
+export type ViewFieldType = 'int' | 'double' | 'string' | 'bool' | 'timestamp' | 'list<string>'
+
+export type ViewSchema = Readonly<Record<string, ViewFieldType>>
 
 /** What the engine tells an operator factory about its environment. */
 export interface OperatorEnvironment {
@@ -143,7 +154,7 @@ export function defineOperator<C, S>(factory: OperatorFactory<C, S>): OperatorFa
   return factory
 }
 
-/** Tag ids are identifiers: they appear in rules (`rfm_segment == "Champions"`), labels and URLs. */
+/** Tag ids are identifiers: they appear in rules (`tags.rfm_segment == "Champions"`), labels and URLs. */
 export const TAG_ID_PATTERN = '^[A-Za-z][A-Za-z0-9_]*$'
 const TAG_ID_RE = new RegExp(TAG_ID_PATTERN)
 

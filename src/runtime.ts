@@ -16,10 +16,16 @@ import type { Registry } from 'prom-client'
 import type { TagstreamServer } from './http/server.js'
 import type { RecordingObserver } from './metrics/metrics.js'
 import { HttpIngestSource } from './sources/http-ingest-source.js'
+import { LevelCatalogStorage, TagCatalog } from './tags/catalog.js'
+import { buildRuleSchema } from './tags/lanes.js'
+import { compileRule, isRuleErrors } from './tags/rules.js'
+import type { Operator } from './operator-api.js'
 
 export interface Runtime {
   readonly engine: Engine
   readonly store: Store
+  /** The tag catalog the engine follows (stored in the engine's LevelDB; merged with `catalog.file`). */
+  readonly catalog: TagCatalog
   readonly config: Readonly<Config>
   readonly stdout: StdoutSink | undefined
   /** The metrics registry, served at /metrics (only when HTTP is enabled). */
@@ -99,6 +105,31 @@ function buildSources(config: Readonly<Config>, options: RuntimeOptions, ingest:
   return ingest === undefined ? configured : [...configured, ingest]
 }
 
+/**
+ * Opens the tag catalog in the store, checking rules against the configured operators' views, and
+ * merges the configured tags file. Warnings (kept stored versions, leaf sizes) go to `warn`.
+ */
+export async function openCatalog(
+  config: Readonly<Config>,
+  store: Store,
+  operators: readonly Operator[],
+  warn: (message: string) => void = (m) => process.emitWarning(m),
+): Promise<TagCatalog> {
+  let opened: TagCatalog | undefined
+  const catalog = await TagCatalog.open(new LevelCatalogStorage(store.level), {
+    validateRule: (rule) => {
+      const compiled = compileRule(rule, buildRuleSchema(operators, opened))
+      return isRuleErrors(compiled) ? compiled.map((e) => ({ message: e.message, ...e.position })) : []
+    },
+  })
+  opened = catalog
+  if (config.catalog.file !== undefined) {
+    const report = await catalog.loadFile(config.catalog.file)
+    for (const w of report.warnings) warn(`${config.catalog.file}: ${w.key}: ${w.message}`)
+  }
+  return catalog
+}
+
 /** Opens the store, loads operators, builds sources and sinks, and opens the engine. */
 export async function openRuntime(config: Readonly<Config>, options: RuntimeOptions): Promise<Runtime> {
   const operators = await createOperators(config)
@@ -107,6 +138,7 @@ export async function openRuntime(config: Readonly<Config>, options: RuntimeOpti
   const sinks: TagChangeSink[] = []
   let stdout: StdoutSink | undefined
   try {
+    const catalog = await openCatalog(config, store, operators)
     for (const s of config.sinks.tagChanges) {
       if (s.type === 'ndjson-file') {
         const sink = new NdjsonTagChangeSink(s.path ?? join(resolve(config.dataDir), 'tag-changes.ndjson'), s.fsync)
@@ -154,6 +186,7 @@ export async function openRuntime(config: Readonly<Config>, options: RuntimeOpti
       sinks,
       deadLetters,
       idleAdvance: options.live,
+      catalog,
       ...(observer ? { observer } : {}),
     })
     let http: TagstreamServer | undefined
@@ -163,7 +196,7 @@ export async function openRuntime(config: Readonly<Config>, options: RuntimeOpti
       const { buildServer } = await import('./http/server.js')
       registry = new PromRegistry()
       metrics.createMetrics(engine, registry, { ...(observer ? { observer } : {}), ingest })
-      http = buildServer({ engine, ingest, registry, config: config.http, ...(stream ? { stream } : {}) })
+      http = buildServer({ engine, ingest, registry, catalog, config: config.http, ...(stream ? { stream } : {}) })
       // Listen before the restore: /healthz answers and /readyz says 503 until the engine is open.
       await http.listen({ host: config.http.host, port: config.http.port })
     }
@@ -176,6 +209,7 @@ export async function openRuntime(config: Readonly<Config>, options: RuntimeOpti
     return {
       engine,
       store,
+      catalog,
       config,
       stdout,
       registry,

@@ -96,15 +96,17 @@ export const TagStatusSchema = Type.Union([
   Type.Literal('offline'),
 ])
 
-const TagMetaSchema = Type.Object(
+const CatalogConfigSchema = Type.Object(
   {
-    id: Type.String({ minLength: 1 }),
-    version: Type.Integer({ minimum: 1, default: 1 }),
-    status: Type.Optional(TagStatusSchema),
-    owner: Type.Optional(Type.String()),
-    description: Type.Optional(Type.String()),
+    file: Type.Optional(
+      Type.String({
+        minLength: 1,
+        description:
+          'Tags file (see config/tags.yaml) loaded at start and merged with the versions stored through the API; relative to the working directory',
+      }),
+    ),
   },
-  { additionalProperties: false, description: 'Catalog metadata for a tag an operator derives' },
+  { default: {}, additionalProperties: false, description: 'The tag catalog: definitions, versions, publication (issue 4)' },
 )
 
 export const ConfigSchema = Type.Object(
@@ -178,7 +180,7 @@ export const ConfigSchema = Type.Object(
     ),
     http: HttpConfigSchema,
     operators: Type.Array(OperatorEntrySchema, { default: [] }),
-    tags: Type.Array(TagMetaSchema, { default: [] }),
+    catalog: CatalogConfigSchema,
   },
   { additionalProperties: false },
 )

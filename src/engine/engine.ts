@@ -6,7 +6,7 @@ import type { Profile, ProfileTag } from '../contracts/profile.js'
 import type { TagChange, TagChangeCause, TagChangeOp, TagValue } from '../contracts/tag-change.js'
 import type { EngineObserver } from '../metrics/metrics.js'
 import { ErrorCodes, TagstreamError } from '../errors.js'
-import type { DerivedTags, Operator, OperatorContext, PopulationView } from '../operator-api.js'
+import type { DerivedTag, DerivedTags, Operator, OperatorContext, PopulationView } from '../operator-api.js'
 import type { DeadLetterSink, TagChangeSink } from '../sinks/sink.js'
 import type { Source, SourceRecord } from '../sources/source.js'
 import { Store, type PartitionClock, type WriteOp } from '../store/store.js'
@@ -16,6 +16,7 @@ import {
   decodeTagValue,
   encodeTagValue,
   globalOffsetKey,
+  DEFINITIONS_KEY,
   historyKey,
   historyRange,
   memberKey,
@@ -25,11 +26,31 @@ import {
   userKey,
   userRange,
 } from '../store/keys.js'
-import { calendarFor, type Calendar } from '../time/calendar.js'
+import { calendarFor, DAY_MS, type Calendar } from '../time/calendar.js'
+import type { PublishMode, ReentryPolicy } from '../tags/catalog-schema.js'
+import type { TagCatalog } from '../tags/catalog.js'
+import {
+  buildRuleSchema,
+  compileLaneRule,
+  desiredLanes,
+  evaluationOrder,
+  sameEvaluation,
+  type CompiledLaneRule,
+  type LaneSpec,
+} from '../tags/lanes.js'
+import {
+  compileRule,
+  isRuleErrors,
+  ruleVariableConverter,
+  type CompiledRule,
+  type RuleError,
+  type RuleSchema,
+  type RuleValue,
+} from '../tags/rules.js'
 import { partitionFor } from './partitioner.js'
 import { Populations, rebuildPopulations } from './population.js'
 import { TimerHeap, type TimerEntry } from './timer-heap.js'
-import { TIMER_KEY_SEP, newUserRecord, timerKeyOf, type UserRecord } from './user-record.js'
+import { TIMER_KEY_SEP, newUserRecord, timerKeyOf, type StoredTag, type UserRecord } from './user-record.js'
 
 /** Counters the engine keeps on its hot path as plain numbers; metrics read them at scrape time. */
 export interface EngineStats {
@@ -54,6 +75,17 @@ export interface EngineStats {
   lastSweepMs: number
   /** Tag changes by tag and op: each tag's counters object is built once, at start. */
   tagChangesByTag: Record<string, Record<TagChangeOp, number>>
+  /** Changes of testing versions by tag and op (evaluated and counted, not emitted). */
+  testingChangesByTag: Record<string, Record<TagChangeOp, number>>
+  /** Entries (and what followed them) kept quiet by a tag's re-entry policy, by tag. */
+  reentrySuppressed: Record<string, number>
+  /** Strategy-rule evaluations, and their errors by tag (the user's previous value is kept). */
+  ruleEvaluations: number
+  ruleErrorsByTag: Record<string, number>
+  /** Definition passes (publish, retire, testing) started and completed; users they evaluated. */
+  definitionPassesStarted: number
+  definitionPassesCompleted: number
+  usersReevaluated: number
 }
 
 function newStats(): EngineStats {
@@ -76,22 +108,66 @@ function newStats(): EngineStats {
     usersRescored: 0,
     lastSweepMs: 0,
     tagChangesByTag: {},
+    testingChangesByTag: {},
+    reentrySuppressed: {},
+    ruleEvaluations: 0,
+    ruleErrorsByTag: {},
+    definitionPassesStarted: 0,
+    definitionPassesCompleted: 0,
+    usersReevaluated: 0,
   }
 }
 
-/** How a tag an operator derives is published, decided once at start from the catalog. */
+/**
+ * One lane of a tag as the engine evaluates it (see src/tags/lanes.ts): its online version (stored,
+ * indexed, emitted) or its testing version (evaluated and counted only). Rebuilt when the catalog changes.
+ */
 interface TagSlot {
+  readonly lane: string
   readonly id: string
   readonly version: number
   /** `online`: stored and emitted. `testing`: evaluated and counted only. */
   readonly emit: boolean
-  /** This tag's change counters (the object in `stats.tagChangesByTag`). */
+  /** This lane's change counters (in `stats.tagChangesByTag` or `stats.testingChangesByTag`). */
   readonly counts: Record<TagChangeOp, number>
+  readonly reentry: ReentryPolicy
+  readonly spec: LaneSpec
+  /** Strategy tags: the compiled rule and what it reads. */
+  readonly rule: CompiledLaneRule | undefined
+  /** For evaluation order: the tags the rule reads. */
+  readonly reads: ReadonlySet<string>
 }
 
 interface OperatorSlot {
   readonly op: Operator
-  readonly tags: readonly TagSlot[]
+  /** The lanes of the tags this operator derives (replaced when the catalog changes). */
+  tags: readonly TagSlot[]
+}
+
+/**
+ * A definition pass: a lane's definition changed (published, retired, put in or out of testing), so
+ * every stored user is re-evaluated, a chunk at a time between batches, partition by partition. A user
+ * with an event or timer before the pass reaches it is evaluated first, on the spot (`rec.dv`), so
+ * each user sees the change exactly once, at the state it had when the change came in.
+ */
+interface DefinitionPass {
+  readonly seq: number
+  readonly lane: string
+  readonly id: string
+  /** The definition installed (undefined: the lane was removed). */
+  readonly to: LaneSpec | undefined
+  /** The version the lane had before, for the cause of a removal. */
+  readonly fromVersion: number | undefined
+  readonly mode: PublishMode
+  /** Per partition: the last user key done; null when the partition is done. */
+  readonly cursors: (string | null | undefined)[]
+}
+
+/** `g!defs`: the lanes the stored users were evaluated with, and the passes in progress. */
+interface StoredDefinitions {
+  seq: number
+  applied: Record<string, LaneSpec>
+  passes: DefinitionPass[]
 }
 
 /** Per-partition clock and timer bookkeeping. */
@@ -159,6 +235,36 @@ export interface EngineOptions {
   readonly timerScanLimit?: number
   /** Timing hooks for metrics (commit durations, batch processing, event-to-change latency). */
   readonly observer?: EngineObserver
+  /**
+   * The tag catalog: which versions are online or testing, strategy rules, re-entry policies. The
+   * engine follows its changes without restart. Without it every operator tag is online at version 1.
+   */
+  readonly catalog?: TagCatalog
+}
+
+/** What a dry run of a rule over the stored users found (`Engine.preview`). */
+export interface RulePreview {
+  readonly expression: string
+  readonly resultType: string
+  /** Users evaluated: every stored user, as of the last commit (newer in-memory state where cached). */
+  readonly users: number
+  /** Users for whom the rule gives a value (true, for a boolean rule). */
+  readonly matched: number
+  /** Up to `sample` matching user ids, in key order. */
+  readonly sample: readonly string[]
+  /** Users per value, most frequent first (at most `maxValues`). */
+  readonly values: readonly { readonly value: RuleValue; readonly users: number }[]
+  /** Users whose evaluation failed, by error code (an absent field counts as no value, not as an error). */
+  readonly errors: Readonly<Record<string, number>>
+  readonly elapsedMs: number
+}
+
+export class RuleCompileError extends TagstreamError {
+  constructor(readonly errors: readonly RuleError[]) {
+    super(ErrorCodes.TAG_INVALID, `rule does not compile: ${errors.map((e) => `${e.message} (line ${e.position.line}, column ${e.position.column})`).join('; ')}`, {
+      details: { issues: errors.map((e) => ({ key: 'rule', message: e.message, position: e.position, code: e.code })) },
+    })
+  }
 }
 
 export interface RunOptions {
@@ -197,11 +303,27 @@ export class Engine {
 
   private readonly slots: readonly OperatorSlot[]
   private readonly slotByName: ReadonlyMap<string, OperatorSlot>
+  private readonly catalog: TagCatalog | undefined
+  /** Every installed lane by lane key. */
+  private lanes = new Map<string, TagSlot>()
+  /** Strategy lanes in evaluation order (a rule after the tags it reads). */
+  private strategies: readonly TagSlot[] = []
+  /** The rule view's schema: operators' typed views and every tag's type. */
+  private ruleSchema: RuleSchema = {}
+  private convertVariable: ReturnType<typeof ruleVariableConverter> = () => ({})
+  /** Definitions the stored users reflect, and the passes bringing them there. */
+  private definitions: StoredDefinitions = { seq: 0, applied: {}, passes: [] }
+  private definitionsDirty = false
+  private catalogChanged = false
+  /** Online tags that changed for the user being processed: strategy rules reading them re-evaluate. */
+  private readonly roundTags = new Set<string>()
+  /** Incremented by every change `setTag` makes (emitted, quiet, silent or testing): callers compare. */
+  private tagWrites = 0
   /** Operators whose tags depend on the population or the clock: re-derived by sweeps. */
   private readonly rescoreSlots: readonly OperatorSlot[]
   /** Whether any operator keeps population statistics (else the per-event path skips them). */
   private readonly hasRankedOperators: boolean
-  private readonly sweepMinutes: number | undefined
+  private sweepMinutes: number | undefined
   private readonly calendar: Calendar
   private sweepStartedWallMs = 0
   private readonly dispatchByType = new Map<string, readonly OperatorSlot[]>()
@@ -250,27 +372,66 @@ export class Engine {
     this.timerScanLimit = options.timerScanLimit ?? DEFAULT_TIMER_SCAN_LIMIT
     this.observer = options.observer
 
-    const meta = new Map(config.tags.map((t) => [t.id, t]))
-    this.slots = options.operators.map((op) => ({
-      op,
-      tags: op.tags
-        .map((decl) => {
-          const m = meta.get(decl.id)
-          return { id: decl.id, version: m?.version ?? 1, status: m?.status ?? 'online' }
-        })
-        .filter((t) => t.status === 'online' || t.status === 'testing')
-        .map((t) => ({ id: t.id, version: t.version, emit: t.status === 'online', counts: this.countersFor(t.id) })),
-    }))
+    this.catalog = options.catalog
+    this.slots = options.operators.map((op) => ({ op, tags: [] }))
     this.slotByName = new Map(this.slots.map((s) => [s.op.name, s]))
     this.rescoreSlots = this.slots.filter((s) => s.op.rescore === true)
     this.hasRankedOperators = this.slots.some((s) => s.op.scoredValues !== undefined)
-    const [hh, mm] = config.rescore.at.split(':').map(Number) as [number, number]
-    this.sweepMinutes = config.rescore.schedule === 'off' || this.rescoreSlots.length === 0 ? undefined : hh * 60 + mm
     this.calendar = calendarFor(config.timeZone)
+    this.installLanes(desiredLanes(this.catalog, options.operators))
+    this.catalog?.onChange(() => {
+      this.catalogChanged = true
+    })
   }
 
-  private countersFor(tag: string): Record<TagChangeOp, number> {
-    return (this.stats.tagChangesByTag[tag] ??= { entered: 0, left: 0, changed: 0 })
+  private countersFor(lane: TagSlot['spec']): Record<TagChangeOp, number> {
+    const table = lane.status === 'online' ? this.stats.tagChangesByTag : this.stats.testingChangesByTag
+    return (table[lane.id] ??= { entered: 0, left: 0, changed: 0 })
+  }
+
+  /** Installs the lanes to evaluate from now on: operator tag lanes and compiled strategy rules. */
+  private installLanes(specs: ReadonlyMap<string, LaneSpec>): void {
+    this.ruleSchema = buildRuleSchema(this.slots.map((s) => s.op), this.catalog)
+    this.convertVariable = ruleVariableConverter(this.ruleSchema)
+    const lanes = new Map<string, TagSlot>()
+    const byOperator = new Map<string, TagSlot[]>()
+    const strategies: TagSlot[] = []
+    for (const spec of specs.values()) {
+      let rule: CompiledLaneRule | undefined
+      if (spec.rule !== undefined) {
+        const compiled = compileLaneRule(spec.rule, this.ruleSchema)
+        if (typeof compiled === 'string') {
+          // The catalog refuses such rules; one stored before an operator was removed lands here.
+          process.emitWarning(`tag "${spec.id}" version ${spec.version} is not evaluated: ${compiled}`)
+          continue
+        }
+        rule = compiled
+      }
+      const slot: TagSlot = {
+        lane: spec.lane,
+        id: spec.id,
+        version: spec.version,
+        emit: spec.status === 'online',
+        counts: this.countersFor(spec),
+        reentry: spec.reentry,
+        spec,
+        rule,
+        reads: rule?.tags ?? new Set(),
+      }
+      lanes.set(spec.lane, slot)
+      if (rule !== undefined) strategies.push(slot)
+      else if (spec.operator !== undefined) byOperator.set(spec.operator, [...(byOperator.get(spec.operator) ?? []), slot])
+    }
+    for (const s of this.slots) s.tags = byOperator.get(s.op.name) ?? []
+    this.lanes = lanes
+    this.strategies = evaluationOrder(strategies)
+    // Sweeps re-derive what changes without an event: population-ranked and clock-dependent operator
+    // tags, and strategy rules (they may read `rfm.recencyDays`). Once on, they stay on.
+    if (this.sweepMinutes === undefined && this.config.rescore.schedule !== 'off' && (this.rescoreSlots.length > 0 || this.strategies.length > 0)) {
+      const [hh, mm] = this.config.rescore.at.split(':').map(Number) as [number, number]
+      this.sweepMinutes = hh * 60 + mm
+      for (const task of this.tasks.values()) if (Number.isFinite(task.watermark)) task.nextSweepAt = this.nextSweepAfter(task.watermark)
+    }
   }
 
   // ---------------------------------------------------------------- lifecycle
@@ -299,6 +460,12 @@ export class Engine {
       }
       if (Number.isFinite(task.watermark)) task.nextSweepAt = this.nextSweepAfter(Math.max(task.watermark, clock?.sweepAt ?? -Infinity))
     }
+    this.definitions = (await this.store.readValue<StoredDefinitions>(DEFINITIONS_KEY)) ?? { seq: 0, applied: {}, passes: [] }
+    for (const pass of this.definitions.passes) {
+      // Passes persisted with fewer partitions cannot happen (the store pins the count); be strict anyway.
+      while (pass.cursors.length < this.partitions) pass.cursors.push(undefined)
+    }
+    await this.reconcileDefinitions()
     for (const source of this.sources) {
       const position = (await this.store.readGlobalOffset(source.name)) ?? 0
       this.positions.set(source.name, position)
@@ -362,14 +529,19 @@ export class Engine {
         await this.processRecords(source, records)
         this.observer?.batch(performance.now() - t0, records.length)
       }
+      if (this.catalogChanged) {
+        this.catalogChanged = false
+        await this.reconcileDefinitions()
+      }
       await this.sweepStep()
+      await this.definitionStep()
       const now = this.wallNow()
       if (received === 0 && this.idleAdvance) await this.advanceIdlePartitions(now)
       if (this.eventsSinceCommit >= commitEvents || (now - this.lastCommitAt >= commitIntervalMs && this.hasUncommitted())) {
         await this.commit()
       }
-      if (options.untilEnd && ended.size === this.sources.length && !this.sweeping) break
-      if (ended.size === this.sources.length && received === 0 && !this.sweeping) {
+      if (options.untilEnd && ended.size === this.sources.length && !this.sweeping && this.definitions.passes.length === 0) break
+      if (ended.size === this.sources.length && received === 0 && !this.sweeping && this.definitions.passes.length === 0) {
         // Every source ended but we run until stopped (e.g. a finite demo): idle politely.
         await new Promise((r) => setTimeout(r, 50))
       }
@@ -384,7 +556,156 @@ export class Engine {
   }
 
   private hasUncommitted(): boolean {
-    return this.dirtyUsers.size > 0 || this.dirtyPositions.size > 0 || this.timerWrites.size > 0 || this.memberWrites.size > 0
+    return this.dirtyUsers.size > 0 || this.dirtyPositions.size > 0 || this.timerWrites.size > 0 || this.memberWrites.size > 0 || this.definitionsDirty
+  }
+
+  // ---------------------------------------------------------------- tag definitions (catalog changes)
+
+  /**
+   * Brings the installed lanes in line with the catalog, and starts a definition pass for every lane
+   * whose evaluation changed (with stored users to re-evaluate). Runs between batches.
+   */
+  private async reconcileDefinitions(): Promise<void> {
+    const desired = desiredLanes(this.catalog, this.slots.map((s) => s.op))
+    const applied = this.definitions.applied
+    const changed = [...new Set([...Object.keys(applied), ...desired.keys()])].filter((lane) => !sameEvaluation(applied[lane], desired.get(lane))).sort()
+    this.installLanes(desired)
+    if (changed.length === 0) return
+    // A pass walks the stored users: every user must be in the store before it starts.
+    if (this.opened && this.hasUncommitted()) await this.commit()
+    const hasUsers = this.userCount > 0
+    for (const lane of changed) {
+      const to = desired.get(lane)
+      const from = applied[lane]
+      if (to === undefined) delete applied[lane]
+      else applied[lane] = to
+      // A newer change of the lane supersedes a pass still running: users it has not reached get the new one.
+      this.definitions.passes = this.definitions.passes.filter((p) => p.lane !== lane)
+      if (!hasUsers) continue
+      const pass: DefinitionPass = {
+        seq: ++this.definitions.seq,
+        lane,
+        id: (to ?? from)?.id as string,
+        to,
+        fromVersion: from?.version,
+        mode: this.modeOf(to, from),
+        cursors: new Array<string | null | undefined>(this.partitions).fill(undefined),
+      }
+      this.definitions.passes.push(pass)
+      this.stats.definitionPassesStarted++
+    }
+    this.definitionsDirty = true
+  }
+
+  /** Announce or silent, as the publication (or, for a removal, the retirement) was recorded. */
+  private modeOf(to: LaneSpec | undefined, from: LaneSpec | undefined): PublishMode {
+    if (to !== undefined) return to.status === 'online' ? (to.mode ?? 'silent') : 'silent'
+    if (from === undefined || from.status !== 'online' || this.catalog === undefined || !this.catalog.has(from.id)) return 'silent'
+    try {
+      const retired = this.catalog.get(from.id, from.version)
+      const last = retired.transitions[retired.transitions.length - 1]
+      return last?.from === 'online' && last.mode !== undefined ? last.mode : 'silent'
+    } catch {
+      return 'silent'
+    }
+  }
+
+  /** Whether a definition pass is running (replays finish them before they end). */
+  get publishing(): boolean {
+    return this.definitions.passes.length > 0
+  }
+
+  /** Applies every pending definition pass to one user, oldest first (at most once each). */
+  private catchUp(task: PartitionTask, rec: UserRecord, key: string): void {
+    for (const pass of this.definitions.passes) {
+      const dv = (rec.dv ??= {})
+      if ((dv[pass.lane] ?? 0) >= pass.seq) continue
+      dv[pass.lane] = pass.seq
+      this.dirtyUsers.add(key)
+      this.stats.usersReevaluated++
+      this.applyPass(task, rec, pass)
+    }
+  }
+
+  private applyPass(task: PartitionTask, rec: UserRecord, pass: DefinitionPass): void {
+    const now = task.watermark
+    if (!Number.isFinite(now)) return
+    const cause: TagChangeCause = { kind: 'definition', version: pass.to?.version ?? pass.fromVersion ?? 1 }
+    const announce = pass.mode === 'announce'
+    this.roundTags.clear()
+    const slot = this.lanes.get(pass.lane)
+    if (pass.to === undefined || slot === undefined) {
+      // Removed: the user leaves the tag (online lane) or its testing value is dropped.
+      const online = !pass.lane.includes('~')
+      const removed: LaneTarget = {
+        lane: pass.lane,
+        id: pass.id,
+        version: pass.fromVersion ?? 1,
+        emit: online,
+        counts: online ? this.countersFor({ id: pass.id, status: 'online' } as LaneSpec) : this.countersFor({ id: pass.id, status: 'testing' } as LaneSpec),
+        reentry: { policy: 'always' },
+      }
+      this.setTag(rec, removed, undefined, now, cause, announce)
+    } else {
+      const ctx = new CallContext(rec, now, this.config.timeZone, this.populations)
+      let next: DerivedTag | undefined | typeof KEEP
+      if (slot.rule !== undefined) next = this.evaluateRule(slot, rec, ctx, new Map())
+      else {
+        const opSlot = this.slotByName.get(slot.spec.operator ?? '')
+        const state = opSlot === undefined ? undefined : rec.ops[opSlot.op.name]
+        if (opSlot === undefined || state === undefined) next = undefined
+        else {
+          ctx.operator = opSlot.op.name
+          try {
+            next = opSlot.op.deriveTags(state, ctx)[slot.id]
+          } catch {
+            this.stats.operatorErrors++
+            next = KEEP
+          }
+        }
+      }
+      if (next !== KEEP) this.setTag(rec, slot, next, now, cause, announce)
+    }
+    // Strategy tags reading the changed tag follow it.
+    if (this.roundTags.size > 0) this.evaluateStrategies(rec, new CallContext(rec, now, this.config.timeZone, this.populations), NO_OPERATORS, false, now, cause)
+  }
+
+  /** One chunk of the oldest definition pass, partition by partition. Called between batches. */
+  private async definitionStep(): Promise<void> {
+    const pass = this.definitions.passes[0]
+    if (pass === undefined) return
+    const p = pass.cursors.findIndex((c) => c !== null)
+    if (p < 0) {
+      this.definitions.passes.shift()
+      this.definitionsDirty = true
+      this.stats.definitionPassesCompleted++
+      return
+    }
+    const task = this.task(p)
+    const chunk = this.config.rescore.chunkUsers
+    const keys = await this.store.scanUserKeys(userRange(p), pass.cursors[p] ?? undefined, chunk)
+    const missing = keys.filter((k) => !this.cache.has(k))
+    const loaded = await this.store.getUsers(missing)
+    if (this.definitions.passes[0] !== pass) return // superseded while reading
+    const fromStore = new Map<string, UserRecord>()
+    missing.forEach((k, i) => {
+      const rec = loaded[i]
+      if (rec !== undefined) fromStore.set(k, rec)
+    })
+    this.emittedAtIso = new Date(this.wallNow()).toISOString()
+    for (const key of keys) {
+      let rec = this.cache.get(key)
+      if (rec === undefined) {
+        rec = fromStore.get(key)
+        if (rec === undefined || (rec.dv?.[pass.lane] ?? 0) >= pass.seq) continue
+        this.cache.set(key, rec)
+      }
+      // A sweep still owed to this user comes first: it happened before the definition change.
+      if (task.sweep !== undefined && (rec.rs ?? -Infinity) < task.sweep.at) this.rescoreUser(task, rec, key)
+      this.catchUp(task, rec, key)
+    }
+    pass.cursors[p] = keys.length < chunk ? null : (keys[keys.length - 1] as string)
+    this.definitionsDirty = true
   }
 
   // ---------------------------------------------------------------- batch processing
@@ -579,6 +900,8 @@ export class Engine {
       this.stats.usersCreated++
       task.users++
       if (this.sweepMinutes !== undefined) task.created.add(key)
+      // Nothing of it existed when a running definition pass started: it is current with every pass.
+      if (this.definitions.passes.length > 0) rec.dv = Object.fromEntries(this.definitions.passes.map((p) => [p.lane, p.seq]))
       task.dirty = true
     }
     return rec
@@ -600,6 +923,7 @@ export class Engine {
     }
     const rec = this.userRecord(task, ev.userId, key)
     if (task.sweep !== undefined && (rec.rs ?? -Infinity) < task.sweep.at) this.rescoreUser(task, rec, key)
+    if (this.definitions.passes.length > 0) this.catchUp(task, rec, key)
     if (this.isDuplicate(rec, ev)) {
       this.stats.duplicates++
       return
@@ -647,7 +971,9 @@ export class Engine {
     for (const c of changed) rec.ops[c.slot.op.name] = c.state
     this.applyTimerOps(task, rec, ctx.timerOps, -Infinity)
     const cause: TagChangeCause = { kind: 'event', eventId: ev.eventId }
+    this.roundTags.clear()
     for (const c of changed) this.diffTags(rec, c.slot, c.tags, ev.ts, cause)
+    if (this.strategies.length > 0) this.evaluateStrategies(rec, ctx, new Set(changed.map((c) => c.slot.op.name)), false, ev.ts, cause)
     this.dirtyUsers.add(key)
     this.stats.eventsApplied++
   }
@@ -772,9 +1098,10 @@ export class Engine {
     // `rs` is written only with a change: re-scoring a user whose stored `rs` is older again (after
     // an eviction or a restart) gives the same result, so most users cost no write at all.
     rec.rs = sweep.at
-    const seqBefore = rec.seq
+    const writesBefore = this.tagWrites
     this.stats.usersRescored++
     const ctx = new CallContext(rec, sweep.at, this.config.timeZone, sweep.populations)
+    this.roundTags.clear()
     for (const slot of this.rescoreSlots) {
       const state = rec.ops[slot.op.name]
       if (state === undefined) continue
@@ -788,7 +1115,9 @@ export class Engine {
       }
       this.diffTags(rec, slot, tags, sweep.at, RESCORE_CAUSE)
     }
-    if (rec.seq !== seqBefore) this.dirtyUsers.add(key)
+    // Rules may read clock-dependent fields: every strategy tag is re-evaluated at the sweep's instant.
+    if (this.strategies.length > 0) this.evaluateStrategies(rec, ctx, NO_OPERATORS, true, sweep.at, RESCORE_CAUSE)
+    if (this.tagWrites !== writesBefore) this.dirtyUsers.add(key)
   }
 
   /** One chunk of every running sweep's background pass. Called between batches. */
@@ -864,6 +1193,7 @@ export class Engine {
     // The user's record is the truth; index entries of moved or cancelled timers are stale.
     if (rec.timers[entry.timer] !== entry.due) return
     if (task.sweep !== undefined && (rec.rs ?? -Infinity) < task.sweep.at) this.rescoreUser(task, rec, key)
+    if (this.definitions.passes.length > 0) this.catchUp(task, rec, key)
     delete rec.timers[entry.timer]
     this.timerWrites.set(timerKey(task.partition, entry.due, entry.userId, entry.timer), null)
     this.dirtyUsers.add(key)
@@ -897,7 +1227,10 @@ export class Engine {
     rec.ops[opName] = after
     // A timer set from a timer can not be due before it: that would fire in a loop at one instant.
     this.applyTimerOps(task, rec, ctx.timerOps, entry.due + 1)
-    this.diffTags(rec, slot, tags, entry.due, { kind: 'timer', name: `${opName}.${name}` })
+    const cause: TagChangeCause = { kind: 'timer', name: `${opName}.${name}` }
+    this.roundTags.clear()
+    this.diffTags(rec, slot, tags, entry.due, cause)
+    if (this.strategies.length > 0) this.evaluateStrategies(rec, ctx, new Set([opName]), false, entry.due, cause)
   }
 
   private applyTimerOps(task: PartitionTask, rec: UserRecord, ops: TimerOp[] | undefined, minDue: number): void {
@@ -923,40 +1256,148 @@ export class Engine {
   }
 
   private diffTags(rec: UserRecord, slot: OperatorSlot, derived: DerivedTags, atMs: number, cause: TagChangeCause): void {
-    for (const tag of slot.tags) {
-      const next = derived[tag.id]
-      const current = rec.tags[tag.id]
-      const from: TagValue | null = current === undefined ? null : current[0]
-      const to: TagValue | null = next === undefined ? null : next.value
-      if (from === to) continue
-      if (!tag.emit) {
-        this.stats.testingChanges++
+    for (const tag of slot.tags) this.setTag(rec, tag, derived[tag.id], atMs, cause, true)
+  }
+
+  /**
+   * Re-evaluates the strategy tags whose inputs changed for this user (an operator state they read, or
+   * a tag they read that changed in this round), or all of them (`force`, in sweeps). Returns whether
+   * `tagWrites` counts what changed.
+   */
+  private evaluateStrategies(rec: UserRecord, ctx: CallContext, changedOps: ReadonlySet<string>, force: boolean, atMs: number, cause: TagChangeCause): void {
+    const views = new Map<string, ViewPair>()
+    for (const slot of this.strategies) {
+      const rule = slot.rule as CompiledLaneRule
+      if (!force && !intersects(rule.operators, changedOps) && !intersects(rule.tags, this.roundTags)) continue
+      const next = this.evaluateRule(slot, rec, ctx, views)
+      if (next === KEEP) continue
+      this.setTag(rec, slot, next, atMs, cause, true)
+    }
+  }
+
+  /** A strategy tag's value for a user: undefined when the user does not have it, KEEP on an evaluation error. */
+  private evaluateRule(slot: TagSlot, rec: UserRecord, ctx: CallContext, views: Map<string, ViewPair>): DerivedTag | undefined | typeof KEEP {
+    const rule = (slot.rule as CompiledLaneRule).rule
+    const view = this.ruleView(rule, rec, ctx, views)
+    this.stats.ruleEvaluations++
+    const result = rule.evaluate(view)
+    if (!result.ok) {
+      // An input the user does not have (no purchase yet, no such tag): the rule gives no value.
+      if (result.code === 'no_such_field') return undefined
+      this.stats.ruleErrorsByTag[slot.id] = (this.stats.ruleErrorsByTag[slot.id] ?? 0) + 1
+      return KEEP
+    }
+    if (result.value === false) return undefined
+    if (typeof result.value !== JS_TYPES[slot.spec.valueType]) {
+      this.stats.ruleErrorsByTag[slot.id] = (this.stats.ruleErrorsByTag[slot.id] ?? 0) + 1
+      return KEEP
+    }
+    const evidence: Record<string, unknown> = {}
+    for (const [variable, field] of rule.fields) {
+      const v = variable === 'tags' ? rec.tags[field]?.[0] : views.get(variable)?.[0][field]
+      evidence[`${variable}.${field}`] = v === undefined ? null : v
+    }
+    return { value: result.value, evidence }
+  }
+
+  /** The rule view of a user: only the variables the rule reads; operator views memoized in `views`. */
+  private ruleView(rule: CompiledRule, rec: UserRecord, ctx: CallContext, views: Map<string, ViewPair>): Record<string, Record<string, unknown>> {
+    const view: Record<string, Record<string, unknown>> = {}
+    for (const variable of rule.variables) {
+      if (variable === 'tags') {
+        view.tags = this.convertVariable('tags', tagValuesOf(rec))
         continue
       }
-      if (to === null) delete rec.tags[tag.id]
-      else rec.tags[tag.id] = [to, atMs, tag.version]
-      this.moveMembership(rec, tag.id, from, to)
-      const seq = ++rec.seq
-      const change: TagChange = {
-        id: changeId(rec.u, tag.id, seq),
-        userId: rec.u,
-        tag: tag.id,
-        op: from === null ? 'entered' : to === null ? 'left' : 'changed',
-        from,
-        to,
-        tagVersion: tag.version,
-        at: new Date(atMs).toISOString(),
-        emittedAt: this.emittedAtIso,
-        cause,
-        evidence: next?.evidence ?? {},
-        seq,
+      let pair = views.get(variable)
+      if (pair === undefined) {
+        const opSlot = this.slotByName.get(variable)
+        const state = rec.ops[variable]
+        let plain: Readonly<Record<string, unknown>> = {}
+        if (opSlot !== undefined && state !== undefined) {
+          ctx.operator = variable
+          plain = opSlot.op.view === undefined ? (state as Record<string, unknown>) : opSlot.op.view(state, ctx)
+        }
+        pair = [plain, this.convertVariable(variable, plain)]
+        views.set(variable, pair)
       }
-      this.stats.tagChanges++
-      tag.counts[change.op]++
-      this.recordHistory(rec, change, atMs)
-      if (cause.kind === 'event') this.observer?.endToEnd(this.batchWallMs - atMs)
-      for (const sink of this.sinks) sink.write(change)
+      view[variable] = pair[1]
     }
+    return view
+  }
+
+  /** Whether a user may enter a tag with an announced `entered` now, under the tag's re-entry policy. */
+  private mayEnter(rec: UserRecord, slot: LaneTarget, atMs: number): boolean {
+    const policy = slot.reentry
+    if (policy.policy === 'always') return true
+    const lastLeft = rec.re?.[slot.id]
+    if (lastLeft === undefined) return true
+    if (policy.policy === 'once') return false
+    return lastLeft === -1 || atMs - lastLeft >= policy.days * DAY_MS
+  }
+
+  /**
+   * Sets one lane's value for a user and emits the change. Testing lanes only count. Online lanes
+   * keep the membership index, the re-entry bookkeeping and the history; `announce` false (a silent
+   * publication or retirement) changes the state without emitting. Returns whether anything changed.
+   */
+  private setTag(rec: UserRecord, slot: LaneTarget, next: DerivedTag | undefined, atMs: number, cause: TagChangeCause, announce: boolean): boolean {
+    const to: TagValue | null = next === undefined ? null : next.value
+    if (!slot.emit) {
+      const from = rec.tt?.[slot.id] ?? null
+      if (from === to) return false
+      if (to !== null) (rec.tt ??= {})[slot.id] = to
+      else if (rec.tt !== undefined) {
+        delete rec.tt[slot.id]
+        if (Object.keys(rec.tt).length === 0) delete rec.tt
+      }
+      if (from !== null) this.addCount(countKey(rec.p, slot.lane, encodeTagValue(from)), -1)
+      if (to !== null) this.addCount(countKey(rec.p, slot.lane, encodeTagValue(to)), 1)
+      this.tagWrites++
+      this.stats.testingChanges++
+      slot.counts[from === null ? 'entered' : to === null ? 'left' : 'changed']++
+      return true
+    }
+    const current = rec.tags[slot.id]
+    const from: TagValue | null = current === undefined ? null : current[0]
+    if (from === to) return false
+    this.tagWrites++
+    this.roundTags.add(slot.id)
+    let quiet = current?.[3] === 1
+    if (slot.reentry.policy !== 'always') {
+      if (from === null) {
+        quiet = !this.mayEnter(rec, slot, atMs)
+        if (rec.re?.[slot.id] === undefined) (rec.re ??= {})[slot.id] = -1
+      } else if (to === null) (rec.re ??= {})[slot.id] = atMs
+    } else if (from === null) quiet = false
+    if (to === null) delete rec.tags[slot.id]
+    else rec.tags[slot.id] = quiet ? [to, atMs, slot.version, 1] : [to, atMs, slot.version]
+    this.moveMembership(rec, slot.id, from, to)
+    if (quiet) {
+      if (from === null) this.stats.reentrySuppressed[slot.id] = (this.stats.reentrySuppressed[slot.id] ?? 0) + 1
+      return true
+    }
+    if (!announce) return true
+    const seq = ++rec.seq
+    const change: TagChange = {
+      id: changeId(rec.u, slot.id, seq),
+      userId: rec.u,
+      tag: slot.id,
+      op: from === null ? 'entered' : to === null ? 'left' : 'changed',
+      from,
+      to,
+      tagVersion: slot.version,
+      at: new Date(atMs).toISOString(),
+      emittedAt: this.emittedAtIso,
+      cause,
+      evidence: next?.evidence ?? {},
+      seq,
+    }
+    this.stats.tagChanges++
+    slot.counts[change.op]++
+    this.recordHistory(rec, change, atMs)
+    if (cause.kind === 'event') this.observer?.endToEnd(this.batchWallMs - atMs)
+    for (const sink of this.sinks) sink.write(change)
+    return true
   }
 
   /** Keeps the user's last `history.perUser` changes, compactly, written with the commit. */
@@ -1099,6 +1540,7 @@ export class Engine {
     for (const name of this.dirtyPositions) {
       ops.push({ type: 'put', key: globalOffsetKey(name), value: this.store.encode(this.positions.get(name)) })
     }
+    if (this.definitionsDirty) ops.push({ type: 'put', key: DEFINITIONS_KEY, value: this.store.encode(this.definitions) })
     for (const [key, put] of this.memberWrites) ops.push(put ? { type: 'put', key, value: EMPTY } : { type: 'del', key })
     for (const [key, value] of this.historyWrites) ops.push(value === null ? { type: 'del', key } : { type: 'put', key, value })
     for (const key of this.dirtyCounts) {
@@ -1107,6 +1549,7 @@ export class Engine {
     }
     await this.store.commit(ops, this.config.engine.syncWrites)
     this.dirtyUsers.clear()
+    this.definitionsDirty = false
     this.timerWrites.clear()
     this.dirtyPositions.clear()
     this.memberWrites.clear()
@@ -1202,6 +1645,77 @@ export class Engine {
       .sort((a, b) => b.users - a.users || String(a.value).localeCompare(String(b.value)))
   }
 
+  /**
+   * Dry run of a candidate rule over every stored user (newer in-memory state where cached), at each
+   * partition's clock. Changes nothing. Throws RuleCompileError when the rule does not compile.
+   */
+  async preview(expression: string, options: { sample?: number; maxValues?: number } = {}): Promise<RulePreview> {
+    const started = performance.now()
+    const rule = compileRule(expression, this.ruleSchema)
+    if (isRuleErrors(rule)) throw new RuleCompileError(rule)
+    const sampleSize = options.sample ?? 20
+    const maxValues = options.maxValues ?? 20
+    const sample: string[] = []
+    const values = new Map<RuleValue, number>()
+    const errors: Record<string, number> = {}
+    let users = 0
+    let matched = 0
+    for (let p = 0; p < this.partitions; p++) {
+      const task = this.task(p)
+      for await (const chunk of this.store.userValues(p)) {
+        for (const [key, buf] of chunk) {
+          const rec = this.cache.get(key) ?? this.store.decode<UserRecord>(buf)
+          users++
+          const ctx = new CallContext(rec, task.watermark, this.config.timeZone, this.populations)
+          const result = rule.evaluate(this.ruleView(rule, rec, ctx, new Map()))
+          if (!result.ok) {
+            if (result.code !== 'no_such_field') errors[result.code] = (errors[result.code] ?? 0) + 1
+            continue
+          }
+          values.set(result.value, (values.get(result.value) ?? 0) + 1)
+          if (result.value === false) continue
+          matched++
+          if (sample.length < sampleSize) sample.push(rec.u)
+        }
+      }
+    }
+    return {
+      expression,
+      resultType: rule.resultType,
+      users,
+      matched,
+      sample,
+      values: [...values]
+        .map(([value, n]) => ({ value, users: n }))
+        .sort((a, b) => b.users - a.users || String(a.value).localeCompare(String(b.value)))
+        .slice(0, maxValues),
+      errors,
+      elapsedMs: Math.round(performance.now() - started),
+    }
+  }
+
+  /** Users per value of a tag's testing version (what it would give if published), as of the last commit. */
+  testingCoverage(tag: string): { value: TagValue; users: number }[] {
+    return this.coverage(`${tag}~testing`)
+  }
+
+  /** Definition passes in progress: which lane, how far (partitions done of all). */
+  definitionPasses(): { tag: string; lane: string; version: number | null; mode: PublishMode; partitionsDone: number; partitions: number }[] {
+    return this.definitions.passes.map((p) => ({
+      tag: p.id,
+      lane: p.lane,
+      version: p.to?.version ?? null,
+      mode: p.mode,
+      partitionsDone: p.cursors.filter((c) => c === null).length,
+      partitions: p.cursors.length,
+    }))
+  }
+
+  /** The schema rules are checked against (for the catalog's definition-time validation). */
+  get rules(): RuleSchema {
+    return this.ruleSchema
+  }
+
   /** A user's profile from committed or in-memory state; state views evaluated at `asOf` or the partition's clock. */
   async profile(userId: string, asOf?: number): Promise<Profile | undefined> {
     const rec = await this.findRecord(userId)
@@ -1220,6 +1734,28 @@ interface Change {
 }
 
 const NO_TAGS: DerivedTags = Object.freeze({})
+const NO_OPERATORS: ReadonlySet<string> = new Set()
+/** An evaluation failed: the user keeps the value it had. */
+const KEEP = Symbol('keep')
+const JS_TYPES = { string: 'string', number: 'number', boolean: 'boolean' } as const
+
+/** An operator's view for a rule: as shown (for evidence) and converted for CEL. */
+type ViewPair = [plain: Readonly<Record<string, unknown>>, converted: Record<string, unknown>]
+
+/** What setting a lane's value needs to know about it (a removed lane has no TagSlot any more). */
+type LaneTarget = Pick<TagSlot, 'lane' | 'id' | 'version' | 'emit' | 'counts' | 'reentry'>
+
+function intersects(a: ReadonlySet<string>, b: ReadonlySet<string>): boolean {
+  if (a.size === 0 || b.size === 0) return false
+  for (const x of a) if (b.has(x)) return true
+  return false
+}
+
+function tagValuesOf(rec: UserRecord): Record<string, TagValue> {
+  const out: Record<string, TagValue> = {}
+  for (const id in rec.tags) out[id] = (rec.tags[id] as StoredTag)[0]
+  return out
+}
 const EMPTY = Buffer.alloc(0)
 
 /** A tag change in the history range: [tag, op, from, to, tagVersion, atMs, emittedMs, cause, evidence]. */

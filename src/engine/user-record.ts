@@ -1,7 +1,10 @@
 import type { TagValue } from '../contracts/tag-change.js'
 
-/** A tag the user has: [value, since (event time, epoch ms), definition version]. */
-export type StoredTag = [value: TagValue, sinceMs: number, version: number]
+/**
+ * A tag the user has: [value, since (event time, epoch ms), definition version, quiet]. `quiet` (1)
+ * marks a membership its re-entry policy kept from journeys: its changes and its end are not emitted.
+ */
+export type StoredTag = [value: TagValue, sinceMs: number, version: number, quiet?: 1]
 
 /**
  * Everything the engine keeps about one user, stored as one msgpack value under the user's key.
@@ -26,6 +29,12 @@ export interface UserRecord {
   idTs: number[]
   /** the instant of the last re-scoring sweep applied to this user (absent: none) */
   rs?: number
+  /** Values of tags in testing (evaluated and counted, never emitted): tag id -> value. */
+  tt?: Record<string, TagValue>
+  /** Re-entry bookkeeping for tags with a cooldown or once policy: tag id -> when the user last left (-1: never). */
+  re?: Record<string, number>
+  /** Definition passes applied to this user: lane -> pass sequence number. */
+  dv?: Record<string, number>
 }
 
 export function newUserRecord(userId: string, partition: number): UserRecord {

@@ -10,7 +10,10 @@ export const HttpConfigSchema = Type.Object(
     ingestToken: Type.Optional(
       Type.String({ minLength: 16, description: 'Bearer token required by POST /v1/events (unset: ingest is open; keep host on loopback then)' }),
     ),
-    readToken: Type.Optional(Type.String({ minLength: 16, description: 'Bearer token required by the /v1/users routes (unset: open)' })),
+    readToken: Type.Optional(Type.String({ minLength: 16, description: 'Bearer token required by the /v1/users and /v1/tags reads (unset: open)' })),
+    manageToken: Type.Optional(
+      Type.String({ minLength: 16, description: 'Bearer token required by tag management: PUT /v1/tags/:tagId, publish, retire, transition, preview (unset: open)' }),
+    ),
     ingestQueueRecords: Type.Integer({
       minimum: 1,
       default: 100_000,

@@ -19,6 +19,8 @@ import type { CommitNotifier, HttpIngestSource } from '../sources/http-ingest-so
 import { errorsPlugin } from './errors.js'
 import { healthPlugin } from './health.js'
 import { ingestPlugin } from './ingest.js'
+import { catalogPlugin, type CatalogEngine } from './catalog.js'
+import type { TagCatalog } from '../tags/catalog.js'
 import { metricsPlugin } from './metrics.js'
 import type { HttpConfig } from './options.js'
 import { usersPlugin } from './users.js'
@@ -61,6 +63,8 @@ export interface BuildServerOptions {
   readonly version?: string
   /** The sink behind GET /v1/tag-changes/stream (no stream route without it). */
   readonly stream?: SseSink
+  /** The tag catalog behind the management routes (GET/PUT /v1/tags, publish, retire, preview); none without it. */
+  readonly catalog?: TagCatalog
 }
 
 /**
@@ -123,6 +127,14 @@ export function buildServer(options: BuildServerOptions): TagstreamServer {
   app.register(metricsPlugin, { registry })
   app.register(usersPlugin, { readToken: config.readToken })
   app.register(tagsPlugin, { readToken: config.readToken })
+  if (options.catalog !== undefined) {
+    app.register(catalogPlugin, {
+      catalog: options.catalog,
+      engine: engine as unknown as CatalogEngine,
+      readToken: config.readToken,
+      manageToken: config.manageToken,
+    })
+  }
   if (options.stream !== undefined) app.register(streamPlugin, { sink: options.stream, readToken: config.readToken })
   app.register(ingestPlugin, {
     ingestToken: config.ingestToken,

@@ -71,6 +71,9 @@ export function globalOffsetKey(source: string): string {
 
 export const META_KEY = 'g!meta'
 
+/** The tag definitions the stored users were evaluated with, and definition passes in progress. */
+export const DEFINITIONS_KEY = 'g!defs'
+
 export function partitionRange(partition: number): { gte: string; lt: string } {
   const p = partitionPrefix(partition)
   return { gte: p, lt: `${p.slice(0, -1)}"` }

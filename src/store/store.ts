@@ -194,6 +194,31 @@ export class Store {
     return entries
   }
 
+  /** One msgpack value by key (undefined when absent). */
+  async readValue<T>(key: string): Promise<T | undefined> {
+    const buf = await this.db.get(key)
+    return buf === undefined ? undefined : this.decode<T>(buf)
+  }
+
+  /** The underlying LevelDB, for the tag catalog's own `g!cat!` range (see tags/catalog.ts). */
+  get level(): ClassicLevel<string, Buffer> {
+    return this.db
+  }
+
+  /** Every user record of a partition in key order, in chunks of raw values (decoded by the caller). */
+  async *userValues(partition: number, chunk = 1024): AsyncGenerator<[string, Buffer][]> {
+    const it = this.db.iterator({ ...userRange(partition) })
+    try {
+      for (;;) {
+        const entries = (await it.nextv(chunk)) as [string, Buffer][]
+        if (entries.length === 0) return
+        yield entries
+      }
+    } finally {
+      await it.close()
+    }
+  }
+
   async readClock(partition: number): Promise<PartitionClock | undefined> {
     const buf = await this.db.get(clockKey(partition))
     return buf === undefined ? undefined : this.decode<PartitionClock>(buf)

@@ -33,8 +33,9 @@
  */
 import { Environment, type ASTNode } from '@marcbachmann/cel-js'
 import type { Profile } from '../contracts/profile.js'
+import type { ViewFieldType } from '../operator-api.js'
 
-export type RuleFieldType = 'int' | 'double' | 'string' | 'bool' | 'timestamp' | 'list<string>'
+export type RuleFieldType = ViewFieldType
 
 /** A field of the view: its type, and whether it may be absent (null) for a user. */
 export interface RuleFieldSpec {
@@ -96,6 +97,12 @@ export interface CompiledRule {
   readonly expression: string
   /** The checked CEL result type: `bool`, `int`, `double`, `string` or `dyn`. */
   readonly resultType: string
+  /** Top-level variables the expression reads (operator names, `tags`), sorted. */
+  readonly variables: readonly string[]
+  /** Fields of `tags` the expression reads (other tags' ids), sorted. */
+  readonly tagRefs: readonly string[]
+  /** Every `variable.field` the expression reads, sorted: the evidence of a result. */
+  readonly fields: readonly (readonly [variable: string, field: string])[]
   /** Never throws. `int` results come back as numbers (errors if beyond 2^53). */
   evaluate(view: RuleView): RuleResult
 }
@@ -272,6 +279,23 @@ function literalZeroDivisors(node: ASTNode, out: ASTNode[]): void {
   visit(args)
 }
 
+/** The variables (`id` nodes) and the fields read from `tags` in an expression. */
+function references(node: ASTNode, variables: Set<string>, tagRefs: Set<string>, fields: Set<string>): void {
+  if (node.op === 'id' && typeof node.args === 'string') variables.add(node.args)
+  if (node.op === '.' || node.op === '.?') {
+    const [target, field] = node.args as [ASTNode, unknown]
+    if (target?.op === 'id' && typeof target.args === 'string' && typeof field === 'string') {
+      fields.add(`${target.args}.${field}`)
+      if (target.args === 'tags') tagRefs.add(field)
+    }
+  }
+  const visit = (a: unknown): void => {
+    if (Array.isArray(a)) for (const x of a) visit(x)
+    else if (a !== null && typeof a === 'object' && 'op' in a && 'args' in a) references(a as ASTNode, variables, tagRefs, fields)
+  }
+  visit(node.args)
+}
+
 const RESULT_TYPES = new Set(['bool', 'int', 'double', 'string', 'dyn'])
 
 // ---- API ---------------------------------------------------------------------------------------------
@@ -312,9 +336,21 @@ export function compileRule(expression: string, schema: RuleSchema): CompiledRul
       position: positionAt(expression, z.range.start),
     }))
   }
+  const variables = new Set<string>()
+  const tagRefs = new Set<string>()
+  const fields = new Set<string>()
+  references(fn.ast, variables, tagRefs, fields)
+  // `has(tags.x)` reads `tags` without an `id` node for it in some shapes: count it as read.
+  if (tagRefs.size > 0) variables.add('tags')
   return {
     expression,
     resultType,
+    variables: [...variables].sort(),
+    tagRefs: [...tagRefs].sort(),
+    fields: [...fields].sort().map((f) => {
+      const dot = f.indexOf('.')
+      return [f.slice(0, dot), f.slice(dot + 1)] as const
+    }),
     evaluate(view: RuleView): RuleResult {
       let v: unknown
       try {
@@ -369,4 +405,24 @@ export function ruleViewFromProfile(profile: Profile, schema: RuleSchema): RuleV
     view[variable] = out
   }
   return view
+}
+
+/**
+ * A converter from a variable's plain values (an operator's view, or tag id -> value) to the rule view's
+ * representation for `schema`: only declared fields, converted per type, null/absent left out.
+ */
+export function ruleVariableConverter(schema: RuleSchema): (variable: string, source: Readonly<Record<string, unknown>> | undefined) => Record<string, unknown> {
+  const prepared = prepare(schema)
+  if (Array.isArray(prepared)) throw new Error(`invalid rule schema: ${prepared.map((e) => e.message).join('; ')}`)
+  const byVariable = new Map((prepared as Compiled).fields)
+  return (variable, source) => {
+    const out: Record<string, unknown> = {}
+    const convs = byVariable.get(variable)
+    if (convs === undefined || source === undefined) return out
+    for (const [field, conv] of convs) {
+      const v = source[field]
+      if (v !== undefined && v !== null) out[field] = conv(v)
+    }
+    return out
+  }
 }
