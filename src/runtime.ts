@@ -117,8 +117,8 @@ export async function openCatalog(
 ): Promise<TagCatalog> {
   let opened: TagCatalog | undefined
   const catalog = await TagCatalog.open(new LevelCatalogStorage(store.level), {
-    validateRule: (rule) => {
-      const compiled = compileRule(rule, buildRuleSchema(operators, opened))
+    validateRule: (rule, pending) => {
+      const compiled = compileRule(rule, buildRuleSchema(operators, opened, pending))
       return isRuleErrors(compiled) ? compiled.map((e) => ({ message: e.message, ...e.position })) : []
     },
   })

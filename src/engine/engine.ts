@@ -517,6 +517,11 @@ export class Engine {
     while (!this.stopping) {
       let received = 0
       for (const source of this.sources) {
+        // A catalog change takes effect before the next batch: events after it see the new definitions.
+        if (this.catalogChanged) {
+          this.catalogChanged = false
+          await this.reconcileDefinitions()
+        }
         if (ended.has(source) || this.stopping) continue
         const records = await source.poll(batchSize, waitMs)
         if (records === null) {
@@ -528,10 +533,6 @@ export class Engine {
         const t0 = performance.now()
         await this.processRecords(source, records)
         this.observer?.batch(performance.now() - t0, records.length)
-      }
-      if (this.catalogChanged) {
-        this.catalogChanged = false
-        await this.reconcileDefinitions()
       }
       await this.sweepStep()
       await this.definitionStep()
@@ -700,8 +701,6 @@ export class Engine {
         if (rec === undefined || (rec.dv?.[pass.lane] ?? 0) >= pass.seq) continue
         this.cache.set(key, rec)
       }
-      // A sweep still owed to this user comes first: it happened before the definition change.
-      if (task.sweep !== undefined && (rec.rs ?? -Infinity) < task.sweep.at) this.rescoreUser(task, rec, key)
       this.catchUp(task, rec, key)
     }
     pass.cursors[p] = keys.length < chunk ? null : (keys[keys.length - 1] as string)
@@ -922,8 +921,9 @@ export class Engine {
       return
     }
     const rec = this.userRecord(task, ev.userId, key)
-    if (task.sweep !== undefined && (rec.rs ?? -Infinity) < task.sweep.at) this.rescoreUser(task, rec, key)
+    // Definition changes first: everything evaluated after a publication uses the new definition.
     if (this.definitions.passes.length > 0) this.catchUp(task, rec, key)
+    if (task.sweep !== undefined && (rec.rs ?? -Infinity) < task.sweep.at) this.rescoreUser(task, rec, key)
     if (this.isDuplicate(rec, ev)) {
       this.stats.duplicates++
       return
@@ -1095,6 +1095,7 @@ export class Engine {
   /** Re-derives a user's rescore tags at the sweep's instant, against the sweep's population. */
   private rescoreUser(task: PartitionTask, rec: UserRecord, key: string): void {
     const sweep = task.sweep as Sweep
+    if (this.definitions.passes.length > 0) this.catchUp(task, rec, key)
     // `rs` is written only with a change: re-scoring a user whose stored `rs` is older again (after
     // an eviction or a restart) gives the same result, so most users cost no write at all.
     rec.rs = sweep.at
@@ -1192,8 +1193,9 @@ export class Engine {
     }
     // The user's record is the truth; index entries of moved or cancelled timers are stale.
     if (rec.timers[entry.timer] !== entry.due) return
-    if (task.sweep !== undefined && (rec.rs ?? -Infinity) < task.sweep.at) this.rescoreUser(task, rec, key)
+    // Definition changes first: everything evaluated after a publication uses the new definition.
     if (this.definitions.passes.length > 0) this.catchUp(task, rec, key)
+    if (task.sweep !== undefined && (rec.rs ?? -Infinity) < task.sweep.at) this.rescoreUser(task, rec, key)
     delete rec.timers[entry.timer]
     this.timerWrites.set(timerKey(task.partition, entry.due, entry.userId, entry.timer), null)
     this.dirtyUsers.add(key)

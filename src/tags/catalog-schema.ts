@@ -136,8 +136,14 @@ export interface RulePosition {
   readonly offset: number
 }
 
+/** A tag defined alongside the rule being checked (the same tags file): rules may read it. */
+export interface PendingTag {
+  readonly id: string
+  readonly valueType: TagValueType
+}
+
 /** The rule compiler's verdict on an expression: empty when it compiles. */
-export type RuleValidator = (rule: string) => readonly (RulePosition & { readonly message: string })[]
+export type RuleValidator = (rule: string, pendingTags?: readonly PendingTag[]) => readonly (RulePosition & { readonly message: string })[]
 
 function joinKey(prefix: string, key: string): string {
   if (prefix === '') return key
@@ -157,7 +163,10 @@ export function schemaIssues(schema: TSchema, value: unknown, prefix = ''): TagI
  * Validates a submitted definition: the schema, then what a schema cannot say (a rule exactly for
  * strategy tags, and the rule compiling). Keys are relative to the definition, prefixed by `prefix`.
  */
-export function validateDefinition(raw: unknown, options: { prefix?: string; validateRule?: RuleValidator } = {}): TagIssue[] {
+export function validateDefinition(
+  raw: unknown,
+  options: { prefix?: string; validateRule?: RuleValidator; pendingTags?: readonly PendingTag[] } = {},
+): TagIssue[] {
   const prefix = options.prefix ?? ''
   const issues = schemaIssues(TagDefinitionInputSchema, raw, prefix)
   if (issues.length > 0) return issues
@@ -170,7 +179,7 @@ export function validateDefinition(raw: unknown, options: { prefix?: string; val
     return [{ key: ruleKey, message: `a ${def.kind} tag is derived by an operator and takes no rule` }]
   }
   if (def.rule !== undefined && options.validateRule !== undefined) {
-    return options.validateRule(def.rule).map(({ message, line, column, offset }) => ({
+    return options.validateRule(def.rule, options.pendingTags).map(({ message, line, column, offset }) => ({
       key: ruleKey,
       message: `${message} (line ${line}, column ${column})`,
       position: { line, column, offset },

@@ -472,8 +472,13 @@ export class TagCatalog {
       const seen = new Map<string, { kind: TagKind; index: number }>()
       const seenVersion = new Set<string>()
       const onlineIn = new Set<string>()
+      // Rules may read tags defined in the same file.
+      const pendingTags = entries.flatMap((e) => {
+        const d = e as Partial<TagDefinitionInput> | null
+        return typeof d?.id === 'string' && (d.valueType === 'string' || d.valueType === 'number' || d.valueType === 'boolean') ? [{ id: d.id, valueType: d.valueType }] : []
+      })
       entries.forEach((entry, i) => {
-        const own = validateDefinition(entry, { prefix: `tags[${i}]`, ...this.ruleOption() })
+        const own = validateDefinition(entry, { prefix: `tags[${i}]`, ...this.ruleOption(), pendingTags })
         issues.push(...own)
         if (own.length > 0) return
         const def = entry as TagDefinitionInput

@@ -97,7 +97,11 @@ const VALUE_TYPES: Readonly<Record<TagValueType, RuleFieldType>> = { string: 'st
  * The typed view strategy rules are checked against: one variable per operator that declares a
  * `viewSchema` (its name), and `tags`: every tag an operator derives or the catalog defines.
  */
-export function buildRuleSchema(operators: readonly Operator[], catalog: TagCatalog | undefined): RuleSchema {
+export function buildRuleSchema(
+  operators: readonly Operator[],
+  catalog: TagCatalog | undefined,
+  pendingTags: readonly { readonly id: string; readonly valueType: TagValueType }[] = [],
+): RuleSchema {
   const schema: Record<string, Record<string, RuleFieldType>> = {}
   const tags: Record<string, RuleFieldType> = {}
   for (const op of operators) {
@@ -105,6 +109,7 @@ export function buildRuleSchema(operators: readonly Operator[], catalog: TagCata
     for (const t of op.tags) tags[t.id] = VALUE_TYPES[t.valueType]
   }
   for (const t of catalog?.list() ?? []) tags[t.id] ??= VALUE_TYPES[t.valueType]
+  for (const t of pendingTags) tags[t.id] ??= VALUE_TYPES[t.valueType]
   schema.tags = tags
   return schema
 }

@@ -12,6 +12,9 @@ import type { Operator } from '../../src/operator-api.js'
 import type { DeadLetterSink, TagChangeSink } from '../../src/sinks/sink.js'
 import type { Source, SourceRecord } from '../../src/sources/source.js'
 import { Store } from '../../src/store/store.js'
+import { LevelCatalogStorage, TagCatalog } from '../../src/tags/catalog.js'
+import { buildRuleSchema } from '../../src/tags/lanes.js'
+import { compileRule, isRuleErrors } from '../../src/tags/rules.js'
 
 /** A source fed by the test: records are pushed, and `end()` makes the next empty poll return null. */
 export class ArraySource implements Source {
@@ -85,6 +88,8 @@ export interface Fixture {
   changes: CaptureSink
   deadLetters: CaptureSink
   dir: string
+  /** The tag catalog the engine follows (with `options.tags`). */
+  catalog: TagCatalog | undefined
   /** Runs until the source is drained, commits. */
   drain(): Promise<void>
   close(): Promise<void>
@@ -95,7 +100,15 @@ export interface Fixture {
 export async function createFixture(
   operators: Operator<any>[],
   overrides: Record<string, unknown> = {},
-  options: { dir?: string; records?: Buffer[]; timerScanLimit?: number; now?: () => number; idleAdvance?: boolean } = {},
+  options: {
+    dir?: string
+    records?: Buffer[]
+    timerScanLimit?: number
+    now?: () => number
+    idleAdvance?: boolean
+    /** Tag definitions (entries of a tags file) for a catalog in the store; merged again on reopen. */
+    tags?: unknown[]
+  } = {},
 ): Promise<Fixture> {
   const { config, issues } = validateConfig({ engine: { partitions: 2, ...((overrides.engine as object) ?? {}) }, ...overrides, ...(overrides.engine ? {} : {}) })
   if (config === undefined) throw new Error(JSON.stringify(issues))
@@ -105,6 +118,19 @@ export async function createFixture(
   if (options.records) source.push(...options.records)
   const changes = new CaptureSink()
   const deadLetters = new CaptureSink()
+  let catalog: TagCatalog | undefined
+  if (options.tags !== undefined) {
+    let opened: TagCatalog | undefined
+    catalog = await TagCatalog.open(new LevelCatalogStorage(store.level), {
+      validateRule: (rule, pending) => {
+        const compiled = compileRule(rule, buildRuleSchema(operators, opened, pending))
+        return isRuleErrors(compiled) ? compiled.map((e) => ({ message: e.message, ...e.position })) : []
+      },
+      now: () => Date.UTC(2030, 0, 1),
+    })
+    opened = catalog
+    await catalog.loadDefinitions({ tags: options.tags })
+  }
   const engine = new Engine({
     config: config as Config,
     store,
@@ -114,6 +140,7 @@ export async function createFixture(
     deadLetters,
     now: options.now ?? (() => Date.UTC(2030, 0, 1)),
     idleAdvance: options.idleAdvance ?? false,
+    ...(catalog !== undefined ? { catalog } : {}),
     ...(options.timerScanLimit !== undefined ? { timerScanLimit: options.timerScanLimit } : {}),
   })
   await engine.open()
@@ -124,6 +151,7 @@ export async function createFixture(
     changes,
     deadLetters,
     dir,
+    catalog,
     async drain() {
       source.end()
       await engine.run({ untilEnd: true })
