@@ -38,6 +38,15 @@ export interface EngineStatsLike {
   readonly sweepsCompleted: number
   readonly usersRescored: number
   readonly lastSweepMs: number
+  /** Strategy-rule evaluations, and their errors by tag (the user keeps its previous value). */
+  readonly ruleEvaluations?: number
+  readonly ruleErrorsByTag?: Readonly<Record<string, number>>
+  /** Entries kept quiet by a tag's re-entry policy, by tag. */
+  readonly reentrySuppressed?: Readonly<Record<string, number>>
+  /** Definition passes (publish, retire, testing) started and completed, and the users they re-evaluated. */
+  readonly definitionPassesStarted?: number
+  readonly definitionPassesCompleted?: number
+  readonly usersReevaluated?: number
 }
 
 /** What the metrics need of the engine (a structural subset of `Engine`). */
@@ -297,6 +306,34 @@ export function createMetrics(engine: EngineLike, registry: Registry = new Regis
       },
     })
   }
+  /** A counter per tag from a tag -> count record of the stats (tags are bounded by the catalog). */
+  const byTagCounter = (name: string, help: string, pick: (s: EngineStatsLike) => Readonly<Record<string, number>> | undefined): void => {
+    const followers = new Map<string, (v: number) => void>()
+    const c: Counter<'tag'> = new Counter({
+      name,
+      help,
+      labelNames: ['tag'] as const,
+      registers,
+      collect() {
+        const byTag = pick(stats())
+        if (byTag === undefined) return
+        for (const tag of Object.keys(byTag)) {
+          let follow = followers.get(tag)
+          if (follow === undefined) {
+            follow = follower(c.labels({ tag }))
+            followers.set(tag, follow)
+          }
+          follow(byTag[tag] as number)
+        }
+      },
+    })
+  }
+  counter('tagstream_rule_evaluations_total', 'Strategy-tag rule evaluations (only for users whose inputs changed, and in sweeps and definition passes).', (s) => s.ruleEvaluations ?? 0)
+  byTagCounter('tagstream_rule_evaluation_errors_total', 'Rule evaluations that failed at run time (division by zero, type errors), by tag; the user keeps its previous value.', (s) => s.ruleErrorsByTag)
+  byTagCounter('tagstream_reentry_suppressed_total', "Entries kept quiet by the tag's journey re-entry policy (once, cooldown), by tag.", (s) => s.reentrySuppressed)
+  counter('tagstream_definition_passes_started_total', 'Re-evaluations of the stored users started by a publish, retire or testing change.', (s) => s.definitionPassesStarted ?? 0)
+  counter('tagstream_definition_passes_completed_total', 'Re-evaluations of the stored users completed.', (s) => s.definitionPassesCompleted ?? 0)
+  counter('tagstream_definition_users_reevaluated_total', 'Users re-evaluated by definition passes.', (s) => s.usersReevaluated ?? 0)
   counter('tagstream_timers_fired_total', 'Operator timers fired (the watermark passed their due time).', (s) => s.timersFired)
   counter('tagstream_operator_errors_total', 'Operator calls that threw (the event is dead-lettered, the state left as it was).', (s) => s.operatorErrors)
 

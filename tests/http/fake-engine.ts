@@ -12,13 +12,19 @@ type Mutable<T> = { -readonly [K in keyof T]: T[K] }
 
 /** An engine stand-in: plain counters the test sets, profiles it holds, commits it simulates. */
 export class FakeEngine implements ServiceEngine {
-  readonly stats: Mutable<EngineStatsLike> & { invalid: Record<string, number> } = {
+  readonly stats: Mutable<EngineStatsLike> & { invalid: Record<string, number>; ruleErrorsByTag: Record<string, number>; reentrySuppressed: Record<string, number> } = {
     recordsIn: 0,
     eventsApplied: 0,
     invalid: Object.fromEntries(REJECT_REASON_LIST.map((r) => [r, 0])),
     duplicates: 0,
     tagChanges: 0,
     testingChanges: 0,
+    ruleEvaluations: 0,
+    ruleErrorsByTag: {} as Record<string, number>,
+    reentrySuppressed: {} as Record<string, number>,
+    definitionPassesStarted: 0,
+    definitionPassesCompleted: 0,
+    usersReevaluated: 0,
     timersFired: 0,
     operatorErrors: 0,
     commits: 0,

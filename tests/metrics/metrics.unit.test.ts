@@ -42,6 +42,12 @@ describe('createMetrics', () => {
     engine.stats.sweepsCompleted = 1
     engine.stats.usersRescored = 40
     engine.stats.lastSweepMs = 1500
+    engine.stats.ruleEvaluations = 9
+    engine.stats.ruleErrorsByTag.spread = 2
+    engine.stats.reentrySuppressed.active = 1
+    engine.stats.definitionPassesStarted = 3
+    engine.stats.definitionPassesCompleted = 2
+    engine.stats.usersReevaluated = 50
     engine.userCount = 6
     engine.cachedUsers = 4
     let text = await registry.metrics()
@@ -53,6 +59,12 @@ describe('createMetrics', () => {
     expect(sample(text, 'tagstream_tag_changes_total')).toBe(5)
     expect(sample(text, 'tagstream_tag_changes_testing_total')).toBe(4)
     expect(sample(text, 'tagstream_timers_fired_total')).toBe(3)
+    expect(sample(text, 'tagstream_rule_evaluations_total')).toBe(9)
+    expect(sample(text, 'tagstream_rule_evaluation_errors_total{tag="spread"}')).toBe(2)
+    expect(sample(text, 'tagstream_reentry_suppressed_total{tag="active"}')).toBe(1)
+    expect(sample(text, 'tagstream_definition_passes_started_total')).toBe(3)
+    expect(sample(text, 'tagstream_definition_passes_completed_total')).toBe(2)
+    expect(sample(text, 'tagstream_definition_users_reevaluated_total')).toBe(50)
     expect(sample(text, 'tagstream_operator_errors_total')).toBe(1)
     expect(sample(text, 'tagstream_commits_total')).toBe(2)
     expect(sample(text, 'tagstream_last_commit_duration_seconds')).toBe(0.012)
