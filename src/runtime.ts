@@ -16,7 +16,7 @@ import type { Registry } from 'prom-client'
 import type { TagstreamServer } from './http/server.js'
 import type { RecordingObserver } from './metrics/metrics.js'
 import { HttpIngestSource } from './sources/http-ingest-source.js'
-import { LevelCatalogStorage, TagCatalog } from './tags/catalog.js'
+import { LevelCatalogStorage, TagCatalog, type CatalogStorage } from './tags/catalog.js'
 import { buildRuleSchema } from './tags/lanes.js'
 import { compileRule, isRuleErrors } from './tags/rules.js'
 import type { Operator } from './operator-api.js'
@@ -111,12 +111,12 @@ function buildSources(config: Readonly<Config>, options: RuntimeOptions, ingest:
  */
 export async function openCatalog(
   config: Readonly<Config>,
-  store: Store,
+  storage: CatalogStorage,
   operators: readonly Operator[],
   warn: (message: string) => void = (m) => process.emitWarning(m),
 ): Promise<TagCatalog> {
   let opened: TagCatalog | undefined
-  const catalog = await TagCatalog.open(new LevelCatalogStorage(store.level), {
+  const catalog = await TagCatalog.open(storage, {
     validateRule: (rule, pending) => {
       const compiled = compileRule(rule, buildRuleSchema(operators, opened, pending))
       return isRuleErrors(compiled) ? compiled.map((e) => ({ message: e.message, ...e.position })) : []
@@ -138,7 +138,7 @@ export async function openRuntime(config: Readonly<Config>, options: RuntimeOpti
   const sinks: TagChangeSink[] = []
   let stdout: StdoutSink | undefined
   try {
-    const catalog = await openCatalog(config, store, operators)
+    const catalog = await openCatalog(config, new LevelCatalogStorage(store.level), operators)
     for (const s of config.sinks.tagChanges) {
       if (s.type === 'ndjson-file') {
         const sink = new NdjsonTagChangeSink(s.path ?? join(resolve(config.dataDir), 'tag-changes.ndjson'), s.fsync)

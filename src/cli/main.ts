@@ -7,7 +7,8 @@ import { parseIsoTimestamp } from '../contracts/validate-event.js'
 import { ProfileReader } from '../engine/profiles.js'
 import { createOperators } from '../engine/operators.js'
 import { ErrorCodes, TagstreamError, isTagstreamError } from '../errors.js'
-import { openRuntime, storePath, type Runtime } from '../runtime.js'
+import { openCatalog, openRuntime, storePath, type Runtime } from '../runtime.js'
+import { MemoryCatalogStorage } from '../tags/catalog.js'
 import { writeNdjsonFile } from '../workload/generator.js'
 
 const DEFAULT_CONFIG = 'config/tagstream.yaml'
@@ -156,8 +157,12 @@ function writeOut(text: string): Promise<void> {
 
 async function cmdValidate(values: { config?: string }): Promise<void> {
   const config = configFrom(values.config)
-  await createOperators(config)
-  process.stdout.write(JSON.stringify({ valid: true, config }, null, 2) + '\n')
+  const operators = await createOperators(config)
+  // The tags file too: every definition, and every rule against the configured operators' views.
+  const warnings: string[] = []
+  const catalog = await openCatalog(config, new MemoryCatalogStorage(), operators, (w) => warnings.push(w))
+  const tags = catalog.list().length
+  process.stdout.write(JSON.stringify({ valid: true, tags, warnings: [...warnings, ...catalog.lint().map((i) => `${i.key}: ${i.message}`)], config }, null, 2) + '\n')
 }
 
 async function cmdGenerate(values: Record<string, string | boolean | undefined>): Promise<void> {
@@ -232,7 +237,7 @@ main(process.argv.slice(2)).catch((err: unknown) => {
   if (isTagstreamError(err)) {
     process.stderr.write(`tagstream: ${err.message}\n`)
     process.stderr.write(JSON.stringify({ error: err.toJSON() }) + '\n')
-    process.exit(err.code === ErrorCodes.USAGE || err.code === ErrorCodes.CONFIG_INVALID || err.code === ErrorCodes.OPERATOR_CONFIG_INVALID ? 2 : 1)
+    process.exit(err.code === ErrorCodes.USAGE || err.code === ErrorCodes.CONFIG_INVALID || err.code === ErrorCodes.OPERATOR_CONFIG_INVALID || err.code === ErrorCodes.TAG_INVALID ? 2 : 1)
   }
   process.stderr.write(`tagstream: ${(err as Error).stack ?? String(err)}\n`)
   process.exit(1)
