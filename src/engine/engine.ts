@@ -41,8 +41,8 @@ import {
 import {
   compileRule,
   isRuleErrors,
-  ruleVariableConverter,
-  type CompiledRule,
+  ruleViewBuilder,
+  type RuleViewSource,
   type RuleError,
   type RuleSchema,
   type RuleValue,
@@ -310,7 +310,6 @@ export class Engine {
   private strategies: readonly TagSlot[] = []
   /** The rule view's schema: operators' typed views and every tag's type. */
   private ruleSchema: RuleSchema = {}
-  private convertVariable: ReturnType<typeof ruleVariableConverter> = () => ({})
   /** Definitions the stored users reflect, and the passes bringing them there. */
   private definitions: StoredDefinitions = { seq: 0, applied: {}, passes: [] }
   private definitionsDirty = false
@@ -392,7 +391,6 @@ export class Engine {
   /** Installs the lanes to evaluate from now on: operator tag lanes and compiled strategy rules. */
   private installLanes(specs: ReadonlyMap<string, LaneSpec>): void {
     this.ruleSchema = buildRuleSchema(this.slots.map((s) => s.op), this.catalog)
-    this.convertVariable = ruleVariableConverter(this.ruleSchema)
     const lanes = new Map<string, TagSlot>()
     const byOperator = new Map<string, TagSlot[]>()
     const strategies: TagSlot[] = []
@@ -1279,9 +1277,12 @@ export class Engine {
 
   /** A strategy tag's value for a user: undefined when the user does not have it, KEEP on an evaluation error. */
   private evaluateRule(slot: TagSlot, rec: UserRecord, ctx: CallContext, views: Map<string, ViewPair>): DerivedTag | undefined | typeof KEEP {
-    const rule = (slot.rule as CompiledLaneRule).rule
-    const view = this.ruleView(rule, rec, ctx, views)
+    const compiled = slot.rule as CompiledLaneRule
+    const rule = compiled.rule
     this.stats.ruleEvaluations++
+    const view = compiled.view(this.viewSource(rec, ctx, views))
+    // A field the rule reads is missing and nothing in the rule could make up for it: no value.
+    if (view === undefined) return undefined
     const result = rule.evaluate(view)
     if (!result.ok) {
       // An input the user does not have (no purchase yet, no such tag): the rule gives no value.
@@ -1296,35 +1297,32 @@ export class Engine {
     }
     const evidence: Record<string, unknown> = {}
     for (const [variable, field] of rule.fields) {
-      const v = variable === 'tags' ? rec.tags[field]?.[0] : views.get(variable)?.[0][field]
+      const v = variable === 'tags' ? rec.tags[field]?.[0] : views.get(variable)?.[field]
       evidence[`${variable}.${field}`] = v === undefined ? null : v
     }
     return { value: result.value, evidence }
   }
 
-  /** The rule view of a user: only the variables the rule reads; operator views memoized in `views`. */
-  private ruleView(rule: CompiledRule, rec: UserRecord, ctx: CallContext, views: Map<string, ViewPair>): Record<string, Record<string, unknown>> {
-    const view: Record<string, Record<string, unknown>> = {}
-    for (const variable of rule.variables) {
-      if (variable === 'tags') {
-        view.tags = this.convertVariable('tags', tagValuesOf(rec))
-        continue
-      }
-      let pair = views.get(variable)
-      if (pair === undefined) {
-        const opSlot = this.slotByName.get(variable)
-        const state = rec.ops[variable]
-        let plain: Readonly<Record<string, unknown>> = {}
-        if (opSlot !== undefined && state !== undefined) {
-          ctx.operator = variable
-          plain = opSlot.op.view === undefined ? (state as Record<string, unknown>) : opSlot.op.view(state, ctx)
+  /** Where rule views of one user come from: operator views computed once per round (memoized in `views`). */
+  private viewSource(rec: UserRecord, ctx: CallContext, views: Map<string, ViewPair>): RuleViewSource {
+    return {
+      operatorView: (variable) => {
+        let plain = views.get(variable)
+        if (plain === undefined) {
+          const opSlot = this.slotByName.get(variable)
+          const state = rec.ops[variable]
+          plain = {}
+          if (opSlot !== undefined && state !== undefined) {
+            ctx.operator = variable
+            plain = opSlot.op.view === undefined ? (state as Record<string, unknown>) : opSlot.op.view(state, ctx)
+          }
+          views.set(variable, plain)
         }
-        pair = [plain, this.convertVariable(variable, plain)]
-        views.set(variable, pair)
-      }
-      view[variable] = pair[1]
+        return plain
+      },
+      tagValue: (id) => rec.tags[id]?.[0],
+      allTags: () => tagValuesOf(rec),
     }
-    return view
   }
 
   /** Whether a user may enter a tag with an announced `entered` now, under the tag's re-entry policy. */
@@ -1655,6 +1653,7 @@ export class Engine {
     const started = performance.now()
     const rule = compileRule(expression, this.ruleSchema)
     if (isRuleErrors(rule)) throw new RuleCompileError(rule)
+    const buildView = ruleViewBuilder(rule, this.ruleSchema)
     const sampleSize = options.sample ?? 20
     const maxValues = options.maxValues ?? 20
     const sample: string[] = []
@@ -1669,7 +1668,9 @@ export class Engine {
           const rec = this.cache.get(key) ?? this.store.decode<UserRecord>(buf)
           users++
           const ctx = new CallContext(rec, task.watermark, this.config.timeZone, this.populations)
-          const result = rule.evaluate(this.ruleView(rule, rec, ctx, new Map()))
+          const view = buildView(this.viewSource(rec, ctx, new Map()))
+          if (view === undefined) continue // a field it reads is missing: no value
+          const result = rule.evaluate(view)
           if (!result.ok) {
             if (result.code !== 'no_such_field') errors[result.code] = (errors[result.code] ?? 0) + 1
             continue
@@ -1741,8 +1742,8 @@ const NO_OPERATORS: ReadonlySet<string> = new Set()
 const KEEP = Symbol('keep')
 const JS_TYPES = { string: 'string', number: 'number', boolean: 'boolean' } as const
 
-/** An operator's view for a rule: as shown (for evidence) and converted for CEL. */
-type ViewPair = [plain: Readonly<Record<string, unknown>>, converted: Record<string, unknown>]
+/** An operator's view as shown (memoized per user round; rules convert what they read). */
+type ViewPair = Readonly<Record<string, unknown>>
 
 /** What setting a lane's value needs to know about it (a removed lane has no TagSlot any more). */
 type LaneTarget = Pick<TagSlot, 'lane' | 'id' | 'version' | 'emit' | 'counts' | 'reentry'>

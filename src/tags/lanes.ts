@@ -1,7 +1,7 @@
 import type { Operator } from '../operator-api.js'
 import { DEFAULT_REENTRY, type PublishMode, type ReentryPolicy, type TagValueType, type TagVersion } from './catalog-schema.js'
 import type { TagCatalog } from './catalog.js'
-import { compileRule, isRuleErrors, type CompiledRule, type RuleFieldType, type RuleSchema } from './rules.js'
+import { compileRule, isRuleErrors, ruleViewBuilder, type CompiledRule, type RuleFieldType, type RuleSchema, type RuleView, type RuleViewSource } from './rules.js'
 
 /**
  * What the engine evaluates, derived from the catalog and the configured operators.
@@ -121,6 +121,8 @@ export interface CompiledLaneRule {
   readonly operators: ReadonlySet<string>
   /** Tags whose value the rule reads. */
   readonly tags: ReadonlySet<string>
+  /** Builds the view the rule reads (undefined: a field is missing and the rule can give no value). */
+  readonly view: (source: RuleViewSource) => RuleView | undefined
 }
 
 export function compileLaneRule(expression: string, schema: RuleSchema): CompiledLaneRule | string {
@@ -130,6 +132,7 @@ export function compileLaneRule(expression: string, schema: RuleSchema): Compile
     rule: compiled,
     operators: new Set(compiled.variables.filter((v) => v !== 'tags')),
     tags: new Set(compiled.tagRefs),
+    view: ruleViewBuilder(compiled, schema),
   }
 }
 

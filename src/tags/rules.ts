@@ -97,12 +97,20 @@ export interface CompiledRule {
   readonly expression: string
   /** The checked CEL result type: `bool`, `int`, `double`, `string` or `dyn`. */
   readonly resultType: string
-  /** Top-level variables the expression reads (operator names, `tags`), sorted. */
+  /** Top-level variables of the schema the expression reads (operator names, `tags`), sorted. */
   readonly variables: readonly string[]
+  /** Variables used as a whole (not only through `.field`): their view needs every declared field. */
+  readonly wholeVariables: readonly string[]
   /** Fields of `tags` the expression reads (other tags' ids), sorted. */
   readonly tagRefs: readonly string[]
   /** Every `variable.field` the expression reads, sorted: the evidence of a result. */
   readonly fields: readonly (readonly [variable: string, field: string])[]
+  /**
+   * True when a missing field can only make the result an error or false (no `||`, `?:`, `has()` or
+   * comprehension that could absorb the error): the caller may then skip evaluating a view that lacks
+   * a field the rule reads, and treat it as no value, without the library throwing.
+   */
+  readonly strictOnMissing: boolean
   /** Never throws. `int` results come back as numbers (errors if beyond 2^53). */
   evaluate(view: RuleView): RuleResult
 }
@@ -279,19 +287,41 @@ function literalZeroDivisors(node: ASTNode, out: ASTNode[]): void {
   visit(args)
 }
 
+/** Operators and functions that can turn an error (a missing field) into a value. */
+const ABSORBING = new Set(['||', '?:', 'call:has', 'rcall:exists', 'rcall:all', 'rcall:exists_one', 'rcall:map', 'rcall:filter', 'rcall:orValue', 'rcall:or', '.?'])
+
+function absorbsErrors(node: ASTNode): boolean {
+  const args: unknown = node.args
+  const name = node.op === 'call' || node.op === 'rcall' ? `${node.op}:${Array.isArray(args) ? String(args[0]) : ''}` : node.op
+  if (ABSORBING.has(name)) return true
+  const visit = (a: unknown): boolean => {
+    if (Array.isArray(a)) return a.some(visit)
+    if (a !== null && typeof a === 'object' && 'op' in a && 'args' in a) return absorbsErrors(a as ASTNode)
+    return false
+  }
+  return visit(args)
+}
+
 /** The variables (`id` nodes) and the fields read from `tags` in an expression. */
-function references(node: ASTNode, variables: Set<string>, tagRefs: Set<string>, fields: Set<string>): void {
-  if (node.op === 'id' && typeof node.args === 'string') variables.add(node.args)
-  if (node.op === '.' || node.op === '.?') {
-    const [target, field] = node.args as [ASTNode, unknown]
-    if (target?.op === 'id' && typeof target.args === 'string' && typeof field === 'string') {
-      fields.add(`${target.args}.${field}`)
-      if (target.args === 'tags') tagRefs.add(field)
-    }
+function references(node: ASTNode, variables: Set<string>, tagRefs: Set<string>, fields: Set<string>, whole: Set<string>): void {
+  if (node.op === 'id' && typeof node.args === 'string') {
+    // An identifier not under a field access: the variable is used as a whole (`size(tags)`).
+    variables.add(node.args)
+    whole.add(node.args)
+    return
   }
   const visit = (a: unknown): void => {
     if (Array.isArray(a)) for (const x of a) visit(x)
-    else if (a !== null && typeof a === 'object' && 'op' in a && 'args' in a) references(a as ASTNode, variables, tagRefs, fields)
+    else if (a !== null && typeof a === 'object' && 'op' in a && 'args' in a) references(a as ASTNode, variables, tagRefs, fields, whole)
+  }
+  if (node.op === '.' || node.op === '.?') {
+    const [target, field] = node.args as [ASTNode, unknown]
+    if (target?.op === 'id' && typeof target.args === 'string' && typeof field === 'string') {
+      variables.add(target.args)
+      fields.add(`${target.args}.${field}`)
+      if (target.args === 'tags') tagRefs.add(field)
+      return
+    }
   }
   visit(node.args)
 }
@@ -308,7 +338,7 @@ const RESULT_TYPES = new Set(['bool', 'int', 'double', 'string', 'dyn'])
 export function compileRule(expression: string, schema: RuleSchema): CompiledRule | RuleError[] {
   const prepared = prepare(schema)
   if (Array.isArray(prepared)) return prepared
-  const { env } = prepared as Compiled
+  const { env } = prepared
   let fn: ReturnType<Environment['parse']>
   try {
     fn = env.parse(expression)
@@ -339,25 +369,34 @@ export function compileRule(expression: string, schema: RuleSchema): CompiledRul
   const variables = new Set<string>()
   const tagRefs = new Set<string>()
   const fields = new Set<string>()
-  references(fn.ast, variables, tagRefs, fields)
-  // `has(tags.x)` reads `tags` without an `id` node for it in some shapes: count it as read.
-  if (tagRefs.size > 0) variables.add('tags')
+  const whole = new Set<string>()
+  references(fn.ast, variables, tagRefs, fields, whole)
+  // Comprehension variables (`v` in `l.exists(v, ...)`) are identifiers too: keep the schema's.
+  const declared = new Set(prepared.fields.map(([v]) => v))
   return {
     expression,
     resultType,
-    variables: [...variables].sort(),
+    variables: [...variables].filter((v) => declared.has(v)).sort(),
+    wholeVariables: [...whole].filter((v) => declared.has(v)).sort(),
     tagRefs: [...tagRefs].sort(),
     fields: [...fields].sort().map((f) => {
       const dot = f.indexOf('.')
       return [f.slice(0, dot), f.slice(dot + 1)] as const
     }),
+    strictOnMissing: !absorbsErrors(fn.ast),
     evaluate(view: RuleView): RuleResult {
       let v: unknown
+      // The library reports a missing field (a user without purchases) by throwing: capturing a
+      // stack for each of those was a third of a replay's CPU. Nothing reads these stacks.
+      const stackTraceLimit = Error.stackTraceLimit
+      Error.stackTraceLimit = 0
       try {
         v = fn(view)
       } catch (e) {
         const le = (e ?? {}) as LibError
         return { ok: false, code: evalErrorCode(le.code), message: le.summary ?? String(le.message ?? e).split('\n')[0] ?? '' }
+      } finally {
+        Error.stackTraceLimit = stackTraceLimit
       }
       switch (typeof v) {
         case 'boolean':
@@ -424,5 +463,54 @@ export function ruleVariableConverter(schema: RuleSchema): (variable: string, so
       if (v !== undefined && v !== null) out[field] = conv(v)
     }
     return out
+  }
+}
+
+/** Where a rule view's values come from: an operator's view as shown, and the user's tag values. */
+export interface RuleViewSource {
+  operatorView(variable: string): Readonly<Record<string, unknown>> | undefined
+  tagValue(id: string): unknown
+  /** Every tag id -> value (only for rules that use `tags` as a whole). */
+  allTags(): Readonly<Record<string, unknown>>
+}
+
+/**
+ * A builder of the view one rule needs: only the variables and fields it reads, converted for CEL.
+ * Returns undefined when the rule is `strictOnMissing` and a field it reads is absent: the result
+ * could only be false or a missing-field error, i.e. no value, so the caller need not evaluate.
+ */
+export function ruleViewBuilder(rule: CompiledRule, schema: RuleSchema): (source: RuleViewSource) => RuleView | undefined {
+  const prepared = prepare(schema)
+  if (Array.isArray(prepared)) throw new Error(`invalid rule schema: ${prepared.map((e) => e.message).join('; ')}`)
+  const declared = new Map(prepared.fields.map(([v, convs]) => [v, new Map(convs)]))
+  const whole = new Set(rule.wholeVariables)
+  const plan = rule.variables.map((variable) => {
+    const convs = declared.get(variable) ?? new Map<string, Convert>()
+    const read = whole.has(variable) ? [...convs] : rule.fields.filter(([v]) => v === variable).flatMap(([, f]) => (convs.has(f) ? [[f, convs.get(f) as Convert] as const] : []))
+    return { variable, read, whole: whole.has(variable) }
+  })
+  const strict = rule.strictOnMissing
+  return (source) => {
+    const view: Record<string, Record<string, unknown>> = {}
+    for (const { variable, read, whole: all } of plan) {
+      const out: Record<string, unknown> = {}
+      if (variable === 'tags') {
+        const tags = all ? source.allTags() : undefined
+        for (const [field, conv] of read) {
+          const v = tags === undefined ? source.tagValue(field) : tags[field]
+          if (v !== undefined && v !== null) out[field] = conv(v)
+          else if (strict && !all) return undefined
+        }
+      } else {
+        const plain = source.operatorView(variable)
+        for (const [field, conv] of read) {
+          const v = plain?.[field]
+          if (v !== undefined && v !== null) out[field] = conv(v)
+          else if (strict && !all) return undefined
+        }
+      }
+      view[variable] = out
+    }
+    return view
   }
 }
