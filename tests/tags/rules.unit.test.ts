@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import type { Profile } from '../../src/contracts/profile.js'
-import { compileRule, isRuleErrors, ruleViewFromProfile, type CompiledRule, type RuleSchema } from '../../src/tags/rules.js'
+import { compileRule, isRuleErrors, ruleViewBuilder, ruleViewFromProfile, type CompiledRule, type RuleSchema, type RuleViewSource } from '../../src/tags/rules.js'
 
 const schema: RuleSchema = {
   rfm: {
@@ -194,5 +194,55 @@ describe('determinism', () => {
       if (want) trues++
     }
     expect(trues).toBeGreaterThan(0)
+  })
+})
+
+describe('what a rule reads, and views built for it', () => {
+  const source = (ops: Record<string, Record<string, unknown>>, tags: Record<string, unknown> = {}): RuleViewSource => ({
+    operatorView: (v) => ops[v],
+    tagValue: (id) => tags[id],
+    allTags: () => tags,
+  })
+
+  it('names the variables and fields it reads, without comprehension variables', () => {
+    const r = compiled('rfm.monetary90d >= 10.0 && tags.interests.exists(i, i == "shoes") && tags.city == "Berlin"')
+    expect(r.variables).toEqual(['rfm', 'tags'])
+    expect(r.wholeVariables).toEqual([])
+    expect(r.tagRefs).toEqual(['city', 'interests'])
+    expect(r.fields).toEqual([
+      ['rfm', 'monetary90d'],
+      ['tags', 'city'],
+      ['tags', 'interests'],
+    ])
+  })
+
+  it('is strict on missing fields only when nothing in it can absorb an error', () => {
+    expect(compiled('rfm.monetary90d >= 10.0 && lifecycle.stage == "silent"').strictOnMissing).toBe(true)
+    expect(compiled('!(lifecycle.stage == "silent")').strictOnMissing).toBe(true)
+    for (const absorbing of [
+      'rfm.monetary90d >= 10.0 || lifecycle.stage == "silent"',
+      'has(lifecycle.stage) ? lifecycle.stage == "silent" : true',
+      '!has(tags.city)',
+      'tags.interests.exists(i, i == "a")',
+    ]) {
+      expect(compiled(absorbing).strictOnMissing, absorbing).toBe(false)
+    }
+  })
+
+  it('builds only the fields read, converted; a missing field of a strict rule gives no view', () => {
+    const strict = compiled('rfm.frequency >= 2 && lifecycle.stage == "active"')
+    const build = ruleViewBuilder(strict, schema)
+    const view = build(source({ rfm: { frequency: 3, monetary: 10.5, recencyDays: 4 }, lifecycle: { stage: 'active', daysInStage: 3 } }))
+    expect(view).toEqual({ rfm: { frequency: 3n }, lifecycle: { stage: 'active' } })
+    expect(strict.evaluate(view!)).toEqual({ ok: true, value: true })
+    expect(build(source({ rfm: { frequency: 3 }, lifecycle: { stage: null } }))).toBeUndefined()
+    expect(build(source({ rfm: { frequency: 3 } }))).toBeUndefined()
+  })
+
+  it('an absorbing rule is evaluated with the field absent, and may give a value', () => {
+    const rule = compiled('!has(tags.city) || tags.city == "Berlin"')
+    const build = ruleViewBuilder(rule, schema)
+    expect(rule.evaluate(build(source({}, {}))!)).toEqual({ ok: true, value: true })
+    expect(rule.evaluate(build(source({}, { city: 'Paris' }))!)).toEqual({ ok: true, value: false })
   })
 })
