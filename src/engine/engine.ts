@@ -52,6 +52,8 @@ export interface EngineStats {
   usersRescored: number
   /** Wall time of the last completed sweep, ms. */
   lastSweepMs: number
+  /** Users read back at open to rebuild population statistics (restore progress). */
+  usersRestored: number
   /** Tag changes by tag and op: each tag's counters object is built once, at start. */
   tagChangesByTag: Record<string, Record<TagChangeOp, number>>
 }
@@ -75,6 +77,7 @@ function newStats(): EngineStats {
     sweepsCompleted: 0,
     usersRescored: 0,
     lastSweepMs: 0,
+    usersRestored: 0,
     tagChangesByTag: {},
   }
 }
@@ -322,7 +325,7 @@ export class Engine {
   }
 
   private async rebuildPopulations(): Promise<void> {
-    await rebuildPopulations(this.store, this.slots.map((s) => s.op), this.tasks.keys(), this.populations)
+    await rebuildPopulations(this.store, this.slots.map((s) => s.op), this.tasks.keys(), this.populations, this.stats)
   }
 
   /** Runs until stopped (or, with `untilEnd`, until every source has ended), then commits. */
