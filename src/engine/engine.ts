@@ -5,6 +5,7 @@ import { RejectReasons, type InputEvent, type Rejection } from '../contracts/inp
 import type { Profile, ProfileTag } from '../contracts/profile.js'
 import type { TagChange, TagChangeCause, TagChangeOp, TagValue } from '../contracts/tag-change.js'
 import type { EngineObserver } from '../metrics/metrics.js'
+import type { EngineLifecycle } from './lifecycle.js'
 import { ErrorCodes, TagstreamError } from '../errors.js'
 import type { DerivedTags, Operator, OperatorContext, PopulationView } from '../operator-api.js'
 import type { DeadLetterSink, TagChangeSink } from '../sinks/sink.js'
@@ -162,6 +163,8 @@ export interface EngineOptions {
   readonly timerScanLimit?: number
   /** Timing hooks for metrics (commit durations, batch processing, event-to-change latency). */
   readonly observer?: EngineObserver
+  /** Sweep start and end, commit failures (logs and progress). */
+  readonly lifecycle?: EngineLifecycle
 }
 
 export interface RunOptions {
@@ -195,6 +198,7 @@ export class Engine {
   private readonly partitions: number
   private readonly timerScanLimit: number
   private readonly observer: EngineObserver | undefined
+  private readonly lifecycle: EngineLifecycle | undefined
   /** Wall time at which the current batch started, for end-to-end latency. */
   private batchWallMs = 0
 
@@ -252,6 +256,7 @@ export class Engine {
     this.partitions = config.engine.partitions
     this.timerScanLimit = options.timerScanLimit ?? DEFAULT_TIMER_SCAN_LIMIT
     this.observer = options.observer
+    this.lifecycle = options.lifecycle
 
     const meta = new Map(config.tags.map((t) => [t.id, t]))
     this.slots = options.operators.map((op) => ({
@@ -767,6 +772,7 @@ export class Engine {
     task.dirty = true
     this.stats.sweepsStarted++
     if (previous === undefined) this.sweepStartedWallMs = this.wallNow()
+    this.lifecycle?.sweepStarted?.(task.partition, at)
   }
 
   /** Re-derives a user's rescore tags at the sweep's instant, against the sweep's population. */
@@ -856,6 +862,7 @@ export class Engine {
     task.dirty = true
     this.stats.sweepsCompleted++
     if (![...this.tasks.values()].some((t) => t.sweep !== undefined)) this.stats.lastSweepMs = this.wallNow() - this.sweepStartedWallMs
+    this.lifecycle?.sweepFinished?.(task.partition, sweep.at)
   }
 
   private fireTimer(task: PartitionTask, entry: TimerEntry): void {
@@ -1077,6 +1084,15 @@ export class Engine {
    * replays from the previous positions and regenerates the same changes with the same ids.
    */
   async commit(): Promise<void> {
+    try {
+      await this.commitNow()
+    } catch (err) {
+      this.lifecycle?.commitFailed?.(err)
+      throw err
+    }
+  }
+
+  private async commitNow(): Promise<void> {
     const started = this.wallNow()
     const t0 = performance.now()
     await Promise.all(this.sinks.map((s) => s.flush()))
