@@ -8,6 +8,7 @@ import { DEFAULT_FIELD_NAMES } from '../../src/contracts/input-event.js'
 import type { TagChange } from '../../src/contracts/tag-change.js'
 import { createEventDecoder } from '../../src/contracts/validate-event.js'
 import { Engine } from '../../src/engine/engine.js'
+import type { EngineLifecycle } from '../../src/engine/lifecycle.js'
 import type { Operator } from '../../src/operator-api.js'
 import type { DeadLetterSink, TagChangeSink } from '../../src/sinks/sink.js'
 import type { Source, SourceRecord } from '../../src/sources/source.js'
@@ -95,7 +96,7 @@ export interface Fixture {
 export async function createFixture(
   operators: Operator<any>[],
   overrides: Record<string, unknown> = {},
-  options: { dir?: string; records?: Buffer[]; timerScanLimit?: number; now?: () => number; idleAdvance?: boolean } = {},
+  options: { dir?: string; records?: Buffer[]; timerScanLimit?: number; now?: () => number; idleAdvance?: boolean; lifecycle?: EngineLifecycle; sinks?: TagChangeSink[] } = {},
 ): Promise<Fixture> {
   const { config, issues } = validateConfig({ engine: { partitions: 2, ...((overrides.engine as object) ?? {}) }, ...overrides, ...(overrides.engine ? {} : {}) })
   if (config === undefined) throw new Error(JSON.stringify(issues))
@@ -110,11 +111,12 @@ export async function createFixture(
     store,
     operators,
     sources: [source],
-    sinks: [changes],
+    sinks: [changes, ...(options.sinks ?? [])],
     deadLetters,
     now: options.now ?? (() => Date.UTC(2030, 0, 1)),
     idleAdvance: options.idleAdvance ?? false,
     ...(options.timerScanLimit !== undefined ? { timerScanLimit: options.timerScanLimit } : {}),
+    ...(options.lifecycle !== undefined ? { lifecycle: options.lifecycle } : {}),
   })
   await engine.open()
   const fixture: Fixture = {
