@@ -162,8 +162,7 @@ export async function openRuntime(config: Readonly<Config>, options: RuntimeOpti
     if (stream !== undefined) sinks.push(stream)
     const observer: RecordingObserver | undefined = metrics?.createEngineObserver()
     const sources = buildSources(config, options, ingest)
-    let engineRef: Engine | undefined
-    const engine = new Engine({
+    const engine: Engine = new Engine({
       config,
       store,
       operators,
@@ -171,10 +170,10 @@ export async function openRuntime(config: Readonly<Config>, options: RuntimeOpti
       sinks,
       deadLetters,
       idleAdvance: options.live,
-      lifecycle: engineLifecycle(() => engineRef as Engine, logger, progress, options.live),
+      // Called only once the engine runs: `engine` is assigned by then.
+      lifecycle: engineLifecycle(() => engine, logger, progress, options.live),
       ...(observer ? { observer } : {}),
     })
-    engineRef = engine
     let http: TagstreamServer | undefined
     let registry: Registry | undefined
     if (ingest !== undefined && metrics !== undefined) {
@@ -202,8 +201,8 @@ export async function openRuntime(config: Readonly<Config>, options: RuntimeOpti
     try {
       await engine.open()
     } catch (err) {
+      // The caller logs the error itself (the CLI: one fatal line with its code).
       restore.finish('failed')
-      logger.error({ err }, 'engine failed to open')
       await http?.close()
       throw err
     }
