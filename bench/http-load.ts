@@ -2,9 +2,9 @@
  * HTTP load figures: requests/s and p99 latency of `GET /v1/users/:userId` and of
  * `POST /v1/events` (JSON batches of 500 events), on loopback, while the engine ingests.
  *
- *   npx tsx bench/http-load.ts                          # 3 runs of 10 s per scenario, median reported
- *   DURATION=5 RUNS=1 npx tsx bench/http-load.ts        # quicker look
- *   OUT=bench/results/http-load.json npx tsx bench/http-load.ts
+ *   npx tsx bench/http-load.ts      # 3 runs of 10 s per scenario, median; writes bench/results/http-load.json (OUT=)
+ *   DURATION=5 RUNS=1 npx tsx bench/http-load.ts    # quicker look
+ *   ENGINE_BATCH=512 OUT=/tmp/http-load-512.json npx tsx bench/http-load.ts   # smaller engine batches
  *
  * Method. The engine runs as its own process (`tagstream run` from the sources, through tsx),
  * configured like `config/tagstream.yaml` (every built-in operator, 4 partitions, tag changes
@@ -14,8 +14,15 @@
  * process, so load generation and the engine do not share an event loop (they do share the
  * machine's cores). Profile reads pick a seeded user at random per request. Ingest requests
  * each carry 500 fresh events (unique ids, live timestamps, random seeded users) and answer once
- * the events are queued (202); a full queue answers 429, counted apart. Each scenario runs
- * `runs` times after a warm-up; the report gives every run and the median of each figure.
+ * the events are queued (202); a full queue answers 429, counted apart. Ingest is measured twice:
+ * as fast as the connections go (the engine falls behind, the queue fills, 429s show the
+ * backpressure), and at a fixed offered rate it keeps up with (`ingestRequestsPerSecond`). Each
+ * scenario runs `runs` times after a warm-up; the report gives every run and the median of each
+ * figure, with the engine's own read rate from `/metrics`.
+ *
+ * An engine batch (`engine.batchSize` records) is applied without yielding to the event loop, so
+ * requests arriving meanwhile wait for it: under heavy ingest, p99 follows the batch time
+ * (`ENGINE_BATCH=512` shows the trade: lower p99, lower engine throughput).
  *
  * `measureHttpLoad(options)` is the same measurement for the bench suite.
  */
@@ -43,12 +50,23 @@ export interface HttpLoadOptions {
   readonly ingestConnections?: number
   /** Events per ingest request. Default 500. */
   readonly batchSize?: number
+  /**
+   * A third scenario: ingest requests at this fixed rate (all connections together), below what
+   * the engine keeps up with, so latency is that of a sustained load rather than of a full queue
+   * answering 429. 0: skip it. Default 4 (2000 events/s at 500 per request).
+   */
+  readonly ingestRequestsPerSecond?: number
   /** Users seeded in the store before the runs (and read back at random). Default 10,000. */
   readonly users?: number
   /** Events of seeded history. Default 200,000. */
   readonly seedEvents?: number
   /** Live events per second the generator source offers throughout. Default 2000. */
   readonly generatorEventsPerSecond?: number
+  /**
+   * The engine's `engine.batchSize` (default 4096, as configured). A batch is applied without
+   * yielding to the event loop, so it bounds how long a request can wait behind ingest.
+   */
+  readonly engineBatchSize?: number
   /** Write the report as JSON there. */
   readonly out?: string
   /** Progress lines on stderr. Default true. */
@@ -212,13 +230,15 @@ export async function measureHttpLoad(options: HttpLoadOptions = {}): Promise<Ht
   const o = {
     durationSeconds: options.durationSeconds ?? 10,
     runs: options.runs ?? 3,
-    warmupSeconds: options.warmupSeconds ?? 3,
+    warmupSeconds: options.warmupSeconds ?? 5,
     readConnections: options.readConnections ?? 10,
     ingestConnections: options.ingestConnections ?? 4,
     batchSize: options.batchSize ?? 500,
+    ingestRequestsPerSecond: options.ingestRequestsPerSecond ?? 4,
     users: options.users ?? 10_000,
     seedEvents: options.seedEvents ?? 200_000,
     generatorEventsPerSecond: options.generatorEventsPerSecond ?? 2000,
+    engineBatchSize: options.engineBatchSize ?? 4096,
   }
   const log = options.verbose === false ? () => undefined : (msg: string) => process.stderr.write(`http-load: ${msg}\n`)
   const dir = mkdtempSync(join(tmpdir(), 'ts-http-load-'))
@@ -226,6 +246,7 @@ export async function measureHttpLoad(options: HttpLoadOptions = {}): Promise<Ht
   const config = {
     ...base,
     dataDir: join(dir, 'data'),
+    engine: { ...(base.engine as object), batchSize: o.engineBatchSize },
     sinks: { tagChanges: [{ type: 'ndjson-file' }], deadLetter: { type: 'ndjson-file' } },
     http: { enabled: true, host: '127.0.0.1', port: 0 },
   }
@@ -283,16 +304,29 @@ export async function measureHttpLoad(options: HttpLoadOptions = {}): Promise<Ht
       }
       return JSON.stringify(events)
     }
-    const ingestOptions = (duration: number): CannonOptions => ({
+    const ingestOptions = (duration: number, overallRate?: number): CannonOptions => ({
       url: engine!.base,
       connections: o.ingestConnections,
       duration,
+      ...(overallRate !== undefined ? { overallRate } : {}),
       requests: [{ method: 'POST', path: '/v1/events', headers: { 'content-type': 'application/json' }, setupRequest: (req) => ({ ...req, body: batch() }) }],
     })
 
     for (const s of [
       { name: 'profile read', method: 'GET' as const, path: '/v1/users/:userId', connections: o.readConnections, make: readOptions, batchSize: undefined },
-      { name: `ingest, batches of ${o.batchSize}`, method: 'POST' as const, path: '/v1/events', connections: o.ingestConnections, make: ingestOptions, batchSize: o.batchSize },
+      { name: `ingest, batches of ${o.batchSize}`, method: 'POST' as const, path: '/v1/events', connections: o.ingestConnections, make: (d: number) => ingestOptions(d), batchSize: o.batchSize },
+      ...(o.ingestRequestsPerSecond > 0
+        ? [
+            {
+              name: `ingest, batches of ${o.batchSize}, ${o.ingestRequestsPerSecond} req/s offered`,
+              method: 'POST' as const,
+              path: '/v1/events',
+              connections: o.ingestConnections,
+              make: (d: number) => ingestOptions(d, o.ingestRequestsPerSecond),
+              batchSize: o.batchSize,
+            },
+          ]
+        : []),
     ]) {
       log(`${s.name}: warm-up ${o.warmupSeconds} s`)
       await cannon(s.make(o.warmupSeconds))
@@ -343,7 +377,7 @@ export function formatReport(report: HttpLoadReport): string {
   lines.splice(1, 0, widths.map((w) => '-'.repeat(w)).join('  '))
   const m = report.machine
   return [
-    `median of ${report.options.runs} runs x ${report.options.durationSeconds} s per scenario; ${report.usersStored} users stored; generator offering ${report.options.generatorEventsPerSecond} events/s throughout`,
+    `median of ${report.options.runs} runs x ${report.options.durationSeconds} s per scenario; ${report.usersStored} users stored; generator offering ${report.options.generatorEventsPerSecond} events/s throughout; engine.batchSize ${report.options.engineBatchSize}`,
     `${m.cpus} x ${m.model}, load average ${m.loadAverage1m.toFixed(2)}, node ${m.node}`,
     ...lines,
   ].join('\n')
@@ -358,6 +392,8 @@ if (import.meta.url === `file://${process.argv[1]}` || process.argv[1]?.endsWith
     ...(env.RATE ? { generatorEventsPerSecond: Number(env.RATE) } : {}),
     ...(env.SEED_EVENTS ? { seedEvents: Number(env.SEED_EVENTS) } : {}),
     ...(env.WARMUP ? { warmupSeconds: Number(env.WARMUP) } : {}),
+    ...(env.ENGINE_BATCH ? { engineBatchSize: Number(env.ENGINE_BATCH) } : {}),
+    ...(env.INGEST_RATE ? { ingestRequestsPerSecond: Number(env.INGEST_RATE) } : {}),
     out: env.OUT ?? join(ROOT, 'bench/results/http-load.json'),
   })
   process.stdout.write(formatReport(report) + '\n')
