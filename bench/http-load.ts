@@ -187,10 +187,21 @@ async function startEngine(configPath: string): Promise<Engine> {
   }
 }
 
-async function recordsIn(base: string): Promise<number> {
+async function metric(base: string, name: string): Promise<number> {
   const text = await (await fetch(`${base}/metrics`)).text()
-  const line = text.split('\n').find((l) => l.startsWith('tagstream_events_received_total '))
+  const line = text.split('\n').find((l) => l.startsWith(`${name} `))
   return Number(line?.split(' ')[1] ?? NaN)
+}
+
+const recordsIn = (base: string) => metric(base, 'tagstream_events_received_total')
+
+/** Waits until the engine has read everything HTTP queued (a scenario must not pay for the last one's backlog). */
+async function drained(base: string, timeoutMs = 180_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  while ((await metric(base, 'tagstream_http_ingest_queued_records')) > 0) {
+    if (Date.now() > deadline) throw new Error('the ingest queue did not drain')
+    await new Promise((r) => setTimeout(r, 250))
+  }
 }
 
 type CannonOptions = Parameters<typeof autocannon>[0]
@@ -312,9 +323,9 @@ export async function measureHttpLoad(options: HttpLoadOptions = {}): Promise<Ht
       requests: [{ method: 'POST', path: '/v1/events', headers: { 'content-type': 'application/json' }, setupRequest: (req) => ({ ...req, body: batch() }) }],
     })
 
+    // The fixed-rate ingest runs before the saturating one, and each scenario starts on an empty queue.
     for (const s of [
       { name: 'profile read', method: 'GET' as const, path: '/v1/users/:userId', connections: o.readConnections, make: readOptions, batchSize: undefined },
-      { name: `ingest, batches of ${o.batchSize}`, method: 'POST' as const, path: '/v1/events', connections: o.ingestConnections, make: (d: number) => ingestOptions(d), batchSize: o.batchSize },
       ...(o.ingestRequestsPerSecond > 0
         ? [
             {
@@ -327,11 +338,14 @@ export async function measureHttpLoad(options: HttpLoadOptions = {}): Promise<Ht
             },
           ]
         : []),
+      { name: `ingest, batches of ${o.batchSize}`, method: 'POST' as const, path: '/v1/events', connections: o.ingestConnections, make: (d: number) => ingestOptions(d), batchSize: o.batchSize },
     ]) {
+      await drained(engine.base)
       log(`${s.name}: warm-up ${o.warmupSeconds} s`)
       await cannon(s.make(o.warmupSeconds))
       const runs: RunFigures[] = []
       for (let i = 1; i <= o.runs; i++) {
+        await drained(engine.base)
         const figures = await measure(engine.base, s.make(o.durationSeconds), s.batchSize)
         log(`${s.name}: run ${i}/${o.runs}: ${figures.requestsPerSecond.toFixed(0)} req/s, p99 ${figures.latencyP99Ms} ms`)
         runs.push(figures)
