@@ -20,6 +20,9 @@ import { LevelCatalogStorage, TagCatalog, type CatalogStorage } from './tags/cat
 import { buildRuleSchema } from './tags/lanes.js'
 import { compileRule, isRuleErrors } from './tags/rules.js'
 import type { Operator } from './operator-api.js'
+import type { EngineLifecycle } from './engine/lifecycle.js'
+import { createLogger, type Logger } from './log.js'
+import { Operations, ProgressReporter, type Operation } from './progress.js'
 
 export interface Runtime {
   readonly engine: Engine
@@ -32,6 +35,11 @@ export interface Runtime {
   readonly registry: Registry | undefined
   /** The HTTP server, when `http.enabled` (listening once `openRuntime` resolves). */
   readonly http: TagstreamServer | undefined
+  /** The engine's sources (a replay's file sources tell how far they have read). */
+  readonly sources: readonly Source[]
+  readonly logger: Logger
+  /** Progress of long operations: the runtime reports restores and sweeps; callers add theirs (replays, publications). */
+  readonly progress: ProgressReporter
   /** Graceful stop: HTTP intake ends, what it accepted is applied, the engine finishes its batch and commits. */
   stop(): Promise<void>
   close(): Promise<void>
@@ -44,6 +52,10 @@ export interface RuntimeOptions {
   readonly live: boolean
   /** Stdout sinks print to this stream (tests capture it). */
   readonly out?: NodeJS.WriteStream
+  /** Lifecycle logs (default: JSON lines on stderr at `config.log.level`). */
+  readonly logger?: Logger
+  /** Where long operations report progress (default: log lines every `config.log.progressIntervalMs`). */
+  readonly progress?: ProgressReporter
 }
 
 export function storePath(config: Readonly<Config>): string {
@@ -132,9 +144,12 @@ export async function openCatalog(
 
 /** Opens the store, loads operators, builds sources and sinks, and opens the engine. */
 export async function openRuntime(config: Readonly<Config>, options: RuntimeOptions): Promise<Runtime> {
+  const logger = options.logger ?? createLogger({ level: config.log.level })
+  const progress = options.progress ?? new ProgressReporter({ logger, logIntervalMs: config.log.progressIntervalMs })
   const operators = await createOperators(config)
   mkdirSync(resolve(config.dataDir), { recursive: true })
   const store = await Store.open(storePath(config))
+  logger.info({ store: store.path, partitions: config.engine.partitions, operators: operators.map((o) => o.name) }, 'store opened')
   const sinks: TagChangeSink[] = []
   let stdout: StdoutSink | undefined
   try {
@@ -178,15 +193,18 @@ export async function openRuntime(config: Readonly<Config>, options: RuntimeOpti
     const stream = ingest === undefined ? undefined : new (await import('./sinks/sse-sink.js')).SseSink({ replayWindow: config.http.streamReplayWindow })
     if (stream !== undefined) sinks.push(stream)
     const observer: RecordingObserver | undefined = metrics?.createEngineObserver()
-    const engine = new Engine({
+    const sources = buildSources(config, options, ingest)
+    const engine: Engine = new Engine({
       config,
       store,
       operators,
-      sources: buildSources(config, options, ingest),
+      sources,
       sinks,
       deadLetters,
       idleAdvance: options.live,
       catalog,
+      // Called only once the engine runs: `engine` is assigned by then.
+      lifecycle: engineLifecycle(() => engine, logger, progress, options.live),
       ...(observer ? { observer } : {}),
     })
     let http: TagstreamServer | undefined
@@ -195,17 +213,44 @@ export async function openRuntime(config: Readonly<Config>, options: RuntimeOpti
       const { Registry: PromRegistry } = await import('prom-client')
       const { buildServer } = await import('./http/server.js')
       registry = new PromRegistry()
-      metrics.createMetrics(engine, registry, { ...(observer ? { observer } : {}), ingest })
-      http = buildServer({ engine, ingest, registry, catalog, config: config.http, ...(stream ? { stream } : {}) })
+      metrics.createMetrics(engine, registry, { ...(observer ? { observer } : {}), ingest, operations: progress })
+      http = buildServer({
+        engine,
+        ingest,
+        registry,
+        catalog,
+        config: config.http,
+        logger: logger.child({ component: 'http' }),
+        ...(stream ? { stream } : {}),
+      })
       // Listen before the restore: /healthz answers and /readyz says 503 until the engine is open.
       await http.listen({ host: config.http.host, port: config.http.port })
     }
+    // The restore: partition clocks, population statistics (a pass over the stored users), segment counts, source positions.
+    const restore = progress.start(Operations.RESTORE, {
+      unit: 'users',
+      total: () => engine.userCount,
+      done: () => engine.stats.usersRestored,
+    })
     try {
       await engine.open()
     } catch (err) {
+      // The caller logs the error itself (the CLI: one fatal line with its code).
+      restore.finish('failed')
       await http?.close()
       throw err
     }
+    restore.finish()
+    logger.info(
+      {
+        partitions: config.engine.partitions,
+        users: engine.userCount,
+        sources: sources.map((s) => s.name),
+        sinks: sinks.map((s) => s.name),
+        restoreMs: restore.durationMs(Date.now()),
+      },
+      'engine ready',
+    )
     return {
       engine,
       store,
@@ -214,17 +259,25 @@ export async function openRuntime(config: Readonly<Config>, options: RuntimeOpti
       stdout,
       registry,
       http,
+      sources,
+      logger,
+      progress,
       async stop() {
+        const started = Date.now()
         if (http !== undefined && ingest !== undefined) {
           await http.close()
+          logger.info({ queuedRecords: ingest.queued }, 'http closed; applying the records it accepted')
           // Give the engine the records HTTP already accepted, within the shutdown budget.
           await Promise.race([ingest.drained(), new Promise((r) => setTimeout(r, config.engine.shutdownTimeoutMs / 2).unref())])
         }
         await engine.stop()
+        logger.info({ commits: engine.stats.commits, records: engine.stats.recordsIn, stopMs: Date.now() - started }, 'engine stopped after its last commit')
       },
       async close() {
+        progress.close()
         await engine.close()
         await store.close()
+        logger.debug('store closed')
       },
     }
   } catch (err) {
@@ -232,5 +285,36 @@ export async function openRuntime(config: Readonly<Config>, options: RuntimeOpti
     await Promise.allSettled(sinks.map((sink) => sink.close()))
     await store.close()
     throw err
+  }
+}
+
+/**
+ * Logs the engine's sweeps and commit failures, and reports a sweep's progress: one `rescore`
+ * operation from the first partition's start to the last partition's end, over the users the
+ * engine holds. A replay crosses a sweep instant every simulated day: its sweeps log at debug.
+ */
+function engineLifecycle(engine: () => Engine, logger: Logger, progress: ProgressReporter, live: boolean): EngineLifecycle {
+  let rescore: Operation | undefined
+  return {
+    sweepStarted(partition, atMs) {
+      logger.debug({ partition, at: new Date(atMs).toISOString() }, 'rescore sweep of a partition started')
+      if (rescore?.running) return
+      const e = engine()
+      const rescoredBefore = e.stats.usersRescored
+      rescore = progress.start(Operations.RESCORE, {
+        unit: 'users',
+        total: e.userCount,
+        done: () => e.stats.usersRescored - rescoredBefore,
+        quiet: !live,
+        fields: { at: new Date(atMs).toISOString() },
+      })
+    },
+    sweepFinished(partition, atMs) {
+      logger.debug({ partition, at: new Date(atMs).toISOString() }, 'rescore sweep of a partition finished')
+      if (!engine().sweeping) rescore?.finish()
+    },
+    commitFailed(error) {
+      logger.error({ err: error }, 'commit failed: nothing of the batch is stored, the engine stops and resumes from the last commit on restart')
+    },
   }
 }

@@ -7,7 +7,10 @@ import { parseIsoTimestamp } from '../contracts/validate-event.js'
 import { ProfileReader } from '../engine/profiles.js'
 import { createOperators } from '../engine/operators.js'
 import { ErrorCodes, TagstreamError, isTagstreamError } from '../errors.js'
+import { createLogger, stderrDestination } from '../log.js'
+import { Operations, ProgressReporter, TerminalStatus } from '../progress.js'
 import { openCatalog, openRuntime, storePath, type Runtime } from '../runtime.js'
+import { FileSource } from '../sources/file-source.js'
 import { MemoryCatalogStorage } from '../tags/catalog.js'
 import { writeNdjsonFile } from '../workload/generator.js'
 
@@ -27,32 +30,49 @@ Usage:
 
 --config defaults to ${DEFAULT_CONFIG} when it exists, else built-in defaults.
 Environment overrides: TAGSTREAM_<KEY>__<SUBKEY>=value (e.g. TAGSTREAM_ENGINE__BATCH_SIZE=8192).
+Logs: JSON lines on stderr, level from log.level (TAGSTREAM_LOG__LEVEL=debug); stdout carries results only.
 `
+
+/**
+ * On a terminal, log lines and the progress bar share stderr through one status line; otherwise
+ * logs are plain JSON lines. The level is `info` until the configuration says otherwise.
+ */
+const terminal = process.stderr.isTTY ? new TerminalStatus(process.stderr) : undefined
+const logger = createLogger({ destination: terminal ?? stderrDestination() })
 
 function configFrom(path: string | undefined): Readonly<Config> {
   const chosen = path ?? (existsSync(DEFAULT_CONFIG) ? DEFAULT_CONFIG : undefined)
-  return loadConfig(chosen).config
+  const loaded = loadConfig(chosen)
+  logger.level = loaded.config.log.level
+  logger.debug({ path: loaded.path ?? null, envOverrides: loaded.envOverrides }, 'configuration loaded')
+  return loaded.config
+}
+
+function progressFor(config: Readonly<Config>): ProgressReporter {
+  return new ProgressReporter({ logger, ...(terminal ? { terminal } : {}), logIntervalMs: config.log.progressIntervalMs })
 }
 
 /** Stops the runtime on SIGTERM/SIGINT: intake stops, the batch finishes and commits; bounded in time. */
-function onSignals(runtime: Runtime): void {
-  let signalled = false
+function onSignals(runtime: Runtime): { readonly signalled: boolean } {
+  const state = { signalled: false }
   const handler = (signal: NodeJS.Signals) => {
-    if (signalled) {
-      process.stderr.write(`tagstream: second ${signal}, exiting now\n`)
+    if (state.signalled) {
+      logger.warn({ signal }, 'second signal, exiting now without the last commit')
       process.exit(130)
     }
-    signalled = true
-    process.stderr.write(`tagstream: ${signal} received, finishing the batch and committing\n`)
+    state.signalled = true
+    const timeoutMs = runtime.config.engine.shutdownTimeoutMs
+    logger.info({ signal, timeoutMs }, 'signal received, finishing the batch and committing')
     const timeout = setTimeout(() => {
-      process.stderr.write(`tagstream: shutdown took longer than ${runtime.config.engine.shutdownTimeoutMs} ms, exiting without the last commit\n`)
+      logger.error({ signal, timeoutMs }, 'shutdown took longer than the timeout, exiting without the last commit')
       process.exit(1)
-    }, runtime.config.engine.shutdownTimeoutMs)
+    }, timeoutMs)
     timeout.unref()
     void runtime.stop()
   }
   process.on('SIGTERM', handler)
   process.on('SIGINT', handler)
+  return state
 }
 
 function summary(runtime: Runtime, startedAt: number): Record<string, unknown> {
@@ -79,7 +99,8 @@ function summary(runtime: Runtime, startedAt: number): Record<string, unknown> {
 }
 
 async function cmdRun(values: { config?: string }): Promise<void> {
-  const runtime = await openRuntime(configFrom(values.config), { live: true })
+  const config = configFrom(values.config)
+  const runtime = await openRuntime(config, { live: true, logger, progress: progressFor(config) })
   onSignals(runtime)
   const engine = runtime.engine
   runtime.stdout?.start(() => {
@@ -93,11 +114,14 @@ async function cmdRun(values: { config?: string }): Promise<void> {
     }
   })
   const address = runtime.http?.server.address()
-  const api = address && typeof address === 'object' ? `; API on http://${address.address}:${address.port} (/docs, /metrics)` : ''
-  process.stderr.write(`tagstream: running, store ${runtime.store.path}${api}; Ctrl-C to stop\n`)
+  const url = address && typeof address === 'object' ? `http://${address.address}:${address.port}` : undefined
+  logger.info(
+    { store: runtime.store.path, ...(url ? { url, docs: `${url}/docs`, metrics: `${url}/metrics` } : {}) },
+    `running${url ? `; API on ${url} (/docs, /metrics)` : ''}; Ctrl-C to stop`,
+  )
   await engine.run({ untilEnd: false })
   await runtime.close()
-  process.stderr.write('tagstream: stopped cleanly\n')
+  logger.info('stopped cleanly')
 }
 
 async function cmdReplay(files: string[], values: { config?: string }): Promise<void> {
@@ -106,9 +130,25 @@ async function cmdReplay(files: string[], values: { config?: string }): Promise<
     if (!existsSync(f)) throw new TagstreamError(ErrorCodes.USAGE, `no such file: ${f}`)
   }
   const startedAt = Date.now()
-  const runtime = await openRuntime(configFrom(values.config), { live: false, replayFiles: files })
-  onSignals(runtime)
-  await runtime.engine.run({ untilEnd: true })
+  const config = configFrom(values.config)
+  const runtime = await openRuntime(config, { live: false, replayFiles: files, logger, progress: progressFor(config) })
+  const signals = onSignals(runtime)
+  // Progress in bytes of the files, read at each sample from the sources' positions (a resumed
+  // replay starts part-way).
+  const readers = runtime.sources.filter((s): s is FileSource => s instanceof FileSource)
+  const replay = runtime.progress.start(Operations.REPLAY, {
+    unit: 'bytes',
+    total: readers.reduce((n, r) => n + r.bytesTotal, 0),
+    done: () => readers.reduce((n, r) => n + r.bytesRead, 0),
+    fields: { files: files.length },
+  })
+  try {
+    await runtime.engine.run({ untilEnd: true })
+  } catch (err) {
+    replay.finish('failed')
+    throw err
+  }
+  replay.finish(signals.signalled ? 'stopped' : 'completed')
   const result = summary(runtime, startedAt)
   await runtime.close()
   process.stdout.write(JSON.stringify(result) + '\n')
@@ -138,7 +178,7 @@ async function cmdProfile(userId: string | undefined, values: { config?: string;
     }
     const profile = await reader.get(userId as string, asOf)
     if (profile === undefined) {
-      process.stderr.write(`tagstream: no profile for user "${userId}"\n`)
+      logger.warn({ userId }, 'no profile for this user')
       process.exitCode = 3
       return
     }
@@ -234,11 +274,13 @@ process.stdout.on('error', (err: NodeJS.ErrnoException) => {
 })
 
 main(process.argv.slice(2)).catch((err: unknown) => {
+  terminal?.clear()
   if (isTagstreamError(err)) {
-    process.stderr.write(`tagstream: ${err.message}\n`)
-    process.stderr.write(JSON.stringify({ error: err.toJSON() }) + '\n')
+    // `error` carries the stable code and the details (e.g. the config keys at fault) for machines.
+    const error = typeof err.toJSON === 'function' ? err.toJSON() : { code: err.code, message: err.message }
+    logger.fatal({ error }, err.message)
     process.exit(err.code === ErrorCodes.USAGE || err.code === ErrorCodes.CONFIG_INVALID || err.code === ErrorCodes.OPERATOR_CONFIG_INVALID || err.code === ErrorCodes.TAG_INVALID ? 2 : 1)
   }
-  process.stderr.write(`tagstream: ${(err as Error).stack ?? String(err)}\n`)
+  logger.fatal({ err }, `unexpected error: ${(err as Error).message ?? String(err)}`)
   process.exit(1)
 })

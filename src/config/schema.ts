@@ -1,5 +1,6 @@
 import { Type, type Static } from '@sinclair/typebox'
 import { HttpConfigSchema } from '../http/options.js'
+import { LogConfigSchema } from '../log.js'
 import { KafkaDeadLetterSinkConfigSchema, KafkaTagChangeSinkConfigSchema } from '../sinks/kafka-options.js'
 
 /**
@@ -179,6 +180,7 @@ export const ConfigSchema = Type.Object(
       { default: {}, additionalProperties: false },
     ),
     http: HttpConfigSchema,
+    log: LogConfigSchema,
     operators: Type.Array(OperatorEntrySchema, { default: [] }),
     catalog: CatalogConfigSchema,
   },

@@ -5,6 +5,7 @@ import { RejectReasons, type InputEvent, type Rejection } from '../contracts/inp
 import type { Profile, ProfileTag } from '../contracts/profile.js'
 import type { TagChange, TagChangeCause, TagChangeOp, TagValue } from '../contracts/tag-change.js'
 import type { EngineObserver } from '../metrics/metrics.js'
+import type { EngineLifecycle } from './lifecycle.js'
 import { ErrorCodes, TagstreamError } from '../errors.js'
 import type { DerivedTag, DerivedTags, Operator, OperatorContext, PopulationView } from '../operator-api.js'
 import type { DeadLetterSink, TagChangeSink } from '../sinks/sink.js'
@@ -73,6 +74,8 @@ export interface EngineStats {
   usersRescored: number
   /** Wall time of the last completed sweep, ms. */
   lastSweepMs: number
+  /** Users read back at open to rebuild population statistics (restore progress). */
+  usersRestored: number
   /** Tag changes by tag and op: each tag's counters object is built once, at start. */
   tagChangesByTag: Record<string, Record<TagChangeOp, number>>
   /** Changes of testing versions by tag and op (evaluated and counted, not emitted). */
@@ -107,6 +110,7 @@ function newStats(): EngineStats {
     sweepsCompleted: 0,
     usersRescored: 0,
     lastSweepMs: 0,
+    usersRestored: 0,
     tagChangesByTag: {},
     testingChangesByTag: {},
     reentrySuppressed: {},
@@ -235,6 +239,8 @@ export interface EngineOptions {
   readonly timerScanLimit?: number
   /** Timing hooks for metrics (commit durations, batch processing, event-to-change latency). */
   readonly observer?: EngineObserver
+  /** Sweep start and end, commit failures (logs and progress). */
+  readonly lifecycle?: EngineLifecycle
   /**
    * The tag catalog: which versions are online or testing, strategy rules, re-entry policies. The
    * engine follows its changes without restart. Without it every operator tag is online at version 1.
@@ -298,6 +304,7 @@ export class Engine {
   private readonly partitions: number
   private readonly timerScanLimit: number
   private readonly observer: EngineObserver | undefined
+  private readonly lifecycle: EngineLifecycle | undefined
   /** Wall time at which the current batch started, for end-to-end latency. */
   private batchWallMs = 0
 
@@ -370,6 +377,7 @@ export class Engine {
     this.partitions = config.engine.partitions
     this.timerScanLimit = options.timerScanLimit ?? DEFAULT_TIMER_SCAN_LIMIT
     this.observer = options.observer
+    this.lifecycle = options.lifecycle
 
     this.catalog = options.catalog
     this.slots = options.operators.map((op) => ({ op, tags: [] }))
@@ -487,7 +495,7 @@ export class Engine {
   }
 
   private async rebuildPopulations(): Promise<void> {
-    await rebuildPopulations(this.store, this.slots.map((s) => s.op), this.tasks.keys(), this.populations)
+    await rebuildPopulations(this.store, this.slots.map((s) => s.op), this.tasks.keys(), this.populations, this.stats)
   }
 
   /** Runs until stopped (or, with `untilEnd`, until every source has ended), then commits. */
@@ -1088,6 +1096,7 @@ export class Engine {
     task.dirty = true
     this.stats.sweepsStarted++
     if (previous === undefined) this.sweepStartedWallMs = this.wallNow()
+    this.lifecycle?.sweepStarted?.(task.partition, at)
   }
 
   /** Re-derives a user's rescore tags at the sweep's instant, against the sweep's population. */
@@ -1181,6 +1190,7 @@ export class Engine {
     task.dirty = true
     this.stats.sweepsCompleted++
     if (![...this.tasks.values()].some((t) => t.sweep !== undefined)) this.stats.lastSweepMs = this.wallNow() - this.sweepStartedWallMs
+    this.lifecycle?.sweepFinished?.(task.partition, sweep.at)
   }
 
   private fireTimer(task: PartitionTask, entry: TimerEntry): void {
@@ -1515,6 +1525,15 @@ export class Engine {
    * replays from the previous positions and regenerates the same changes with the same ids.
    */
   async commit(): Promise<void> {
+    try {
+      await this.commitNow()
+    } catch (err) {
+      this.lifecycle?.commitFailed?.(err)
+      throw err
+    }
+  }
+
+  private async commitNow(): Promise<void> {
     const started = this.wallNow()
     const t0 = performance.now()
     await Promise.all(this.sinks.map((s) => s.flush()))

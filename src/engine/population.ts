@@ -221,11 +221,19 @@ export class Populations {
  * Population statistics are derived data: rebuilt from the stored users (one pass over the user
  * key ranges), so they can never disagree with the committed state.
  */
-export async function rebuildPopulations(store: Store, operators: readonly Operator[], partitions: Iterable<number>, into: Populations): Promise<void> {
+export async function rebuildPopulations(
+  store: Store,
+  operators: readonly Operator[],
+  partitions: Iterable<number>,
+  into: Populations,
+  progress?: { usersRestored: number },
+): Promise<void> {
   const ranked = operators.filter((op) => op.scoredValues !== undefined)
   if (ranked.length === 0) return
   for (const p of partitions) {
     for await (const rec of store.iterateUsers(p)) {
+      // Read by the progress reporter while the restore runs.
+      if (progress !== undefined) progress.usersRestored++
       for (const op of ranked) {
         const state = rec.ops[op.name]
         if (state !== undefined) into.update(op.name, undefined, op.scoredValues!(state))

@@ -132,8 +132,9 @@ export const errorsPlugin = fp(
     app.addSchema(ErrorResponseSchema)
     app.setErrorHandler((err: FastifyError, request, reply) => {
       const httpErr = toHttpError(err)
-      if (httpErr.statusCode >= 500) request.log.error({ err }, 'request failed')
-      else request.log.info({ code: httpErr.code, message: httpErr.message }, 'request refused')
+      if (httpErr.statusCode >= 500) request.log.error({ err, method: request.method, url: request.url }, 'request failed')
+      // Refusals are the client's business (and 429s come by the thousand under load): debug.
+      else request.log.debug({ method: request.method, url: request.url, statusCode: httpErr.statusCode, code: httpErr.code, message: httpErr.message }, 'request refused')
       return sendError(reply, httpErr)
     })
     app.setNotFoundHandler((request, reply) =>

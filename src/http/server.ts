@@ -6,7 +6,7 @@ import type { SseSink } from '../sinks/sse-sink.js'
 import swagger from '@fastify/swagger'
 import swaggerUi from '@fastify/swagger-ui'
 import { TypeBoxValidatorCompiler, type TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
-import fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyServerOptions } from 'fastify'
+import fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
 import type { IncomingMessage, Server, ServerResponse } from 'node:http'
 import type { Registry } from 'prom-client'
 import '../contracts/formats.js'
@@ -23,6 +23,7 @@ import { catalogPlugin, type CatalogEngine } from './catalog.js'
 import type { TagCatalog } from '../tags/catalog.js'
 import { metricsPlugin } from './metrics.js'
 import type { HttpConfig } from './options.js'
+import type { Logger } from '../log.js'
 import { usersPlugin } from './users.js'
 
 export { HttpConfigSchema, type HttpConfig } from './options.js'
@@ -57,14 +58,34 @@ export interface BuildServerOptions {
   /** The registry `/metrics` exposes (the one `createMetrics` registered on). */
   readonly registry: Registry
   readonly config: Readonly<HttpConfig>
-  /** fastify's `logger` option (default: no logging). */
-  readonly logger?: FastifyServerOptions['logger']
+  /**
+   * The logger fastify uses (the process's pino logger, or a child of it); none by default. Each
+   * request gets a line at debug (and a child logger with its id) only when debug is enabled:
+   * at info and above, requests cost no logging at all.
+   */
+  readonly logger?: Logger
   /** Version shown in the OpenAPI document. */
   readonly version?: string
   /** The sink behind GET /v1/tag-changes/stream (no stream route without it). */
   readonly stream?: SseSink
   /** The tag catalog behind the management routes (GET/PUT /v1/tags, publish, retire, preview); none without it. */
   readonly catalog?: TagCatalog
+}
+
+/** fastify logs each request at info; here they are debug lines, so that info stays about the service. */
+class DebugRequestLogs extends LogController {
+  override incomingRequest(request: FastifyRequest): void {
+    request.log.debug({ req: request }, 'incoming request')
+  }
+
+  override requestCompleted(error: Error | null | undefined, request: FastifyRequest, reply: FastifyReply): void {
+    if (error) reply.log.error({ res: reply, err: error, responseTime: reply.elapsedTime }, 'request errored')
+    else reply.log.debug({ res: reply, responseTime: reply.elapsedTime }, 'request completed')
+  }
+
+  override routeNotFound(request: FastifyRequest): void {
+    request.log.debug({ method: request.method, url: request.url }, 'route not found')
+  }
 }
 
 /**
@@ -75,8 +96,17 @@ export interface BuildServerOptions {
  */
 export function buildServer(options: BuildServerOptions): TagstreamServer {
   const { engine, ingest, registry, config } = options
+  const logger = options.logger
+  const requestLogs = logger !== undefined && logger.isLevelEnabled('debug')
   const app = fastify({
-    logger: options.logger ?? false,
+    ...(logger === undefined
+      ? { logger: false }
+      : {
+          loggerInstance: logger as FastifyBaseLogger,
+          logController: new DebugRequestLogs(),
+          // Without request lines, requests share the server's logger instead of a child each.
+          ...(requestLogs ? {} : { childLoggerFactory: (parent: FastifyBaseLogger) => parent }),
+        }),
     bodyLimit: config.bodyLimitBytes,
     // While closing, requests still on open connections get our answers (reads served, ingest 503
     // TS_ERR_NOT_READY in the one error shape) rather than fastify's own 503 body.

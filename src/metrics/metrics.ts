@@ -1,6 +1,7 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics, type MetricObjectWithValues, type MetricType, type MetricValueWithName } from 'prom-client'
 import { REJECT_REASON_LIST } from '../contracts/input-event.js'
 import { TagChangeOps, type TagChangeOp } from '../contracts/tag-change.js'
+import { OPERATION_NAMES, type OperationName, type OperationOutcome, type OperationsLike } from '../progress.js'
 
 /**
  * Metrics of the engine (DESIGN.md, Interfaces). The engine keeps plain counters on its hot path;
@@ -191,6 +192,8 @@ export interface MetricsOptions {
   readonly ingest?: IngestLike
   /** Node.js and process metrics (`collectDefaultMetrics`) on the same registry. Default true. */
   readonly defaultMetrics?: boolean
+  /** Progress of long operations (replays, restores, sweeps, publications). */
+  readonly operations?: OperationsLike
 }
 
 export interface Metrics {
@@ -412,7 +415,61 @@ export function createMetrics(engine: EngineLike, registry: Registry = new Regis
   gauge('tagstream_ready', '1 once the store is open and clocks and positions are restored, 0 before and while stopping.', () => (engine.ready ? 1 : 0))
 
   if (options.ingest !== undefined) registerIngestMetrics(options.ingest, registry)
+  if (options.operations !== undefined) registerOperationMetrics(options.operations, registry)
   return { registry, observer }
+}
+
+/**
+ * Progress of long operations, by operation (a fixed set of names). Ratio, ETA and duration are
+ * those of the running run, else of the last one; a series is absent while it is unknown (no run
+ * yet, a total or a rate not known yet).
+ */
+export function registerOperationMetrics(operations: OperationsLike, registry: Registry): void {
+  const registers = [registry]
+  const perOperation = (name: string, help: string, read: (s: ReturnType<OperationsLike['snapshot']>[number]) => number | undefined): void => {
+    new Gauge({
+      name,
+      help,
+      labelNames: ['operation'] as const,
+      registers,
+      collect() {
+        this.reset()
+        for (const s of operations.snapshot()) {
+          const v = read(s)
+          if (v !== undefined && Number.isFinite(v)) this.labels({ operation: s.name }).set(v)
+        }
+      },
+    })
+  }
+  {
+    const g: Gauge<'operation'> = new Gauge({
+      name: 'tagstream_operation_running',
+      help: '1 while an operation (replay, restore, rescore, publish) runs, else 0.',
+      labelNames: ['operation'] as const,
+      registers,
+      collect() {
+        const running = new Set(operations.snapshot().filter((s) => s.running).map((s) => s.name))
+        for (const name of OPERATION_NAMES) g.labels({ operation: name }).set(running.has(name) ? 1 : 0)
+      },
+    })
+  }
+  perOperation('tagstream_operation_progress_ratio', 'Work done over work expected (0 to 1) of the running or last run of an operation; 1 once completed.', (s) => s.ratio)
+  perOperation('tagstream_operation_eta_seconds', 'Time left to the running operation at its rate over the last 10 s (0 once ended).', (s) => s.etaSeconds)
+  perOperation('tagstream_operation_duration_seconds', 'Wall time of the running run of an operation so far, else of its last run.', (s) => s.durationMs / 1000)
+  {
+    const outcomes: readonly OperationOutcome[] = ['completed', 'stopped', 'failed']
+    let children: [OperationName, OperationOutcome, (v: number) => void][] = []
+    const c: Counter<'operation' | 'outcome'> = new Counter({
+      name: 'tagstream_operations_total',
+      help: 'Runs of long operations ended, by operation and outcome (completed, stopped by a shutdown, failed).',
+      labelNames: ['operation', 'outcome'] as const,
+      registers,
+      collect() {
+        for (const [name, outcome, follow] of children) follow(operations.ended[name][outcome])
+      },
+    })
+    children = OPERATION_NAMES.flatMap((name) => outcomes.map((outcome) => [name, outcome, follower(c.labels({ operation: name, outcome }))] as [OperationName, OperationOutcome, (v: number) => void]))
+  }
 }
 
 /** Queue and refusal metrics of the HTTP ingest source. */

@@ -35,6 +35,7 @@ export class FileSource implements Source {
   private oversized: { head: Buffer; start: number; size: number } | undefined
   private readonly queue: SourceRecord[] = []
   private eof = false
+  private sizeAtOpen = 0
 
   constructor(options: FileSourceOptions) {
     this.options = options
@@ -44,6 +45,7 @@ export class FileSource implements Source {
 
   async open(position: number): Promise<void> {
     this.fh = await open(this.options.path, 'r')
+    this.sizeAtOpen = (await this.fh.stat()).size
     this.readPos = position
     this.carryPos = position
   }
@@ -63,6 +65,16 @@ export class FileSource implements Source {
     }
     if (this.queue.length === 0) return this.eof && !this.options.follow ? null : []
     return this.queue.splice(0, max)
+  }
+
+  /** File position read up to (records are handed out up to a chunk behind it): replay progress. */
+  get bytesRead(): number {
+    return this.readPos
+  }
+
+  /** The file's size when it was opened (a followed file grows past it). */
+  get bytesTotal(): number {
+    return this.sizeAtOpen
   }
 
   /** Reads one chunk and cuts it into records; false at the end of the file. */

@@ -5,6 +5,8 @@ import { REJECT_REASON_LIST } from '../../src/contracts/input-event.js'
 import { LATENCY_BUCKETS_MS, LatencyRecorder, createEngineObserver, createMetrics } from '../../src/metrics/metrics.js'
 import type { Operator } from '../../src/operator-api.js'
 import { createFixture } from '../support/engine-fixture.js'
+import { silentLogger } from '../../src/log.js'
+import { OPERATION_NAMES, ProgressReporter } from '../../src/progress.js'
 import { FakeEngine, event, openIngest } from '../http/fake-engine.js'
 
 /** The value of one sample line, e.g. `metric{a="b"}`; undefined when absent. */
@@ -180,11 +182,58 @@ describe('createMetrics', () => {
     expect(text).not.toContain('nodejs_active_handles_total')
   })
 
+  it('exposes the progress of long operations: running, ratio, ETA, duration, runs by outcome', async () => {
+    let now = 0
+    const progress = new ProgressReporter({ logger: silentLogger(), now: () => now, timer: false })
+    const { registry } = createMetrics(new FakeEngine(), new Registry(), { defaultMetrics: false, operations: progress })
+    let text = await registry.metrics()
+    for (const operation of OPERATION_NAMES) {
+      expect(sample(text, `tagstream_operation_running{operation="${operation}"}`)).toBe(0)
+      expect(sample(text, `tagstream_operations_total{operation="${operation}",outcome="completed"}`)).toBe(0)
+    }
+    // Unknown until an operation has run.
+    expect(text).not.toMatch(/^tagstream_operation_progress_ratio\{/m)
+
+    const restore = progress.start('restore', { unit: 'users', total: 100 })
+    progress.start('rescore', { unit: 'users', total: 40 }).finish()
+    now = 2000
+    restore.done = 25
+    progress.tick()
+    text = await registry.metrics()
+    expect(sample(text, 'tagstream_operation_running{operation="restore"}')).toBe(1)
+    expect(sample(text, 'tagstream_operation_running{operation="rescore"}')).toBe(0)
+    expect(sample(text, 'tagstream_operation_progress_ratio{operation="restore"}')).toBe(0.25)
+    // 25 users in 2 s: 75 left at 12.5/s.
+    expect(sample(text, 'tagstream_operation_eta_seconds{operation="restore"}')).toBe(6)
+    expect(sample(text, 'tagstream_operation_duration_seconds{operation="restore"}')).toBe(2)
+    expect(sample(text, 'tagstream_operation_progress_ratio{operation="rescore"}')).toBe(1)
+    expect(sample(text, 'tagstream_operation_duration_seconds{operation="rescore"}')).toBe(0)
+    expect(sample(text, 'tagstream_operations_total{operation="rescore",outcome="completed"}')).toBe(1)
+
+    now = 3000
+    restore.done = 60
+    restore.finish('stopped')
+    text = await registry.metrics()
+    expect(sample(text, 'tagstream_operation_running{operation="restore"}')).toBe(0)
+    expect(sample(text, 'tagstream_operation_progress_ratio{operation="restore"}')).toBe(0.6)
+    expect(sample(text, 'tagstream_operation_eta_seconds{operation="restore"}')).toBe(0)
+    expect(sample(text, 'tagstream_operation_duration_seconds{operation="restore"}')).toBe(3)
+    expect(sample(text, 'tagstream_operations_total{operation="restore",outcome="stopped"}')).toBe(1)
+    expect(sample(text, 'tagstream_operations_total{operation="restore",outcome="completed"}')).toBe(0)
+  })
+
   it.skipIf(!promtool)('passes `promtool check metrics` with no findings after a simulated workload', async () => {
     const engine = new FakeEngine()
     const ingest = await openIngest(5)
     const observer = createEngineObserver()
-    const { registry } = createMetrics(engine, new Registry(), { ingest, observer })
+    let now = 0
+    const operations = new ProgressReporter({ logger: silentLogger(), now: () => now, timer: false })
+    const { registry } = createMetrics(engine, new Registry(), { ingest, observer, operations })
+    const replay = operations.start('replay', { unit: 'bytes', total: 1 << 20 })
+    operations.start('restore', { unit: 'users', total: 10 }).finish()
+    now = 1500
+    replay.done = 1 << 18
+    operations.tick()
     const decoded = [event('e1'), event('e2', 'bob')].map((e) => Buffer.from(JSON.stringify(e)))
     ingest.offer(decoded)
     ingest.offer(Array.from({ length: 5 }, () => decoded[0] as Buffer))
@@ -207,6 +256,8 @@ describe('createMetrics', () => {
       observer.endToEnd(i * 13.1, 7)
     }
     const text = await registry.metrics()
+    expect(sample(text, 'tagstream_operation_progress_ratio{operation="replay"}')).toBe(0.25)
+    expect(sample(text, 'tagstream_operation_eta_seconds{operation="replay"}')).toBe(4.5)
     const check = promtoolCheck(text)
     expect(check.output).toBe('')
     expect(check.status).toBe(0)

@@ -378,6 +378,12 @@ describe('ops pack: Prometheus rules, Grafana dashboard, a real Prometheus scrap
     }
     expect(await panelData('Events in/s')).toBeGreaterThan(0)
     expect(await panelData('Watermark lag by partition')).toBe(PARTITIONS)
+    // The engine restored its store before it was ready: that operation shows as completed.
+    expect(await panelData('Operation progress')).toBeGreaterThanOrEqual(1)
+    const restore = await promQuery(base, 'tagstream_operation_progress_ratio{job="tagstream", operation="restore"}')
+    expect(restore.data.result.map((s) => s.value[1])).toEqual(['1'])
+    const restores = await promQuery(base, 'tagstream_operations_total{job="tagstream", operation="restore", outcome="completed"}')
+    expect(restores.data.result.map((s) => s.value[1])).toEqual(['1'])
 
     // Both rule files loaded; the alerting rules evaluate without errors.
     const rules = await waitFor('every alerting rule evaluated', 15_000, async () => {

@@ -8,6 +8,7 @@ import { DEFAULT_FIELD_NAMES } from '../../src/contracts/input-event.js'
 import type { TagChange } from '../../src/contracts/tag-change.js'
 import { createEventDecoder } from '../../src/contracts/validate-event.js'
 import { Engine } from '../../src/engine/engine.js'
+import type { EngineLifecycle } from '../../src/engine/lifecycle.js'
 import type { Operator } from '../../src/operator-api.js'
 import type { DeadLetterSink, TagChangeSink } from '../../src/sinks/sink.js'
 import type { Source, SourceRecord } from '../../src/sources/source.js'
@@ -106,6 +107,8 @@ export async function createFixture(
     timerScanLimit?: number
     now?: () => number
     idleAdvance?: boolean
+    lifecycle?: EngineLifecycle
+    sinks?: TagChangeSink[]
     /** Tag definitions (entries of a tags file) for a catalog in the store; merged again on reopen. */
     tags?: unknown[]
   } = {},
@@ -136,12 +139,13 @@ export async function createFixture(
     store,
     operators,
     sources: [source],
-    sinks: [changes],
+    sinks: [changes, ...(options.sinks ?? [])],
     deadLetters,
     now: options.now ?? (() => Date.UTC(2030, 0, 1)),
     idleAdvance: options.idleAdvance ?? false,
     ...(catalog !== undefined ? { catalog } : {}),
     ...(options.timerScanLimit !== undefined ? { timerScanLimit: options.timerScanLimit } : {}),
+    ...(options.lifecycle !== undefined ? { lifecycle: options.lifecycle } : {}),
   })
   await engine.open()
   const fixture: Fixture = {

@@ -1,0 +1,13 @@
+/**
+ * Notifications of the engine's long-running and exceptional moments, for logs and progress.
+ * Never called on the per-event path: a sweep starts and ends once per partition and schedule, a
+ * commit fails at most once per run.
+ */
+export interface EngineLifecycle {
+  /** A partition's re-scoring sweep of instant `atMs` (event time) has started. */
+  sweepStarted?(partition: number, atMs: number): void
+  /** A partition's sweep has finished (`engine.sweeping` already tells whether others still run). */
+  sweepFinished?(partition: number, atMs: number): void
+  /** A commit failed (sinks or store); the error then ends `run()`. */
+  commitFailed?(error: unknown): void
+}
