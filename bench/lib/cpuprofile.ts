@@ -1,0 +1,38 @@
+/** Self time per function of a V8 .cpuprofile: the costs the closing note names. */
+import { readFileSync } from 'node:fs'
+
+interface ProfileNode {
+  id: number
+  callFrame: { functionName: string; url: string; lineNumber: number }
+}
+
+export interface Cost {
+  readonly function: string
+  readonly location: string
+  readonly selfMs: number
+  readonly selfPercent: number
+}
+
+export function topSelfCosts(path: string, limit: number): Cost[] {
+  const profile = JSON.parse(readFileSync(path, 'utf8')) as { nodes: ProfileNode[]; samples: number[]; timeDeltas: number[] }
+  const byId = new Map(profile.nodes.map((n) => [n.id, n]))
+  const self = new Map<string, { fn: string; loc: string; us: number }>()
+  let total = 0
+  profile.samples.forEach((id, i) => {
+    const node = byId.get(id)
+    const dt = profile.timeDeltas[i] ?? 0
+    total += dt
+    if (node === undefined) return
+    const { functionName, url, lineNumber } = node.callFrame
+    const loc = url === '' ? '' : `${url.replace(/^file:\/\//, '').split('/').slice(-2).join('/')}:${lineNumber + 1}`
+    const key = `${functionName}@${loc}`
+    const entry = self.get(key) ?? { fn: functionName || '(anonymous)', loc, us: 0 }
+    entry.us += dt
+    self.set(key, entry)
+  })
+  return [...self.values()]
+    .filter((e) => e.fn !== '(idle)' && e.fn !== '(program)')
+    .sort((a, b) => b.us - a.us)
+    .slice(0, limit)
+    .map((e) => ({ function: e.fn, location: e.loc, selfMs: Math.round(e.us / 1000), selfPercent: Number(((e.us / total) * 100).toFixed(1)) }))
+}
