@@ -21,13 +21,14 @@ import {
   memberKey,
   memberRange,
   parseMemberKey,
+  scoredKey,
   timerKey,
   userKey,
   userRange,
 } from '../store/keys.js'
 import { calendarFor, type Calendar } from '../time/calendar.js'
 import { partitionFor } from './partitioner.js'
-import { Populations, rebuildPopulations } from './population.js'
+import { Populations, ScoredLayout, rebuildPopulations } from './population.js'
 import { TimerHeap, type TimerEntry } from './timer-heap.js'
 import { TIMER_KEY_SEP, newUserRecord, timerKeyOf, type UserRecord } from './user-record.js'
 
@@ -201,6 +202,10 @@ export class Engine {
   private readonly rescoreSlots: readonly OperatorSlot[]
   /** Whether any operator keeps population statistics (else the per-event path skips them). */
   private readonly hasRankedOperators: boolean
+  /** How users' population values are kept in the store (s! keys), for a fast rebuild at start. */
+  private readonly scoredLayout: ScoredLayout
+  /** Users whose population values moved since the last commit: their s! value is rewritten. */
+  private readonly scoredDirty = new Set<string>()
   private readonly sweepMinutes: number | undefined
   private readonly calendar: Calendar
   private sweepStartedWallMs = 0
@@ -264,6 +269,7 @@ export class Engine {
     this.slotByName = new Map(this.slots.map((s) => [s.op.name, s]))
     this.rescoreSlots = this.slots.filter((s) => s.op.rescore === true)
     this.hasRankedOperators = this.slots.some((s) => s.op.scoredValues !== undefined)
+    this.scoredLayout = new ScoredLayout(this.slots.map((s) => s.op))
     const [hh, mm] = config.rescore.at.split(':').map(Number) as [number, number]
     this.sweepMinutes = config.rescore.schedule === 'off' || this.rescoreSlots.length === 0 ? undefined : hh * 60 + mm
     this.calendar = calendarFor(config.timeZone)
@@ -322,7 +328,7 @@ export class Engine {
   }
 
   private async rebuildPopulations(): Promise<void> {
-    await rebuildPopulations(this.store, this.slots.map((s) => s.op), this.tasks.keys(), this.populations)
+    await rebuildPopulations(this.store, this.slots.map((s) => s.op), this.tasks.keys(), this.populations, { persist: true })
   }
 
   /** Runs until stopped (or, with `untilEnd`, until every source has ended), then commits. */
@@ -625,14 +631,14 @@ export class Engine {
         if (after !== before || stored === undefined) changed.push({ slot, before: stored, state: after, tags: NO_TAGS })
       }
       // The user's new values join the population before its tags are derived from it.
-      this.movePopulations(changed, false)
+      this.movePopulations(changed, false, key)
       try {
         for (const c of changed) {
           ctx.operator = c.slot.op.name
           c.tags = c.slot.op.deriveTags(c.state, ctx)
         }
       } catch (err) {
-        this.movePopulations(changed, true)
+        this.movePopulations(changed, true, key)
         throw err
       }
     } catch (err) {
@@ -656,7 +662,7 @@ export class Engine {
    * Moves the users' contributions to population statistics from `before` to `state` (or back).
    * All or nothing: every operator's values are computed first, and a move that throws is undone.
    */
-  private movePopulations(changed: readonly Change[], undo: boolean): void {
+  private movePopulations(changed: readonly Change[], undo: boolean, key: string): void {
     if (!this.hasRankedOperators) return
     const moves: { op: string; from: Readonly<Record<string, number>> | undefined; to: Readonly<Record<string, number>> | undefined }[] = []
     for (const c of changed) {
@@ -678,6 +684,7 @@ export class Engine {
         throw err
       }
     }
+    if (moves.length > 0) this.scoredDirty.add(key)
   }
 
   private dispatch(type: string): readonly OperatorSlot[] {
@@ -881,11 +888,11 @@ export class Engine {
     try {
       change.state = slot.op.onTimer(before, { name, dueMs: entry.due }, ctx)
       if (change.state === before) return
-      this.movePopulations([change], false)
+      this.movePopulations([change], false, key)
       try {
         change.tags = slot.op.deriveTags(change.state, ctx)
       } catch (err) {
-        this.movePopulations([change], true)
+        this.movePopulations([change], true, key)
         throw err
       }
     } catch {
@@ -1083,6 +1090,13 @@ export class Engine {
       const rec = this.cache.get(key)
       if (rec !== undefined) ops.push({ type: 'put', key, value: this.store.encode(rec) })
     }
+    for (const key of this.scoredDirty) {
+      const rec = this.cache.get(key)
+      if (rec === undefined) continue
+      const value = this.scoredLayout.encode(rec.ops)
+      const sk = scoredKey(rec.p, rec.u)
+      ops.push(value === undefined ? { type: 'del', key: sk } : { type: 'put', key: sk, value })
+    }
     for (const [key, value] of this.timerWrites) {
       ops.push(value === null ? { type: 'del', key } : { type: 'put', key, value })
     }
@@ -1107,6 +1121,7 @@ export class Engine {
     }
     await this.store.commit(ops, this.config.engine.syncWrites)
     this.dirtyUsers.clear()
+    this.scoredDirty.clear()
     this.timerWrites.clear()
     this.dirtyPositions.clear()
     this.memberWrites.clear()
