@@ -16,7 +16,7 @@ import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs'
 import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import { parseArgs } from 'node:util'
-import { topSelfCosts, type Cost } from './lib/cpuprofile.js'
+import { topInclusiveCosts, topSelfCosts, type Cost } from './lib/cpuprofile.js'
 import { gitCommit, machine } from './lib/machine.js'
 import { EXPECTED_SCENARIOS, type BenchContext, type Figure, type Scenario, type Target } from './lib/scenario.js'
 import { sizesFor } from './lib/sizes.js'
@@ -203,10 +203,15 @@ async function main(): Promise<void> {
   }
   results.sort((a, b) => a.number - b.number)
 
-  let profiles: { file: string; top: Cost[] }[] | undefined
+  let profiles: { file: string; top: Cost[]; inclusive: Cost[] }[] | undefined
   if (profileDir !== undefined) {
     const fresh = readdirSync(profileDir).filter((f) => f.endsWith('.cpuprofile') && !profilesBefore.has(f))
-    profiles = fresh.sort().map((f) => ({ file: join('bench/results/profiles', f), top: topSelfCosts(join(profileDir, f), 15) }))
+    profiles = fresh.sort().map((f) => ({
+      file: join('bench/results/profiles', f),
+      top: topSelfCosts(join(profileDir, f), 15),
+      // The engine's own functions (and the operators) with what they call: where the time goes.
+      inclusive: topInclusiveCosts(join(profileDir, f), /\/(src|operators)\/|msgpackr|classic-level/, 25),
+    }))
   }
 
   const finishedAt = new Date()
@@ -231,6 +236,8 @@ async function main(): Promise<void> {
     for (const p of profiles) {
       process.stdout.write(`\n${p.file}: largest self costs\n`)
       for (const c of p.top.slice(0, 8)) process.stdout.write(`  ${c.selfPercent.toFixed(1).padStart(5)}%  ${c.function} ${c.location}\n`)
+      process.stdout.write('  inclusive (engine, operators, msgpackr, classic-level):\n')
+      for (const c of p.inclusive.slice(0, 16)) process.stdout.write(`  ${c.selfPercent.toFixed(1).padStart(5)}%  ${c.function} ${c.location}\n`)
     }
   }
   process.stdout.write(`\nresults: ${file}\n`)
