@@ -354,9 +354,12 @@ export async function rebuildPopulations(
   const partitions = [...partitionsIn]
   const columns = new ColumnBuilder(layout)
   if ((await store.readScoredLayout()) === layout.id) {
-    for (const p of partitions) {
-      for await (const chunk of store.iterateScored(p)) for (const buf of chunk) columns.addEncoded(buf)
-    }
+    // Partitions read concurrently: LevelDB's reads of one overlap with the decoding of another.
+    await Promise.all(
+      partitions.map(async (p) => {
+        for await (const chunk of store.iterateScored(p)) for (const buf of chunk) columns.addEncoded(buf)
+      }),
+    )
     columns.loadInto(into)
     return
   }
