@@ -12,7 +12,7 @@ import { Operations, ProgressReporter, TerminalStatus } from '../progress.js'
 import { openCatalog, openRuntime, storePath, type Runtime } from '../runtime.js'
 import { FileSource } from '../sources/file-source.js'
 import { MemoryCatalogStorage } from '../tags/catalog.js'
-import { writeNdjsonFile } from '../workload/generator.js'
+import { writeMsgpackFile, writeNdjsonFile } from '../workload/generator.js'
 
 const DEFAULT_CONFIG = 'config/tagstream.yaml'
 
@@ -25,8 +25,9 @@ Usage:
                                                      print a user's profile as JSON
   tagstream profile --all [--config FILE]            every stored profile, one JSON line each
   tagstream validate-config [--config FILE]          check a configuration and print it with defaults
-  tagstream generate --out FILE [--events N] [--users N] [--seed N] [--days N]
-                                                     write a deterministic workload as NDJSON
+  tagstream generate --out FILE [--events N] [--users N] [--seed N] [--days N] [--format ndjson|msgpack]
+                                                     write a deterministic workload as NDJSON, or as
+                                                     length-prefixed msgpack records (4-byte big-endian length)
 
 --config defaults to ${DEFAULT_CONFIG} when it exists, else built-in defaults.
 Environment overrides: TAGSTREAM_<KEY>__<SUBKEY>=value (e.g. TAGSTREAM_ENGINE__BATCH_SIZE=8192).
@@ -215,7 +216,10 @@ async function cmdGenerate(values: Record<string, string | boolean | undefined>)
     if (!Number.isFinite(n) || n < 0) throw new TagstreamError(ErrorCodes.USAGE, `--${k} must be a number`)
     return n
   }
-  const result = await writeNdjsonFile(out, {
+  const format = values.format ?? 'ndjson'
+  if (format !== 'ndjson' && format !== 'msgpack') throw new TagstreamError(ErrorCodes.USAGE, `--format must be ndjson or msgpack, got "${String(format)}"`)
+  const write = format === 'msgpack' ? writeMsgpackFile : writeNdjsonFile
+  const result = await write(out, {
     seed: num('seed', 42),
     users: num('users', 10_000),
     events: num('events', 100_000),
@@ -244,6 +248,7 @@ export async function main(argv: string[]): Promise<void> {
       'duplicate-ratio': { type: 'string' },
       'late-ratio': { type: 'string' },
       'invalid-ratio': { type: 'string' },
+      format: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   })

@@ -1,5 +1,6 @@
 import type { Operator, PopulationView } from '../operator-api.js'
-import type { Store } from '../store/store.js'
+import { scoredKey } from '../store/keys.js'
+import type { Store, WriteOp } from '../store/store.js'
 
 const BUCKET = 512
 
@@ -119,6 +120,30 @@ export class RankedMultiset implements PopulationView {
     return copy
   }
 
+  /**
+   * Fills an empty set with `values` at once (sorted here, in place): a million values in one sort
+   * instead of a million inserts. The sum is accumulated in sorted order.
+   */
+  load(values: Float64Array): void {
+    if (this.size !== 0) throw new Error('load needs an empty set')
+    values.sort()
+    const buckets: number[][] = []
+    for (let i = 0; i < values.length; i += BUCKET) {
+      const bucket: number[] = []
+      const end = Math.min(values.length, i + BUCKET)
+      for (let j = i; j < end; j++) {
+        const v = values[j] as number
+        if (!Number.isFinite(v)) throw new RangeError(`population values must be finite, got ${v}`)
+        bucket.push(v)
+        this.addToSum(v)
+      }
+      buckets.push(bucket)
+    }
+    this.buckets = buckets
+    this.size = values.length
+    this.invalidate()
+  }
+
   /** The bucket a value belongs in: the first whose last value is >= it, else the last. */
   private bucketFor(value: number): number {
     const buckets = this.buckets
@@ -218,27 +243,150 @@ export class Populations {
 }
 
 /**
- * Population statistics are derived data: rebuilt from the stored users (one pass over the user
- * key ranges), so they can never disagree with the committed state.
+ * Where each ranked operator's population values sit in a user's s! value: one Float64 per
+ * (operator, dimension) in declaration order, NaN where the user is not scored. `id` is stored with
+ * the values; a store written with another layout (operators or dimensions changed) is rebuilt.
+ */
+export class ScoredLayout {
+  readonly operators: readonly Operator[]
+  readonly columns: readonly { readonly operator: string; readonly dimension: string }[]
+  readonly id: string
+
+  constructor(operators: readonly Operator[]) {
+    this.operators = operators.filter((op) => op.scoredValues !== undefined)
+    this.columns = this.operators.flatMap((op) => (op.population ?? []).map((dimension) => ({ operator: op.name, dimension })))
+    this.id = JSON.stringify({ v: 1, columns: this.columns.map((c) => [c.operator, c.dimension]) })
+  }
+
+  get width(): number {
+    return this.columns.length
+  }
+
+  /** A user's s! value from its operator states; undefined when the user is scored in no dimension. */
+  encode(states: Readonly<Record<string, unknown>>): Buffer | undefined {
+    let out: Buffer | undefined
+    let col = 0
+    for (const op of this.operators) {
+      const state = states[op.name]
+      const values = state === undefined ? undefined : op.scoredValues!(state)
+      for (const dim of op.population ?? []) {
+        const v = values?.[dim]
+        if (v !== undefined) {
+          out ??= Buffer.alloc(this.columns.length * 8, NAN_BYTES)
+          out.writeDoubleLE(v, col * 8)
+        }
+        col++
+      }
+    }
+    return out
+  }
+}
+
+// NaN, little-endian: what an unscored column holds.
+const NAN_BYTES = Buffer.from(new Float64Array([NaN]).buffer)
+
+/** Values per column, grown as they are read, loaded into the sets at the end. */
+class ColumnBuilder {
+  private readonly values: Float64Array[]
+  private readonly counts: number[]
+
+  constructor(private readonly layout: ScoredLayout) {
+    this.values = layout.columns.map(() => new Float64Array(1024))
+    this.counts = layout.columns.map(() => 0)
+  }
+
+  add(column: number, v: number): void {
+    let arr = this.values[column] as Float64Array
+    const n = this.counts[column] as number
+    if (n === arr.length) {
+      const grown = new Float64Array(arr.length * 2)
+      grown.set(arr)
+      this.values[column] = grown
+      arr = grown
+    }
+    arr[n] = v
+    this.counts[column] = n + 1
+  }
+
+  addEncoded(buf: Buffer): void {
+    const width = Math.min(this.layout.width, buf.length >> 3)
+    for (let c = 0; c < width; c++) {
+      const v = buf.readDoubleLE(c * 8)
+      if (!Number.isNaN(v)) this.add(c, v)
+    }
+  }
+
+  addScored(operatorIndex: number, values: Readonly<Record<string, number>>): void {
+    let col = 0
+    for (let i = 0; i < operatorIndex; i++) col += (this.layout.operators[i]?.population ?? []).length
+    for (const dim of this.layout.operators[operatorIndex]?.population ?? []) {
+      const v = values[dim]
+      if (v !== undefined) this.add(col, v)
+      col++
+    }
+  }
+
+  loadInto(into: Populations): void {
+    this.layout.columns.forEach((c, i) => {
+      into.get(c.operator, c.dimension).load((this.values[i] as Float64Array).subarray(0, this.counts[i]))
+    })
+  }
+}
+
+/** s! writes per batch while a store without them is converted. */
+const CONVERT_BATCH = 10_000
+
+/**
+ * Population statistics are derived data, rebuilt at start from the committed state. The fast way
+ * reads the small s! values the engine commits with each user whose values moved; a store without
+ * them (older, or with other ranked operators) is rebuilt from the user records, and, with
+ * `persist`, given its s! values for the next start.
  */
 export async function rebuildPopulations(
   store: Store,
   operators: readonly Operator[],
-  partitions: Iterable<number>,
+  partitionsIn: Iterable<number>,
   into: Populations,
-  progress?: { usersRestored: number },
+  options: { persist: boolean; progress?: { usersRestored: number } } = { persist: false },
 ): Promise<void> {
-  const ranked = operators.filter((op) => op.scoredValues !== undefined)
-  if (ranked.length === 0) return
+  // Read by the progress reporter while the restore runs.
+  const progress = options.progress
+  const layout = new ScoredLayout(operators)
+  if (layout.operators.length === 0) return
+  const partitions = [...partitionsIn]
+  const columns = new ColumnBuilder(layout)
+  if ((await store.readScoredLayout()) === layout.id) {
+    // Partitions read concurrently: LevelDB's reads of one overlap with the decoding of another.
+    await Promise.all(
+      partitions.map(async (p) => {
+        for await (const chunk of store.iterateScored(p)) {
+          for (const buf of chunk) columns.addEncoded(buf)
+          if (progress !== undefined) progress.usersRestored += chunk.length
+        }
+      }),
+    )
+    columns.loadInto(into)
+    return
+  }
+  if (options.persist) await store.clearScored(partitions)
   for (const p of partitions) {
+    let ops: WriteOp[] = []
     for await (const rec of store.iterateUsers(p)) {
-      // Read by the progress reporter while the restore runs.
       if (progress !== undefined) progress.usersRestored++
-      for (const op of ranked) {
+      layout.operators.forEach((op, i) => {
         const state = rec.ops[op.name]
-        if (state !== undefined) into.update(op.name, undefined, op.scoredValues!(state))
+        if (state !== undefined) columns.addScored(i, op.scoredValues!(state))
+      })
+      if (!options.persist) continue
+      const value = layout.encode(rec.ops)
+      if (value !== undefined) ops.push({ type: 'put', key: scoredKey(p, rec.u), value })
+      if (ops.length >= CONVERT_BATCH) {
+        await store.commit(ops, false)
+        ops = []
       }
     }
+    if (options.persist) await store.commit(ops, false)
   }
+  if (options.persist) await store.writeScoredLayout(layout.id)
+  columns.loadInto(into)
 }
-

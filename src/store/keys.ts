@@ -11,8 +11,10 @@
  *   p0003!m!<tag>!<value>!<userId>          segment membership: the user has tag = value
  *   p0003!k!<tag>!<value>                   number of the partition's users with tag = value
  *   p0003!h!<userId>!<seq: 12 hex>          the user's recent tag changes (the last history.perUser)
+ *   p0003!s!<userId>                        the user's population values (Float64 LE, in the g!scored layout)
  *   g!o!<source>                            source offset of an embedded source (file, generator)
  *   g!meta                                  store format version and routing
+ *   g!scored                                layout of the s! values: ranked operators and their dimensions
  */
 export const KEY_SEP = '!'
 const HEX_DUE_WIDTH = 14 // 8.64e15 (the largest Date) < 16^14
@@ -73,6 +75,23 @@ export const META_KEY = 'g!meta'
 
 /** The tag definitions the stored users were evaluated with, and definition passes in progress. */
 export const DEFINITIONS_KEY = 'g!defs'
+
+/**
+ * The user's values in the population dimensions of every ranked operator: small fixed-size values
+ * under their own range, so that a restart rebuilds population statistics without reading and
+ * decoding every user record.
+ */
+export function scoredKey(partition: number, userId: string): string {
+  return `${partitionPrefix(partition)}s!${userId}`
+}
+
+export function scoredRange(partition: number): { gte: string; lt: string } {
+  const p = partitionPrefix(partition)
+  return { gte: `${p}s!`, lt: `${p}s"` }
+}
+
+/** Which operator dimension each Float64 of an s! value holds (JSON); absent: the s! range is not kept. */
+export const SCORED_LAYOUT_KEY = 'g!scored'
 
 export function partitionRange(partition: number): { gte: string; lt: string } {
   const p = partitionPrefix(partition)

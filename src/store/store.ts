@@ -4,11 +4,13 @@ import { ErrorCodes, TagstreamError } from '../errors.js'
 import type { UserRecord } from '../engine/user-record.js'
 import {
   META_KEY,
+  SCORED_LAYOUT_KEY,
   clockKey,
   countRange,
   dueOfTimerKey,
   globalOffsetKey,
   partitionOffsetKey,
+  scoredRange,
   timerKey,
   timerRange,
   userKey,
@@ -143,6 +145,36 @@ export class Store {
     for await (const buf of this.db.values({ ...userRange(partition) })) {
       yield this.decode<UserRecord>(buf)
     }
+  }
+
+  /** The raw s! values of a partition (population values per user), in key order, in chunks. */
+  async *iterateScored(partition: number): AsyncGenerator<Buffer[]> {
+    // nextv: one native call per chunk, not one per entry (a million small values at start).
+    const it = this.db.values({ ...scoredRange(partition) })
+    try {
+      for (;;) {
+        const chunk = await it.nextv(4096)
+        if (chunk.length === 0) return
+        yield chunk
+      }
+    } finally {
+      await it.close()
+    }
+  }
+
+  async readScoredLayout(): Promise<string | undefined> {
+    const buf = await this.db.get(SCORED_LAYOUT_KEY)
+    return buf === undefined ? undefined : buf.toString('utf8')
+  }
+
+  /** Drops every partition's s! range (its layout no longer matches the operators). */
+  async clearScored(partitions: Iterable<number>): Promise<void> {
+    await this.db.del(SCORED_LAYOUT_KEY, { sync: true })
+    for (const p of partitions) await this.db.clear({ ...scoredRange(p) })
+  }
+
+  async writeScoredLayout(layout: string): Promise<void> {
+    await this.db.put(SCORED_LAYOUT_KEY, Buffer.from(layout, 'utf8'), { sync: true })
   }
 
   /** Up to `limit` user keys of a key range after `afterKey`, in key order (values are not read). */

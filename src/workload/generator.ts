@@ -7,6 +7,7 @@
  * passed in): no Math.random, no Date.now.
  */
 import { open, type FileHandle } from 'node:fs/promises'
+import { Packr } from 'msgpackr'
 import type { RejectReason } from '../contracts/input-event.js'
 import { CdfSampler, Prng, zipfSampler } from './prng.js'
 
@@ -785,5 +786,83 @@ export async function writeNdjsonFile(path: string, options: WorkloadOptions): P
   } finally {
     if (pending !== null) await (pending as Promise<void>).catch(() => undefined)
     await fh.close()
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// msgpack encoding
+// ---------------------------------------------------------------------------------------------
+
+const msgpack = new Packr({ useRecords: false, mapsAsObjects: true })
+
+/**
+ * One record as a msgpack payload (what a Kafka message value holds with `format: msgpack`): the
+ * event as a msgpack map. A malformed record keeps its defect: one whose bytes are JSON (a missing
+ * field, a wrong type, an array) is that JSON value in msgpack; bytes that are not JSON stay as they
+ * are (undecodable or not a map).
+ */
+export function encodeMsgpackRecord(record: GeneratedRecord): Buffer {
+  if (record.kind === 'event') return msgpack.pack(record.event)
+  let value: unknown
+  try {
+    value = JSON.parse(record.bytes.toString('utf8'))
+  } catch {
+    return record.bytes
+  }
+  return msgpack.pack(value)
+}
+
+/** Bytes of the length prefix of each record in a msgpack workload file (unsigned, big-endian). */
+export const MSGPACK_FRAME_HEADER_BYTES = 4
+
+/**
+ * Writes the batch workload as length-prefixed msgpack records: a 4-byte big-endian length, then
+ * the payload of encodeMsgpackRecord. Frames keep undecodable records from desynchronising a reader.
+ */
+export async function writeMsgpackFile(path: string, options: WorkloadOptions): Promise<WriteResult> {
+  const w = new BatchWorkload(options)
+  const fh = await open(path, 'w')
+  try {
+    const parts: Buffer[] = []
+    let pending = 0
+    let events = 0
+    let invalid = 0
+    let duplicates = 0
+    let bytes = 0
+    for (let r = w.next(); r !== undefined; r = w.next()) {
+      const payload = encodeMsgpackRecord(r)
+      const header = Buffer.allocUnsafe(MSGPACK_FRAME_HEADER_BYTES)
+      header.writeUInt32BE(payload.length, 0)
+      parts.push(header, payload)
+      pending += MSGPACK_FRAME_HEADER_BYTES + payload.length
+      if (r.kind === 'event') {
+        events++
+        if (r.duplicate) duplicates++
+      } else invalid++
+      if (pending >= WRITE_CHUNK_BYTES) {
+        await writeFully(fh, Buffer.concat(parts, pending))
+        bytes += pending
+        parts.length = 0
+        pending = 0
+      }
+    }
+    if (pending > 0) await writeFully(fh, Buffer.concat(parts, pending))
+    bytes += pending
+    return { events, invalid, duplicates, bytes }
+  } finally {
+    await fh.close()
+  }
+}
+
+/** The payloads of a file written by writeMsgpackFile, in order. */
+export function* readMsgpackFrames(data: Buffer): Generator<Buffer> {
+  let off = 0
+  while (off < data.length) {
+    if (off + MSGPACK_FRAME_HEADER_BYTES > data.length) throw new RangeError(`truncated frame header at byte ${off}`)
+    const len = data.readUInt32BE(off)
+    off += MSGPACK_FRAME_HEADER_BYTES
+    if (off + len > data.length) throw new RangeError(`truncated frame at byte ${off}: ${len} bytes announced`)
+    yield data.subarray(off, off + len)
+    off += len
   }
 }

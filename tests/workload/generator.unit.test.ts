@@ -12,8 +12,11 @@ import {
   INVALID_KIND_REJECT_REASON,
   MEMBERSHIP_LEVELS,
   createLiveWorkload,
+  encodeMsgpackRecord,
   encodeNdjsonLine,
   generateWorkload,
+  readMsgpackFrames,
+  writeMsgpackFile,
   writeNdjsonFile,
   type GeneratedRecord,
   type InvalidKind,
@@ -440,6 +443,40 @@ describe('NDJSON encoding', () => {
       const expected = createHash('sha256')
       for (const r of generateWorkload(opts)) expected.update(encodeNdjsonLine(r))
       expect(createHash('sha256').update(data).digest('hex')).toBe(expected.digest('hex'))
+    } finally {
+      await rm(dir, { recursive: true, force: true })
+    }
+  })
+})
+
+describe('msgpack encoding', () => {
+  it('writeMsgpackFile writes the same records as writeNdjsonFile, framed, each decoding to what the NDJSON line does', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'tagstream-workload-'))
+    try {
+      const path = join(dir, 'events.msgpack')
+      const opts = { ...BASE, events: 20_000, seed: 7 }
+      const result = await writeMsgpackFile(path, opts)
+      const data = await readFile(path)
+      expect(result.bytes).toBe(data.length)
+      expect(result.events + result.invalid).toBe(20_000)
+      expect(result.invalid).toBe(200)
+      const frames = [...readMsgpackFrames(data)]
+      expect(frames).toHaveLength(20_000)
+      const json = createEventDecoder({ fields: DEFAULT_FIELD_NAMES, format: 'json', maxRecordBytes: 65_536, maxIdLength: 256, maxFutureMs: 86_400_000, timestampUnit: 'ms' })
+      const mp = createEventDecoder({ fields: DEFAULT_FIELD_NAMES, format: 'msgpack', maxRecordBytes: 65_536, maxIdLength: 256, maxFutureMs: 86_400_000, timestampUnit: 'ms' })
+      const wallNow = START + 31 * DAY_MS
+      let i = 0
+      let rejected = 0
+      for (const r of generateWorkload(opts)) {
+        const frame = frames[i++] as Buffer
+        expect(frame.equals(encodeMsgpackRecord(r))).toBe(true)
+        const fromJson = json(encodeNdjsonLine(r).subarray(0, -1), wallNow)
+        const fromMsgpack = mp(frame, wallNow)
+        expect(fromMsgpack.ok).toBe(fromJson.ok)
+        if (fromJson.ok && fromMsgpack.ok) expect(fromMsgpack.event).toEqual(fromJson.event)
+        if (!fromMsgpack.ok) rejected++
+      }
+      expect(rejected).toBe(200)
     } finally {
       await rm(dir, { recursive: true, force: true })
     }

@@ -1,0 +1,102 @@
+/**
+ * Benchmark inputs, generated once and cached under the work dir, keyed by every parameter that
+ * shapes them (a cached file is only reused when it was completely written: temp file + rename).
+ */
+import { existsSync, mkdirSync, renameSync } from 'node:fs'
+import { open } from 'node:fs/promises'
+import { join } from 'node:path'
+import { CATEGORIES, CITIES, MEMBERSHIP_LEVELS, WORKLOAD_DEFAULTS, writeNdjsonFile, type WorkloadOptions } from '../../src/workload/generator.js'
+import { Prng } from '../../src/workload/prng.js'
+import type { BenchContext } from './scenario.js'
+
+export const SEED = 42
+const HOUR_MS = 3_600_000
+
+function inputsDir(ctx: BenchContext): string {
+  const dir = join(ctx.workDir, 'inputs')
+  mkdirSync(dir, { recursive: true })
+  return dir
+}
+
+async function cached(ctx: BenchContext, name: string, make: (tmp: string) => Promise<unknown>): Promise<string> {
+  const path = join(inputsDir(ctx), name)
+  if (existsSync(path)) return path
+  const tmp = `${path}.tmp-${process.pid}`
+  const t0 = performance.now()
+  await make(tmp)
+  renameSync(tmp, path)
+  ctx.log(`generated ${name} in ${((performance.now() - t0) / 1000).toFixed(1)} s`)
+  return path
+}
+
+/** The generator's realistic traffic (sessions, power-law users, duplicates, late and malformed records). */
+export function workloadFile(ctx: BenchContext, options: WorkloadOptions): Promise<string> {
+  const o = { ...WORKLOAD_DEFAULTS, ...options }
+  const name = `workload-s${o.seed}-u${o.users}-e${o.events}-d${o.days}-t${o.startTs}-dup${o.duplicateRatio}-late${o.lateRatio}-inv${o.invalidRatio}.ndjson`
+  return cached(ctx, name, (tmp) => writeNdjsonFile(tmp, o))
+}
+
+/** Event time the populated store's events start at, and span: before the first daily sweep instant. */
+export const POPULATION_START_TS = Date.UTC(2024, 0, 1)
+export const POPULATION_SPAN_MS = 20 * HOUR_MS
+
+/**
+ * A customer base where every one of `users` users is stored and ranked: each has a profile update
+ * and one to three purchases, in time order over 20 hours (before the first sweep instant at
+ * local midnight in Europe/Berlin). The generator's own traffic is power-law: reaching a million
+ * distinct users that way takes far more than ten million events.
+ * User ids match the generator's for the same `users` (u + zero-padded index), so the generator's
+ * traffic can follow on the same customers.
+ */
+export function populationFile(ctx: BenchContext, users: number): Promise<string> {
+  return cached(ctx, `population-s${SEED}-u${users}.ndjson`, async (tmp) => {
+    const prng = new Prng(SEED, 7)
+    const width = Math.max(6, String(users - 1).length)
+    const id = (u: number) => 'u' + String(u).padStart(width, '0')
+    const purchases = new Uint8Array(users)
+    for (let u = 0; u < users; u++) purchases[u] = 1 + prng.int(3)
+    // Rounds: profile updates, then first, second and third purchases; users in one shuffled order.
+    const order = new Uint32Array(users)
+    for (let i = 0; i < users; i++) order[i] = i
+    prng.shuffle(order)
+    let total = users
+    for (let u = 0; u < users; u++) total += purchases[u] as number
+    const fh = await open(tmp, 'w')
+    let lines: string[] = []
+    let k = 0
+    let seq = 0
+    const ts = () => POPULATION_START_TS + Math.floor((k++ / total) * POPULATION_SPAN_MS)
+    const flush = async () => {
+      await fh.write(lines.join(''))
+      lines = []
+    }
+    try {
+      for (let round = 0; round < 4; round++) {
+        for (let i = 0; i < users; i++) {
+          const u = order[i] as number
+          if (round > (purchases[u] as number)) continue
+          const eventId = 'b' + (seq++).toString(36)
+          const properties =
+            round === 0
+              ? { city: CITIES[prng.int(CITIES.length)], membership_level: MEMBERSHIP_LEVELS[prng.int(MEMBERSHIP_LEVELS.length)] }
+              : { amount: Math.round(prng.logNormal(40, 0.8) * 100) / 100, currency: 'EUR', category: CATEGORIES[prng.int(CATEGORIES.length)], items: 1 + prng.int(3) }
+          const event = { eventId, userId: id(u), type: round === 0 ? 'profile_update' : 'purchase', ts: ts(), properties }
+          lines.push(JSON.stringify(event) + '\n')
+          if (lines.length >= 10_000) await flush()
+        }
+      }
+      await flush()
+    } finally {
+      await fh.close()
+    }
+  })
+}
+
+/**
+ * Traffic that follows the populated store: the generator's sessions on the same customers,
+ * from 22:30 to 02:30 UTC, crossing the sweep instant (local midnight, 23:00 UTC) an eighth of
+ * the way in, so ingestion goes on while the sweep runs.
+ */
+export function followUpFile(ctx: BenchContext, users: number, events: number): Promise<string> {
+  return workloadFile(ctx, { seed: SEED + 1, users, events, startTs: POPULATION_START_TS + 22.5 * HOUR_MS, days: 4 / 24 })
+}
