@@ -65,5 +65,5 @@ export const EXPECTED_SCENARIOS: readonly { readonly number: number; readonly ti
   { number: 4, title: 'Memory at 1,000,000 users, default cache bound', module: 'bench/scenarios/memory.ts' },
   { number: 5, title: 'Recovery: start to ready after SIGKILL, 1,000,000 users', module: 'bench/scenarios/recovery.ts' },
   { number: 6, title: 'Re-scoring sweep per 1,000,000 users while ingesting', module: 'bench/scenarios/sweep.ts' },
-  { number: 7, title: 'Rule preview over 1,000,000 users', module: 'bench/scenarios/ (rule preview API)' },
+  { number: 7, title: 'Rule preview over 1,000,000 users', module: 'bench/scenarios/preview.ts' },
 ]
