@@ -8,7 +8,7 @@ import type { EngineObserver } from '../metrics/metrics.js'
 import { ErrorCodes, TagstreamError } from '../errors.js'
 import type { DerivedTags, Operator, OperatorContext, PopulationView } from '../operator-api.js'
 import type { DeadLetterSink, TagChangeSink } from '../sinks/sink.js'
-import type { Source, SourceRecord } from '../sources/source.js'
+import { isPartitioned, type PartitionedSource, type Source, type SourceRecord } from '../sources/source.js'
 import { Store, type PartitionClock, type WriteOp } from '../store/store.js'
 import {
   clockKey,
@@ -21,13 +21,14 @@ import {
   memberKey,
   memberRange,
   parseMemberKey,
+  partitionOffsetKey,
   timerKey,
   userKey,
   userRange,
 } from '../store/keys.js'
 import { calendarFor, type Calendar } from '../time/calendar.js'
 import { partitionFor } from './partitioner.js'
-import { Populations, rebuildPopulations } from './population.js'
+import { Populations, forgetPopulations, rebuildPopulations } from './population.js'
 import { TimerHeap, type TimerEntry } from './timer-heap.js'
 import { TIMER_KEY_SEP, newUserRecord, timerKeyOf, type UserRecord } from './user-record.js'
 
@@ -224,6 +225,13 @@ export class Engine {
   private readonly dirtyCounts = new Set<string>()
   private readonly positions = new Map<string, number>()
   private readonly dirtyPositions = new Set<string>()
+  /** Partitioned sources (Kafka): the engine owns the partitions they assign, and only those. */
+  private readonly partitionedSources: readonly PartitionedSource[]
+  /** Next offset per owned partition and topic of partitioned sources, stored under the partition. */
+  private readonly partitionOffsets = new Map<number, Map<string, number>>()
+  private readonly dirtyPartitionOffsets = new Set<number>()
+  /** Whether a partitioned source's first assignment has been restored and started. */
+  private assigned = false
   private eventsSinceCommit = 0
   private lastCommitAt = 0
   private emittedAtIso = ''
@@ -237,6 +245,11 @@ export class Engine {
     this.config = config
     this.store = options.store
     this.sources = options.sources
+    this.partitionedSources = options.sources.filter(isPartitioned)
+    if (this.partitionedSources.length > 0 && options.sources.length > 1) {
+      // Users hashed to a partition that another process owns would get two diverging states.
+      throw new TagstreamError(ErrorCodes.CONFIG_INVALID, 'a Kafka source cannot be combined with other sources: it decides which partitions this process owns')
+    }
     this.sinks = options.sinks
     this.deadLetters = options.deadLetters
     this.wallNow = options.now ?? Date.now
@@ -275,21 +288,40 @@ export class Engine {
 
   // ---------------------------------------------------------------- lifecycle
 
-  /** Restores partition clocks and source positions from the store and opens the sources. */
+  /**
+   * Restores partition clocks and source positions from the store and opens the sources. With a
+   * partitioned source, partitions are restored as they are assigned instead.
+   */
   async open(): Promise<void> {
     await this.store.ensureMeta(this.partitions)
-    for (let p = 0; p < this.partitions; p++) {
+    await this.restorePartitions(this.partitionedSources.length > 0 ? [] : Array.from({ length: this.partitions }, (_, p) => p))
+    for (const source of this.sources) {
+      if (isPartitioned(source)) {
+        await source.open(0)
+        continue
+      }
+      const position = (await this.store.readGlobalOffset(source.name)) ?? 0
+      this.positions.set(source.name, position)
+      await source.open(position)
+    }
+    this.lastCommitAt = this.wallNow()
+    this.opened = true
+  }
+
+  /** Loads the partitions' clocks, counts, interrupted sweeps and population statistics from the store. */
+  private async restorePartitions(partitions: readonly number[]): Promise<void> {
+    for (const p of partitions) {
       const clock = await this.store.readClock(p)
       this.tasks.set(p, new PartitionTask(p, clock?.maxTs ?? -Infinity, this.lateness, clock?.users ?? 0))
     }
-    await this.rebuildPopulations()
-    for (let p = 0; p < this.partitions; p++) {
+    await rebuildPopulations(this.store, this.slots.map((s) => s.op), partitions, this.populations)
+    for (const p of partitions) {
       for (const [key, count] of await this.store.readCounts(p)) {
         this.memberCounts.set(key, count)
         this.committedCounts.set(key, count)
       }
     }
-    for (let p = 0; p < this.partitions; p++) {
+    for (const p of partitions) {
       const task = this.task(p)
       const clock = await this.store.readClock(p)
       if (clock?.sweepAt !== undefined && this.sweepMinutes !== undefined) {
@@ -299,18 +331,65 @@ export class Engine {
       }
       if (Number.isFinite(task.watermark)) task.nextSweepAt = this.nextSweepAfter(Math.max(task.watermark, clock?.sweepAt ?? -Infinity))
     }
-    for (const source of this.sources) {
-      const position = (await this.store.readGlobalOffset(source.name)) ?? 0
-      this.positions.set(source.name, position)
-      await source.open(position)
-    }
-    this.lastCommitAt = this.wallNow()
-    this.opened = true
   }
 
-  /** True once the store is open and partitions, clocks and positions are restored. */
+  /**
+   * Acts on a partitioned source's rebalances, between two batches (so the batch in flight is
+   * done). Revoked: commit, then forget the partitions' users, timers, counts and statistics, then
+   * let the source release them. Assigned: restore the partitions, read their offsets from the
+   * store, and start the source there.
+   */
+  private async handleRebalances(source: PartitionedSource): Promise<void> {
+    for (let r = source.takeRebalance(); r !== undefined; r = source.takeRebalance()) {
+      if (r.kind === 'revoked') {
+        await this.commit()
+        await this.dropPartitions(r.partitions)
+        r.release()
+        continue
+      }
+      const beyond = r.partitions.filter((p) => p >= this.partitions)
+      if (beyond.length > 0) {
+        throw new TagstreamError(
+          ErrorCodes.CONFIG_INVALID,
+          `source ${source.name} assigned partition ${beyond.join(', ')} but engine.partitions is ${this.partitions}: raise engine.partitions to the topics' partition count (for a new store)`,
+        )
+      }
+      await this.restorePartitions(r.partitions.filter((p) => !this.tasks.has(p)))
+      const offsets = new Map<number, Map<string, number>>()
+      for (const p of r.partitions) {
+        const byTopic = new Map<string, number>()
+        for (const topic of source.topics) {
+          const offset = await this.store.readPartitionOffset(p, topic)
+          if (offset !== undefined) byTopic.set(topic, offset)
+        }
+        offsets.set(p, byTopic)
+        this.partitionOffsets.set(p, new Map(byTopic))
+      }
+      await r.start(offsets)
+      this.assigned = true
+    }
+  }
+
+  /** Forgets committed partitions: what is in memory for them equals the store, which keeps it. */
+  private async dropPartitions(partitions: readonly number[]): Promise<void> {
+    const dropped = new Set(partitions)
+    await forgetPopulations(this.store, this.slots.map((s) => s.op), partitions, this.populations)
+    const partitionOf = (key: string): number => Number.parseInt(key.slice(1, 5), 16)
+    for (const key of this.cache.keys()) if (dropped.has(partitionOf(key))) this.cache.delete(key)
+    for (const key of this.memberCounts.keys()) if (dropped.has(partitionOf(key))) this.memberCounts.delete(key)
+    for (const key of this.committedCounts.keys()) if (dropped.has(partitionOf(key))) this.committedCounts.delete(key)
+    for (const p of partitions) {
+      this.tasks.delete(p)
+      this.partitionOffsets.delete(p)
+    }
+  }
+
+  /**
+   * True once the store is open and partitions, clocks and positions are restored; with a
+   * partitioned source, once its first assignment is restored and started.
+   */
   get ready(): boolean {
-    return this.opened && !this.stopping
+    return this.opened && !this.stopping && (this.partitionedSources.length === 0 || this.assigned)
   }
 
   /**
@@ -351,6 +430,7 @@ export class Engine {
       let received = 0
       for (const source of this.sources) {
         if (ended.has(source) || this.stopping) continue
+        if (isPartitioned(source)) await this.handleRebalances(source)
         const records = await source.poll(batchSize, waitMs)
         if (records === null) {
           ended.add(source)
@@ -384,7 +464,7 @@ export class Engine {
   }
 
   private hasUncommitted(): boolean {
-    return this.dirtyUsers.size > 0 || this.dirtyPositions.size > 0 || this.timerWrites.size > 0 || this.memberWrites.size > 0
+    return this.dirtyUsers.size > 0 || this.dirtyPositions.size > 0 || this.dirtyPartitionOffsets.size > 0 || this.timerWrites.size > 0 || this.memberWrites.size > 0
   }
 
   // ---------------------------------------------------------------- batch processing
@@ -400,7 +480,7 @@ export class Engine {
     const eventRecords: SourceRecord[] = []
     const eventKeys: string[] = []
     for (const record of records) {
-      const result = source.decode(record.value, wallNow)
+      const result = (record.decode ?? source.decode)(record.value, wallNow)
       if (!result.ok) {
         this.deadLetter(source.name, record, result.rejection, result.eventId, result.userId)
         continue
@@ -431,12 +511,31 @@ export class Engine {
       }
       next = limit
     }
-    const last = records[records.length - 1]
-    if (last !== undefined) {
-      this.positions.set(source.name, last.nextOffset)
-      this.dirtyPositions.add(source.name)
+    if (isPartitioned(source)) {
+      this.advancePartitionOffsets(records)
+    } else {
+      const last = records[records.length - 1]
+      if (last !== undefined) {
+        this.positions.set(source.name, last.nextOffset)
+        this.dirtyPositions.add(source.name)
+      }
     }
     this.eventsSinceCommit += records.length
+  }
+
+  private advancePartitionOffsets(records: readonly SourceRecord[]): void {
+    let partition = -1
+    let byTopic: Map<string, number> | undefined
+    for (const record of records) {
+      const p = record.partition as number
+      if (p !== partition) {
+        partition = p
+        byTopic = this.partitionOffsets.get(p)
+        if (byTopic === undefined) this.partitionOffsets.set(p, (byTopic = new Map()))
+        this.dirtyPartitionOffsets.add(p)
+      }
+      ;(byTopic as Map<string, number>).set(record.topic as string, record.nextOffset)
+    }
   }
 
   private task(partition: number): PartitionTask {
@@ -1024,7 +1123,8 @@ export class Engine {
     this.stats.invalid[reason.code] = (this.stats.invalid[reason.code] ?? 0) + 1
     const dl: DeadLetter = {
       reason,
-      coordinates: { source, partition: record.partition ?? 0, offset: record.offset },
+      // A Kafka record is found again by its topic, partition and offset.
+      coordinates: { source: record.topic ?? source, partition: record.partition ?? 0, offset: record.offset },
       raw: record.value.toString('base64'),
       truncated: record.truncatedFrom !== undefined,
       rejectedAt: this.emittedAtIso,
@@ -1099,6 +1199,12 @@ export class Engine {
     for (const name of this.dirtyPositions) {
       ops.push({ type: 'put', key: globalOffsetKey(name), value: this.store.encode(this.positions.get(name)) })
     }
+    const offsetsCommitted = this.dirtyPartitionOffsets.size > 0
+    for (const p of this.dirtyPartitionOffsets) {
+      for (const [topic, offset] of this.partitionOffsets.get(p) ?? []) {
+        ops.push({ type: 'put', key: partitionOffsetKey(p, topic), value: this.store.encode(offset) })
+      }
+    }
     for (const [key, put] of this.memberWrites) ops.push(put ? { type: 'put', key, value: EMPTY } : { type: 'del', key })
     for (const [key, value] of this.historyWrites) ops.push(value === null ? { type: 'del', key } : { type: 'put', key, value })
     for (const key of this.dirtyCounts) {
@@ -1109,6 +1215,7 @@ export class Engine {
     this.dirtyUsers.clear()
     this.timerWrites.clear()
     this.dirtyPositions.clear()
+    this.dirtyPartitionOffsets.clear()
     this.memberWrites.clear()
     this.historyWrites.clear()
     for (const key of this.dirtyCounts) {
@@ -1132,6 +1239,7 @@ export class Engine {
     this.stats.lastCommitMs = this.lastCommitAt - started
     this.observer?.commit(performance.now() - t0)
     for (const listener of this.commitListeners) listener(this.positions)
+    if (offsetsCommitted) for (const source of this.partitionedSources) source.committed(this.partitionOffsets)
   }
 
   /** Drops the least recently used clean records beyond the cache bound. */
