@@ -182,6 +182,14 @@ export interface MetricsOptions {
   readonly ingest?: IngestLike
   /** Node.js and process metrics (`collectDefaultMetrics`) on the same registry. Default true. */
   readonly defaultMetrics?: boolean
+  /** Partitioned sources (Kafka) whose consumer lag is exported per topic and partition. */
+  readonly consumerLag?: readonly ConsumerLagSource[]
+}
+
+/** What the lag gauge needs of a Kafka source (`KafkaSource` fits). */
+export interface ConsumerLagSource {
+  /** Records behind the high watermark, for each partition the source reads now. */
+  lag(): readonly { readonly topic: string; readonly partition: number; readonly records: number }[]
 }
 
 export interface Metrics {
@@ -375,6 +383,7 @@ export function createMetrics(engine: EngineLike, registry: Registry = new Regis
   gauge('tagstream_ready', '1 once the store is open and clocks and positions are restored, 0 before and while stopping.', () => (engine.ready ? 1 : 0))
 
   if (options.ingest !== undefined) registerIngestMetrics(options.ingest, registry)
+  if (options.consumerLag !== undefined && options.consumerLag.length > 0) registerConsumerLag(options.consumerLag, registry)
   return { registry, observer }
 }
 
@@ -435,4 +444,24 @@ export function registerIngestMetrics(ingest: IngestLike, registry: Registry): v
     })
     children = REJECT_REASON_LIST.map((reason) => [reason, follower(c.labels({ reason }))])
   }
+}
+
+/**
+ * `tagstream_consumer_lag_records{topic,partition}`: records between what the engine has read and
+ * each partition's high watermark, for the partitions this process owns now (a partition handed to
+ * another process disappears from the series).
+ */
+export function registerConsumerLag(sources: readonly ConsumerLagSource[], registry: Registry): void {
+  const g: Gauge<'topic' | 'partition'> = new Gauge({
+    name: 'tagstream_consumer_lag_records',
+    help: 'Records not yet read by the engine, per input topic and partition owned by this process (high watermark minus next offset).',
+    labelNames: ['topic', 'partition'] as const,
+    registers: [registry],
+    collect() {
+      g.reset()
+      for (const source of sources) {
+        for (const { topic, partition, records } of source.lag()) g.labels({ topic, partition: String(partition) }).set(records)
+      }
+    },
+  })
 }

@@ -124,7 +124,7 @@ export class KafkaSource implements PartitionedSource {
       throw err
     }
     // Wait for the first message, then take what is ready: a batch never waits for a full one.
-    consumer.setDefaultIsTimeoutOnlyForFirstMessage(true)
+    ;(consumer as unknown as { setDefaultIsTimeoutOnlyForFirstMessage(only: boolean): void }).setDefaultIsTimeoutOnlyForFirstMessage(true)
     consumer.subscribe([...this.topics])
   }
 
