@@ -248,13 +248,16 @@ export class KafkaSource implements PartitionedSource {
     if (consumer === undefined) return
     // Revocations the engine will not handle any more (it has stopped and committed).
     for (const r of this.pending.splice(0)) if (r.kind === 'revoked') r.release()
-    this.consumer = undefined
+    // Leaving the group revokes the assignment once more, and librdkafka waits for our unassign():
+    // the rebalance callback still needs the consumer while it disconnects.
     await disconnect(consumer)
+    this.consumer = undefined
   }
 
   private onRebalance(err: LibrdKafkaError | undefined, assignment: Assignment[]): void {
     const consumer = this.consumer
     if (consumer === undefined) return
+    if (this.closing && err?.code === ERR_ASSIGN) return
     const partitions = [...new Set(assignment.map((a) => a.partition))].sort((a, b) => a - b)
     if (err?.code === ERR_ASSIGN) {
       if (this.closing) return
