@@ -85,6 +85,7 @@ async function buildSources(config: Readonly<Config>, options: RuntimeOptions, i
         groupId: s.groupId,
         topics: s.topics.map((t) => ({ topic: t.topic, decode: eventDecoder(config, s.fields, s.timestampUnit, t.format) })),
         maxPartitions: config.engine.partitions,
+        maxRecordBytes: limits.maxRecordBytes,
         clientId: s.clientId,
         sessionTimeoutMs: s.sessionTimeoutMs,
         heartbeatIntervalMs: s.heartbeatIntervalMs,

@@ -36,6 +36,8 @@ export interface KafkaSourceOptions {
   readonly topics: readonly { readonly topic: string; readonly decode: Decoder }[]
   /** Engine partitions: a topic with more partitions than this is refused. */
   readonly maxPartitions: number
+  /** Longest record kept whole; a longer one is cut to this + 1 bytes (it is dead-lettered, with its head). */
+  readonly maxRecordBytes: number
   readonly clientId?: string
   readonly sessionTimeoutMs?: number
   readonly heartbeatIntervalMs?: number
@@ -179,6 +181,7 @@ export class KafkaSource implements PartitionedSource {
       return []
     }
     const out: SourceRecord[] = []
+    const maxRecordBytes = this.options.maxRecordBytes
     let topic = ''
     let parts: Map<number, Owned> | undefined
     let decode: Decoder | undefined
@@ -192,14 +195,12 @@ export class KafkaSource implements PartitionedSource {
       // Not started yet, being revoked, or fetched before the partition's start offset: not ours.
       if (owned === undefined || m.offset < owned.next) continue
       owned.next = m.offset + 1
-      out.push({
-        value: m.value ?? EMPTY,
-        offset: m.offset,
-        nextOffset: m.offset + 1,
-        partition: m.partition,
-        topic,
-        ...(decode !== undefined ? { decode } : {}),
-      })
+      const value = m.value ?? EMPTY
+      if (value.length > maxRecordBytes) {
+        out.push({ value: value.subarray(0, maxRecordBytes + 1), truncatedFrom: value.length, offset: m.offset, nextOffset: m.offset + 1, partition: m.partition, topic, ...(decode !== undefined ? { decode } : {}) })
+        continue
+      }
+      out.push({ value, offset: m.offset, nextOffset: m.offset + 1, partition: m.partition, topic, ...(decode !== undefined ? { decode } : {}) })
     }
     return out
   }
