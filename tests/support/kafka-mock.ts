@@ -124,7 +124,7 @@ export async function startKafkaMock(options: KafkaMockOptions = {}): Promise<Ka
   }
 }
 
-/** Reads a topic from the beginning with a fresh consumer group, up to the high watermark of every partition. */
+/** Reads a topic from the beginning, up to the high watermark of every partition, without joining a group. */
 export async function readTopic(bootstrap: string, topic: string, partitions = 4, timeoutMs = 30_000): Promise<Message[]> {
   const consumer: KafkaConsumer = new Kafka.KafkaConsumer({
     'bootstrap.servers': bootstrap,
@@ -148,7 +148,8 @@ export async function readTopic(bootstrap: string, topic: string, partitions = 4
     const next = new Map<number, number>([...highs.keys()].map((p) => [p, 0]))
     const done = (): boolean => [...highs].every(([p, high]) => (next.get(p) ?? 0) >= high)
     consumer.setDefaultConsumeTimeout(200)
-    consumer.subscribe([topic])
+    // Assigned, not subscribed: no group join (the mock's first join alone takes ~3 s).
+    consumer.assign([...highs.keys()].map((partition) => ({ topic, partition, offset: 0 })))
     const out: Message[] = []
     const deadline = Date.now() + timeoutMs
     while (!done()) {
