@@ -5,6 +5,7 @@
  *   EVENTS=100000 REPEATS=3 npx tsx bench/kafka-pipeline.ts
  *   LATENCY=0 npx tsx bench/kafka-pipeline.ts       # throughput only
  *   OPERATORS=light npx tsx bench/kafka-pipeline.ts # fact + two counters instead of the default six
+ *   THROUGHPUT=0 RATE=5000 npx tsx bench/kafka-pipeline.ts  # latency only, at another offered rate
  *
  * measureKafkaPipeline: in one run, against the same input topic,
  *   - bare: the same client (`KafkaConsumer.consume(n)`, the source's settings) assigned to every
@@ -22,7 +23,7 @@
  * an HDR histogram (microseconds).
  */
 import { randomUUID } from 'node:crypto'
-import { mkdtempSync, readFileSync } from 'node:fs'
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
@@ -34,7 +35,7 @@ import { parse } from 'yaml'
 import { validateConfig } from '../src/config/load.js'
 import type { Config } from '../src/config/schema.js'
 import { openRuntime } from '../src/runtime.js'
-import { createLiveWorkload, generateWorkload } from '../src/workload/generator.js'
+import { createLiveWorkload, encodeNdjsonLine, generateWorkload } from '../src/workload/generator.js'
 import { FOUNDATION_OPERATORS, startCli, writeConfig } from '../tests/support/cli.js'
 import { endOffsets, produceMessages, startKafkaMock, type KafkaMock } from '../tests/support/kafka-mock.js'
 
@@ -65,6 +66,9 @@ export interface KafkaPipelineResult {
   readonly events: number
   readonly bareEventsPerSecond: readonly number[]
   readonly pipelineEventsPerSecond: readonly number[]
+  /** The same engine and events from an NDJSON file (`replay`): what the engine does without Kafka. */
+  readonly fileEventsPerSecond: readonly number[]
+  readonly medianFile: number
   readonly tagChangesPerRun: number
   readonly medianBare: number
   readonly medianPipeline: number
@@ -184,6 +188,20 @@ async function pipelineRun(bootstrap: string, input: string, total: number, run:
   return { eventsPerSecond: total / ((t1 - t0) / 1000), tagChanges }
 }
 
+/** The same engine over the same records from an NDJSON file, in this process: open to the final commit. */
+async function fileRun(file: string, total: number, operators: OperatorSet): Promise<number> {
+  const dataDir = mkdtempSync(join(tmpdir(), 'ts-bench-file-'))
+  const config = buildConfig({ dataDir, ...operatorConfig(operators), engine: { partitions: PARTITIONS }, sinks: { tagChanges: [{ type: 'ndjson-file' }] } })
+  const runtime = await openRuntime(config, { live: false, replayFiles: [file] })
+  const t0 = performance.now()
+  await runtime.engine.run({ untilEnd: true })
+  const seconds = (performance.now() - t0) / 1000
+  const read = runtime.engine.stats.recordsIn
+  await runtime.close()
+  if (read !== total) throw new Error(`file run read ${read} records, expected ${total}`)
+  return total / seconds
+}
+
 export async function measureKafkaPipeline(options: KafkaPipelineOptions = {}): Promise<KafkaPipelineResult> {
   const events = options.events ?? 100_000
   const users = options.users ?? 20_000
@@ -199,19 +217,26 @@ export async function measureKafkaPipeline(options: KafkaPipelineOptions = {}): 
     )
     const end = await endOffsets(bootstrap, input, PARTITIONS)
     if (end.reduce((a, b) => a + b, 0) !== events) throw new Error(`input topic holds ${end.join('+')} records, expected ${events}`)
+    const file = join(mkdtempSync(join(tmpdir(), 'ts-bench-input-')), 'events.ndjson')
+    writeFileSync(file, Buffer.concat(records.map(encodeNdjsonLine)))
     const bare: number[] = []
     const pipeline: number[] = []
+    const fromFile: number[] = []
     let tagChanges = 0
     for (let i = 0; i < repeats; i++) {
       bare.push(await bareConsume(bootstrap, input, events))
       const p = await pipelineRun(bootstrap, input, events, i, options.operators ?? 'default')
       pipeline.push(p.eventsPerSecond)
       tagChanges = p.tagChanges
-      log(`run ${i + 1}/${repeats}: bare ${Math.round(bare[i] as number)} events/s, pipeline ${Math.round(p.eventsPerSecond)} events/s (${p.tagChanges} tag changes)`)
+      fromFile.push(await fileRun(file, events, options.operators ?? 'default'))
+      log(
+        `run ${i + 1}/${repeats}: bare ${Math.round(bare[i] as number)} events/s, pipeline ${Math.round(p.eventsPerSecond)} events/s ` +
+          `(${p.tagChanges} tag changes), same engine from a file ${Math.round(fromFile[i] as number)} events/s`,
+      )
     }
     const medianBare = median(bare)
     const medianPipeline = median(pipeline)
-    return { operators: options.operators ?? 'default', events, bareEventsPerSecond: bare, pipelineEventsPerSecond: pipeline, tagChangesPerRun: tagChanges, medianBare, medianPipeline, ratio: medianPipeline / medianBare }
+    return { operators: options.operators ?? 'default', events, bareEventsPerSecond: bare, pipelineEventsPerSecond: pipeline, fileEventsPerSecond: fromFile, medianFile: median(fromFile), tagChangesPerRun: tagChanges, medianBare, medianPipeline, ratio: medianPipeline / medianBare }
   })
 }
 
@@ -268,7 +293,19 @@ export async function measureKafkaLatency(options: KafkaLatencyOptions = {}): Pr
     const { configPath } = writeConfig({
       ...operatorConfig(options.operators),
       engine: { partitions: PARTITIONS, commitIntervalMs: 1000 },
-      sources: [{ name: 'events', type: 'kafka', brokers: bootstrap, groupId: `lat-${suffix}`, topics: [{ topic: input }], sessionTimeoutMs: 6000 }],
+      sources: [
+        {
+          name: 'events',
+          type: 'kafka',
+          brokers: bootstrap,
+          groupId: `lat-${suffix}`,
+          topics: [{ topic: input }],
+          sessionTimeoutMs: 6000,
+          // The mock answers a fetch only when fetch.wait.max.ms (default 500) expires if no data was
+          // there when it came in; a real broker answers as soon as data arrives.
+          librdkafka: { 'fetch.wait.max.ms': Number(process.env.FETCH_WAIT_MS ?? 5) },
+        },
+      ],
       sinks: { tagChanges: [{ type: 'kafka', brokers: bootstrap, topic: output }], deadLetter: { type: 'ndjson-file' } },
       http: { enabled: true, port },
     })
@@ -315,6 +352,8 @@ export async function measureKafkaLatency(options: KafkaLatencyOptions = {}): Pr
       let measuredProduced = 0
       let reading = true
       let samples = 0
+      /** With ENGINE_METRICS=1: the worst latency of the events produced in each second. */
+      const perSecond = process.env.ENGINE_METRICS === '1' ? new Map<number, number>() : undefined
 
       const reader = (async () => {
         while (reading) {
@@ -327,6 +366,11 @@ export async function measureKafkaLatency(options: KafkaLatencyOptions = {}): Pr
             if (at === undefined) continue
             histogram.recordValue(Math.max(1, Math.round((now - at) * 1000)))
             samples++
+            if (perSecond !== undefined) {
+              const second = Math.floor((at - measureFrom) / 1000)
+              const worst = perSecond.get(second) ?? 0
+              if (now - at > worst) perSecond.set(second, now - at)
+            }
           }
         }
       })()
@@ -350,6 +394,11 @@ export async function measureKafkaLatency(options: KafkaLatencyOptions = {}): Pr
       }
       // Let the last changes arrive.
       await new Promise((r) => setTimeout(r, 3000))
+      if (process.env.ENGINE_METRICS === '1') {
+        const text = await fetch(`http://127.0.0.1:${port}/metrics`).then((r) => r.text())
+        log(`worst latency by second of production: ${JSON.stringify([...(perSecond ?? [])].map(([sec, ms]) => [sec, Math.round(ms)]))}`)
+        log(text.split('\n').filter((l) => /^tagstream_(commit|batch|end_to_end|consumer_lag)/.test(l) && !l.includes('_bucket')).join('\n'))
+      }
       reading = false
       await reader
       await new Promise<void>((res) => producer.disconnect(5000, () => res()))
@@ -375,17 +424,20 @@ export async function measureKafkaLatency(options: KafkaLatencyOptions = {}): Pr
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
   const log = (line: string): void => console.log(line)
   const operators = (process.env.OPERATORS ?? 'default') as OperatorSet
-  const result = await measureKafkaPipeline({
-    events: Number(process.env.EVENTS ?? 100_000),
-    repeats: Number(process.env.REPEATS ?? 3),
-    operators,
-    log,
-  })
-  console.log(
-    `kafka pipeline (${operators} operators): ${result.events} events; bare consume + JSON.parse ${Math.round(result.medianBare)} events/s, ` +
-      `pipeline to committed state and output topic ${Math.round(result.medianPipeline)} events/s (medians of ${result.bareEventsPerSecond.length}); ` +
-      `ratio ${result.ratio.toFixed(3)}; ${result.tagChangesPerRun} tag changes per run`,
-  )
+  if (process.env.THROUGHPUT !== '0') {
+    const result = await measureKafkaPipeline({
+      events: Number(process.env.EVENTS ?? 100_000),
+      repeats: Number(process.env.REPEATS ?? 3),
+      operators,
+      log,
+    })
+    console.log(
+      `kafka pipeline (${operators} operators): ${result.events} events; bare consume + JSON.parse ${Math.round(result.medianBare)} events/s, ` +
+        `pipeline to committed state and output topic ${Math.round(result.medianPipeline)} events/s, same engine from a file ${Math.round(result.medianFile)} events/s ` +
+        `(medians of ${result.bareEventsPerSecond.length}); pipeline/bare ${result.ratio.toFixed(3)}, pipeline/file ${(result.medianPipeline / result.medianFile).toFixed(2)}; ` +
+        `${result.tagChangesPerRun} tag changes per run`,
+    )
+  }
   if (process.env.LATENCY !== '0') {
     const latency = await measureKafkaLatency({ eventsPerSecond: Number(process.env.RATE ?? 20_000), operators, log })
     console.log(
