@@ -15,6 +15,8 @@ export const ErrorCodes = {
   STORE_UNAVAILABLE: 'TS_ERR_STORE_UNAVAILABLE',
   /** A sink could not flush: the commit is not made and the batch will be retried after restart. */
   SINK_FAILED: 'TS_ERR_SINK_FAILED',
+  /** A source cannot deliver its records (Kafka: group, metadata or offset failures; history gone). */
+  SOURCE_FAILED: 'TS_ERR_SOURCE_FAILED',
   /** A command-line invocation was malformed. */
   USAGE: 'TS_ERR_USAGE',
   /** The engine was used after close, or before open. */

@@ -14,7 +14,7 @@ import type { Source } from './sources/source.js'
 import { Store } from './store/store.js'
 import type { Registry } from 'prom-client'
 import type { TagstreamServer } from './http/server.js'
-import type { RecordingObserver } from './metrics/metrics.js'
+import type { ConsumerLagSource, RecordingObserver } from './metrics/metrics.js'
 import { HttpIngestSource } from './sources/http-ingest-source.js'
 import { LevelCatalogStorage, TagCatalog, type CatalogStorage } from './tags/catalog.js'
 import { buildRuleSchema } from './tags/lanes.js'
@@ -63,11 +63,11 @@ export function storePath(config: Readonly<Config>): string {
 }
 
 /** The decoder of a source: built once per source, with the configured limits. */
-function eventDecoder(config: Readonly<Config>, fields = DEFAULT_FIELD_NAMES, timestampUnit: 'ms' | 's' = 'ms') {
+function eventDecoder(config: Readonly<Config>, fields = DEFAULT_FIELD_NAMES, timestampUnit: 'ms' | 's' = 'ms', format: 'json' | 'msgpack' = 'json') {
   const limits = config.limits
   return createEventDecoder({
     fields,
-    format: 'json',
+    format,
     maxRecordBytes: limits.maxRecordBytes,
     maxIdLength: limits.maxIdLength,
     maxFutureMs: limits.maxFutureMs,
@@ -75,7 +75,7 @@ function eventDecoder(config: Readonly<Config>, fields = DEFAULT_FIELD_NAMES, ti
   })
 }
 
-function buildSources(config: Readonly<Config>, options: RuntimeOptions, ingest: HttpIngestSource | undefined): Source[] {
+async function buildSources(config: Readonly<Config>, options: RuntimeOptions, ingest: HttpIngestSource | undefined): Promise<Source[]> {
   const limits = config.limits
   const decoderFor = (fields = DEFAULT_FIELD_NAMES, timestampUnit: 'ms' | 's' = 'ms') => eventDecoder(config, fields, timestampUnit)
   if (options.replayFiles !== undefined) {
@@ -91,18 +91,46 @@ function buildSources(config: Readonly<Config>, options: RuntimeOptions, ingest:
         }),
     )
   }
-  const configured: Source[] = config.sources.map((s) => {
-    if (s.type === 'file') {
-      return new FileSource({
+  const configured: Source[] = []
+  for (const s of config.sources) {
+    if (s.type !== 'kafka') continue
+    // The native client is loaded only when a Kafka source is configured.
+    const { KafkaSource } = await import('./sources/kafka-source.js')
+    configured.push(
+      new KafkaSource({
         name: s.name,
-        path: s.path,
-        decode: decoderFor(s.fields, s.timestampUnit),
+        brokers: s.brokers,
+        groupId: s.groupId,
+        topics: s.topics.map((t) => ({ topic: t.topic, decode: eventDecoder(config, s.fields, s.timestampUnit, t.format) })),
+        maxPartitions: config.engine.partitions,
         maxRecordBytes: limits.maxRecordBytes,
-        follow: s.follow && options.live,
-        pollIntervalMs: s.pollIntervalMs,
-      })
+        clientId: s.clientId,
+        sessionTimeoutMs: s.sessionTimeoutMs,
+        heartbeatIntervalMs: s.heartbeatIntervalMs,
+        startFrom: s.startFrom,
+        allowMissingHistory: s.allowMissingHistory,
+        connectTimeoutMs: s.connectTimeoutMs,
+        librdkafka: s.librdkafka,
+      }),
+    )
+  }
+  // A Kafka source decides which partitions this process owns: HTTP ingest (hashed by user) is off then.
+  if (configured.length > 0) return configured
+  const embedded: Source[] = config.sources.flatMap((s): Source[] => {
+    if (s.type === 'kafka') return []
+    if (s.type === 'file') {
+      return [
+        new FileSource({
+          name: s.name,
+          path: s.path,
+          decode: decoderFor(s.fields, s.timestampUnit),
+          maxRecordBytes: limits.maxRecordBytes,
+          follow: s.follow && options.live,
+          pollIntervalMs: s.pollIntervalMs,
+        }),
+      ]
     }
-    return new GeneratorSource({
+    return [new GeneratorSource({
       name: s.name,
       decode: decoderFor(),
       users: s.users,
@@ -112,9 +140,9 @@ function buildSources(config: Readonly<Config>, options: RuntimeOptions, ingest:
       invalidRatio: s.invalidRatio,
       startAt: parseIsoTimestamp(s.startAt),
       ...(s.limit !== undefined ? { limit: s.limit } : {}),
-    })
+    })]
   })
-  return ingest === undefined ? configured : [...configured, ingest]
+  return ingest === undefined ? embedded : [...embedded, ingest]
 }
 
 /**
@@ -193,7 +221,9 @@ export async function openRuntime(config: Readonly<Config>, options: RuntimeOpti
     const stream = ingest === undefined ? undefined : new (await import('./sinks/sse-sink.js')).SseSink({ replayWindow: config.http.streamReplayWindow })
     if (stream !== undefined) sinks.push(stream)
     const observer: RecordingObserver | undefined = metrics?.createEngineObserver()
-    const sources = buildSources(config, options, ingest)
+    const sources = await buildSources(config, options, ingest)
+    // With a Kafka source, POST /v1/events answers 503: produce to the topic instead.
+    if (ingest !== undefined && !sources.includes(ingest)) ingest.end()
     const engine: Engine = new Engine({
       config,
       store,
@@ -213,7 +243,8 @@ export async function openRuntime(config: Readonly<Config>, options: RuntimeOpti
       const { Registry: PromRegistry } = await import('prom-client')
       const { buildServer } = await import('./http/server.js')
       registry = new PromRegistry()
-      metrics.createMetrics(engine, registry, { ...(observer ? { observer } : {}), ingest, operations: progress })
+      const lagSources = sources.filter((s): s is Source & ConsumerLagSource => typeof (s as Partial<ConsumerLagSource>).lag === 'function')
+      metrics.createMetrics(engine, registry, { ...(observer ? { observer } : {}), ingest, operations: progress, consumerLag: lagSources })
       http = buildServer({
         engine,
         ingest,

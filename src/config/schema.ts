@@ -52,7 +52,51 @@ const GeneratorSourceSchema = Type.Object(
   { additionalProperties: false },
 )
 
-export const SourceConfigSchema = Type.Union([FileSourceSchema, GeneratorSourceSchema])
+const KafkaTopicSchema = Type.Object(
+  {
+    topic: Type.String({ minLength: 1, maxLength: 249, pattern: '^[A-Za-z0-9._-]+$' }),
+    format: Type.Union([Type.Literal('json'), Type.Literal('msgpack')], { default: 'json', description: 'Payload encoding of the topic' }),
+  },
+  { additionalProperties: false },
+)
+
+const KafkaSourceSchema = Type.Object(
+  {
+    name: Type.String({ minLength: 1, pattern: '^[A-Za-z0-9_.:-]+$' }),
+    type: Type.Literal('kafka'),
+    brokers: Type.String({ minLength: 1, description: 'bootstrap.servers: comma-separated host:port list' }),
+    groupId: Type.String({ minLength: 1, description: 'Consumer group; the processes of one deployment share it' }),
+    topics: Type.Array(KafkaTopicSchema, {
+      minItems: 1,
+      description: 'Co-partitioned input topics (same partition count, keyed by user id): partition k of each is engine partition k',
+    }),
+    clientId: Type.String({ minLength: 1, default: 'tagstream' }),
+    sessionTimeoutMs: Type.Integer({ minimum: 1000, default: 10_000, description: 'session.timeout.ms: how long the group waits for a silent member before it rebalances' }),
+    heartbeatIntervalMs: Type.Integer({ minimum: 100, default: 1000 }),
+    startFrom: Type.Union([Type.Literal('earliest'), Type.Literal('latest')], {
+      default: 'earliest',
+      description:
+        "Where a partition with no offset in the store starts: earliest rebuilds its state from the topic's history, latest starts it empty on purpose. The group's committed offsets are never used to start",
+    }),
+    allowMissingHistory: Type.Boolean({
+      default: false,
+      description:
+        'Start a partition even when records between its stored offset (or the beginning) and the oldest retained record are gone; false: refuse with TS_ERR_SOURCE_FAILED',
+    }),
+    connectTimeoutMs: Type.Integer({ minimum: 100, default: 30_000 }),
+    fields: FieldNamesSchema,
+    timestampUnit: Type.Union([Type.Literal('ms'), Type.Literal('s')], { default: 'ms' }),
+    librdkafka: Type.Record(Type.String({ minLength: 1 }), Type.Union([Type.String(), Type.Number(), Type.Boolean()]), {
+      default: {},
+      description:
+        'Extra librdkafka consumer properties (CONFIGURATION.md), applied last: security.protocol, sasl.*, ssl.*, fetch.*, queued.max.messages.kbytes, ... ' +
+        'group.id, enable.auto.commit, enable.auto.offset.store and partition.assignment.strategy are fixed by the source',
+    }),
+  },
+  { additionalProperties: false, description: 'A Kafka consumer group: offsets live in the store with the state; group commits are advisory' },
+)
+
+export const SourceConfigSchema = Type.Union([FileSourceSchema, GeneratorSourceSchema, KafkaSourceSchema])
 
 const ndjsonFileSinkSchema = (options: { default?: unknown } = {}) =>
   Type.Object(
@@ -191,6 +235,7 @@ export type Config = Static<typeof ConfigSchema>
 export type SourceConfig = Static<typeof SourceConfigSchema>
 export type FileSourceConfig = Static<typeof FileSourceSchema>
 export type GeneratorSourceConfig = Static<typeof GeneratorSourceSchema>
+export type KafkaSourceConfig = Static<typeof KafkaSourceSchema>
 export type TagChangeSinkConfig = Static<typeof TagChangeSinkSchema>
 export type OperatorEntry = Static<typeof OperatorEntrySchema>
 export type TagStatus = Static<typeof TagStatusSchema>

@@ -9,7 +9,7 @@ import type { EngineLifecycle } from './lifecycle.js'
 import { ErrorCodes, TagstreamError } from '../errors.js'
 import type { DerivedTag, DerivedTags, Operator, OperatorContext, PopulationView } from '../operator-api.js'
 import type { DeadLetterSink, TagChangeSink } from '../sinks/sink.js'
-import type { Source, SourceRecord } from '../sources/source.js'
+import { isPartitioned, type PartitionedSource, type Source, type SourceRecord } from '../sources/source.js'
 import { Store, type PartitionClock, type WriteOp } from '../store/store.js'
 import {
   clockKey,
@@ -24,6 +24,7 @@ import {
   memberRange,
   parseMemberKey,
   scoredKey,
+  partitionOffsetKey,
   timerKey,
   userKey,
   userRange,
@@ -50,7 +51,7 @@ import {
   type RuleValue,
 } from '../tags/rules.js'
 import { partitionFor } from './partitioner.js'
-import { Populations, ScoredLayout, rebuildPopulations } from './population.js'
+import { Populations, ScoredLayout, forgetPopulations, rebuildPopulations } from './population.js'
 import { TimerHeap, type TimerEntry } from './timer-heap.js'
 import { TIMER_KEY_SEP, newUserRecord, timerKeyOf, type StoredTag, type UserRecord } from './user-record.js'
 
@@ -357,6 +358,13 @@ export class Engine {
   private readonly dirtyCounts = new Set<string>()
   private readonly positions = new Map<string, number>()
   private readonly dirtyPositions = new Set<string>()
+  /** Partitioned sources (Kafka): the engine owns the partitions they assign, and only those. */
+  private readonly partitionedSources: readonly PartitionedSource[]
+  /** Next offset per owned partition and topic of partitioned sources, stored under the partition. */
+  private readonly partitionOffsets = new Map<number, Map<string, number>>()
+  private readonly dirtyPartitionOffsets = new Set<number>()
+  /** Whether a partitioned source's first assignment has been restored and started. */
+  private assigned = false
   private eventsSinceCommit = 0
   private lastCommitAt = 0
   private emittedAtIso = ''
@@ -372,6 +380,11 @@ export class Engine {
     this.config = config
     this.store = options.store
     this.sources = options.sources
+    this.partitionedSources = options.sources.filter(isPartitioned)
+    if (this.partitionedSources.length > 0 && options.sources.length > 1) {
+      // Users hashed to a partition that another process owns would get two diverging states.
+      throw new TagstreamError(ErrorCodes.CONFIG_INVALID, 'a Kafka source cannot be combined with other sources: it decides which partitions this process owns')
+    }
     this.sinks = options.sinks
     this.deadLetters = options.deadLetters
     this.wallNow = options.now ?? Date.now
@@ -450,21 +463,46 @@ export class Engine {
 
   // ---------------------------------------------------------------- lifecycle
 
-  /** Restores partition clocks and source positions from the store and opens the sources. */
+  /**
+   * Restores partition clocks and source positions from the store and opens the sources. With a
+   * partitioned source, partitions are restored as they are assigned instead.
+   */
   async open(): Promise<void> {
     await this.store.ensureMeta(this.partitions)
-    for (let p = 0; p < this.partitions; p++) {
+    await this.restorePartitions(this.partitionedSources.length > 0 ? [] : Array.from({ length: this.partitions }, (_, p) => p))
+    this.definitions = (await this.store.readValue<StoredDefinitions>(DEFINITIONS_KEY)) ?? { seq: 0, applied: {}, passes: [] }
+    for (const pass of this.definitions.passes) {
+      // Passes persisted with fewer partitions cannot happen (the store pins the count); be strict anyway.
+      while (pass.cursors.length < this.partitions) pass.cursors.push(undefined)
+    }
+    await this.reconcileDefinitions()
+    for (const source of this.sources) {
+      if (isPartitioned(source)) {
+        await source.open(0)
+        continue
+      }
+      const position = (await this.store.readGlobalOffset(source.name)) ?? 0
+      this.positions.set(source.name, position)
+      await source.open(position)
+    }
+    this.lastCommitAt = this.wallNow()
+    this.opened = true
+  }
+
+  /** Loads the partitions' clocks, counts, interrupted sweeps and population statistics from the store. */
+  private async restorePartitions(partitions: readonly number[]): Promise<void> {
+    for (const p of partitions) {
       const clock = await this.store.readClock(p)
       this.tasks.set(p, new PartitionTask(p, clock?.maxTs ?? -Infinity, this.lateness, clock?.users ?? 0))
     }
-    await this.rebuildPopulations()
-    for (let p = 0; p < this.partitions; p++) {
+    await rebuildPopulations(this.store, this.slots.map((s) => s.op), partitions, this.populations, { persist: true, progress: this.stats })
+    for (const p of partitions) {
       for (const [key, count] of await this.store.readCounts(p)) {
         this.memberCounts.set(key, count)
         this.committedCounts.set(key, count)
       }
     }
-    for (let p = 0; p < this.partitions; p++) {
+    for (const p of partitions) {
       const task = this.task(p)
       const clock = await this.store.readClock(p)
       if (clock?.sweepAt !== undefined && this.sweepMinutes !== undefined) {
@@ -474,24 +512,65 @@ export class Engine {
       }
       if (Number.isFinite(task.watermark)) task.nextSweepAt = this.nextSweepAfter(Math.max(task.watermark, clock?.sweepAt ?? -Infinity))
     }
-    this.definitions = (await this.store.readValue<StoredDefinitions>(DEFINITIONS_KEY)) ?? { seq: 0, applied: {}, passes: [] }
-    for (const pass of this.definitions.passes) {
-      // Passes persisted with fewer partitions cannot happen (the store pins the count); be strict anyway.
-      while (pass.cursors.length < this.partitions) pass.cursors.push(undefined)
-    }
-    await this.reconcileDefinitions()
-    for (const source of this.sources) {
-      const position = (await this.store.readGlobalOffset(source.name)) ?? 0
-      this.positions.set(source.name, position)
-      await source.open(position)
-    }
-    this.lastCommitAt = this.wallNow()
-    this.opened = true
   }
 
-  /** True once the store is open and partitions, clocks and positions are restored. */
+  /**
+   * Acts on a partitioned source's rebalances, between two batches (so the batch in flight is
+   * done). Revoked: commit, then forget the partitions' users, timers, counts and statistics, then
+   * let the source release them. Assigned: restore the partitions, read their offsets from the
+   * store, and start the source there.
+   */
+  private async handleRebalances(source: PartitionedSource): Promise<void> {
+    for (let r = source.takeRebalance(); r !== undefined; r = source.takeRebalance()) {
+      if (r.kind === 'revoked') {
+        await this.commit()
+        await this.dropPartitions(r.partitions)
+        r.release()
+        continue
+      }
+      const beyond = r.partitions.filter((p) => p >= this.partitions)
+      if (beyond.length > 0) {
+        throw new TagstreamError(
+          ErrorCodes.CONFIG_INVALID,
+          `source ${source.name} assigned partition ${beyond.join(', ')} but engine.partitions is ${this.partitions}: raise engine.partitions to the topics' partition count (for a new store)`,
+        )
+      }
+      await this.restorePartitions(r.partitions.filter((p) => !this.tasks.has(p)))
+      const offsets = new Map<number, Map<string, number>>()
+      for (const p of r.partitions) {
+        const byTopic = new Map<string, number>()
+        for (const topic of source.topics) {
+          const offset = await this.store.readPartitionOffset(p, topic)
+          if (offset !== undefined) byTopic.set(topic, offset)
+        }
+        offsets.set(p, byTopic)
+        this.partitionOffsets.set(p, new Map(byTopic))
+      }
+      await r.start(offsets)
+      this.assigned = true
+    }
+  }
+
+  /** Forgets committed partitions: what is in memory for them equals the store, which keeps it. */
+  private async dropPartitions(partitions: readonly number[]): Promise<void> {
+    const dropped = new Set(partitions)
+    await forgetPopulations(this.store, this.slots.map((s) => s.op), partitions, this.populations)
+    const partitionOf = (key: string): number => Number.parseInt(key.slice(1, 5), 16)
+    for (const key of this.cache.keys()) if (dropped.has(partitionOf(key))) this.cache.delete(key)
+    for (const key of this.memberCounts.keys()) if (dropped.has(partitionOf(key))) this.memberCounts.delete(key)
+    for (const key of this.committedCounts.keys()) if (dropped.has(partitionOf(key))) this.committedCounts.delete(key)
+    for (const p of partitions) {
+      this.tasks.delete(p)
+      this.partitionOffsets.delete(p)
+    }
+  }
+
+  /**
+   * True once the store is open and partitions, clocks and positions are restored; with a
+   * partitioned source, once its first assignment is restored and started.
+   */
   get ready(): boolean {
-    return this.opened && !this.stopping
+    return this.opened && !this.stopping && (this.partitionedSources.length === 0 || this.assigned)
   }
 
   /**
@@ -537,6 +616,7 @@ export class Engine {
           await this.reconcileDefinitions()
         }
         if (ended.has(source) || this.stopping) continue
+        if (isPartitioned(source)) await this.handleRebalances(source)
         const records = await source.poll(batchSize, waitMs)
         if (records === null) {
           ended.add(source)
@@ -571,7 +651,7 @@ export class Engine {
   }
 
   private hasUncommitted(): boolean {
-    return this.dirtyUsers.size > 0 || this.dirtyPositions.size > 0 || this.timerWrites.size > 0 || this.memberWrites.size > 0 || this.definitionsDirty
+    return this.dirtyUsers.size > 0 || this.dirtyPositions.size > 0 || this.dirtyPartitionOffsets.size > 0 || this.timerWrites.size > 0 || this.memberWrites.size > 0 || this.definitionsDirty
   }
 
   // ---------------------------------------------------------------- tag definitions (catalog changes)
@@ -588,7 +668,8 @@ export class Engine {
     if (changed.length === 0) return
     // A pass walks the stored users: every user must be in the store before it starts.
     if (this.opened && this.hasUncommitted()) await this.commit()
-    const hasUsers = this.userCount > 0
+    // With a partitioned source, partitions are restored as they are assigned: the store may hold users.
+    const hasUsers = this.userCount > 0 || this.partitionedSources.length > 0
     for (const lane of changed) {
       const to = desired.get(lane)
       const from = applied[lane]
@@ -689,7 +770,8 @@ export class Engine {
   private async definitionStep(): Promise<void> {
     const pass = this.definitions.passes[0]
     if (pass === undefined) return
-    const p = pass.cursors.findIndex((c) => c !== null)
+    // Only the partitions this engine owns (a partitioned source assigns them); the others are done for it.
+    const p = pass.cursors.findIndex((c, i) => c !== null && this.tasks.has(i))
     if (p < 0) {
       this.definitions.passes.shift()
       this.definitionsDirty = true
@@ -734,7 +816,7 @@ export class Engine {
     const eventRecords: SourceRecord[] = []
     const eventKeys: string[] = []
     for (const record of records) {
-      const result = source.decode(record.value, wallNow)
+      const result = (record.decode ?? source.decode)(record.value, wallNow)
       if (!result.ok) {
         this.deadLetter(source.name, record, result.rejection, result.eventId, result.userId)
         continue
@@ -765,12 +847,31 @@ export class Engine {
       }
       next = limit
     }
-    const last = records[records.length - 1]
-    if (last !== undefined) {
-      this.positions.set(source.name, last.nextOffset)
-      this.dirtyPositions.add(source.name)
+    if (isPartitioned(source)) {
+      this.advancePartitionOffsets(records)
+    } else {
+      const last = records[records.length - 1]
+      if (last !== undefined) {
+        this.positions.set(source.name, last.nextOffset)
+        this.dirtyPositions.add(source.name)
+      }
     }
     this.eventsSinceCommit += records.length
+  }
+
+  private advancePartitionOffsets(records: readonly SourceRecord[]): void {
+    let partition = -1
+    let byTopic: Map<string, number> | undefined
+    for (const record of records) {
+      const p = record.partition as number
+      if (p !== partition) {
+        partition = p
+        byTopic = this.partitionOffsets.get(p)
+        if (byTopic === undefined) this.partitionOffsets.set(p, (byTopic = new Map()))
+        this.dirtyPartitionOffsets.add(p)
+      }
+      ;(byTopic as Map<string, number>).set(record.topic as string, record.nextOffset)
+    }
   }
 
   private task(partition: number): PartitionTask {
@@ -1493,7 +1594,8 @@ export class Engine {
     this.stats.invalid[reason.code] = (this.stats.invalid[reason.code] ?? 0) + 1
     const dl: DeadLetter = {
       reason,
-      coordinates: { source, partition: record.partition ?? 0, offset: record.offset },
+      // A Kafka record is found again by its topic, partition and offset.
+      coordinates: { source: record.topic ?? source, partition: record.partition ?? 0, offset: record.offset },
       raw: record.value.toString('base64'),
       truncated: record.truncatedFrom !== undefined,
       rejectedAt: this.emittedAtIso,
@@ -1585,6 +1687,12 @@ export class Engine {
       ops.push({ type: 'put', key: globalOffsetKey(name), value: this.store.encode(this.positions.get(name)) })
     }
     if (this.definitionsDirty) ops.push({ type: 'put', key: DEFINITIONS_KEY, value: this.store.encode(this.definitions) })
+    const offsetsCommitted = this.dirtyPartitionOffsets.size > 0
+    for (const p of this.dirtyPartitionOffsets) {
+      for (const [topic, offset] of this.partitionOffsets.get(p) ?? []) {
+        ops.push({ type: 'put', key: partitionOffsetKey(p, topic), value: this.store.encode(offset) })
+      }
+    }
     for (const [key, put] of this.memberWrites) ops.push(put ? { type: 'put', key, value: EMPTY } : { type: 'del', key })
     for (const [key, value] of this.historyWrites) ops.push(value === null ? { type: 'del', key } : { type: 'put', key, value })
     for (const key of this.dirtyCounts) {
@@ -1597,6 +1705,7 @@ export class Engine {
     this.scoredDirty.clear()
     this.timerWrites.clear()
     this.dirtyPositions.clear()
+    this.dirtyPartitionOffsets.clear()
     this.memberWrites.clear()
     this.historyWrites.clear()
     for (const key of this.dirtyCounts) {
@@ -1620,6 +1729,7 @@ export class Engine {
     this.stats.lastCommitMs = this.lastCommitAt - started
     this.observer?.commit(performance.now() - t0)
     for (const listener of this.commitListeners) listener(this.positions)
+    if (offsetsCommitted) for (const source of this.partitionedSources) source.committed(this.partitionOffsets)
   }
 
   /** Drops the least recently used clean records beyond the cache bound. */

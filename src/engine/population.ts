@@ -390,3 +390,21 @@ export async function rebuildPopulations(
   if (options.persist) await store.writeScoredLayout(layout.id)
   columns.loadInto(into)
 }
+
+/**
+ * Takes the stored users of `partitions` out of the statistics (a partition handed to another
+ * process): the inverse of `rebuildPopulations`, called right after a commit, when the store holds
+ * exactly what the statistics counted.
+ */
+export async function forgetPopulations(store: Store, operators: readonly Operator[], partitions: Iterable<number>, from: Populations): Promise<void> {
+  const ranked = operators.filter((op) => op.scoredValues !== undefined)
+  if (ranked.length === 0) return
+  for (const p of partitions) {
+    for await (const rec of store.iterateUsers(p)) {
+      for (const op of ranked) {
+        const state = rec.ops[op.name]
+        if (state !== undefined) from.update(op.name, op.scoredValues!(state), undefined)
+      }
+    }
+  }
+}

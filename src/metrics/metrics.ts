@@ -194,6 +194,14 @@ export interface MetricsOptions {
   readonly defaultMetrics?: boolean
   /** Progress of long operations (replays, restores, sweeps, publications). */
   readonly operations?: OperationsLike
+  /** Partitioned sources (Kafka) whose consumer lag is exported per topic and partition. */
+  readonly consumerLag?: readonly ConsumerLagSource[]
+}
+
+/** What the lag gauge needs of a Kafka source (`KafkaSource` fits). */
+export interface ConsumerLagSource {
+  /** Records behind the high watermark, for each partition the source reads now. */
+  lag(): readonly { readonly topic: string; readonly partition: number; readonly records: number }[]
 }
 
 export interface Metrics {
@@ -416,6 +424,7 @@ export function createMetrics(engine: EngineLike, registry: Registry = new Regis
 
   if (options.ingest !== undefined) registerIngestMetrics(options.ingest, registry)
   if (options.operations !== undefined) registerOperationMetrics(options.operations, registry)
+  if (options.consumerLag !== undefined && options.consumerLag.length > 0) registerConsumerLag(options.consumerLag, registry)
   return { registry, observer }
 }
 
@@ -529,4 +538,24 @@ export function registerIngestMetrics(ingest: IngestLike, registry: Registry): v
     })
     children = REJECT_REASON_LIST.map((reason) => [reason, follower(c.labels({ reason }))])
   }
+}
+
+/**
+ * `tagstream_consumer_lag_records{topic,partition}`: records between what the engine has read and
+ * each partition's high watermark, for the partitions this process owns now (a partition handed to
+ * another process disappears from the series).
+ */
+export function registerConsumerLag(sources: readonly ConsumerLagSource[], registry: Registry): void {
+  const g: Gauge<'topic' | 'partition'> = new Gauge({
+    name: 'tagstream_consumer_lag_records',
+    help: 'Records not yet read by the engine, per input topic and partition owned by this process (high watermark minus next offset).',
+    labelNames: ['topic', 'partition'] as const,
+    registers: [registry],
+    collect() {
+      g.reset()
+      for (const source of sources) {
+        for (const { topic, partition, records } of source.lag()) g.labels({ topic, partition: String(partition) }).set(records)
+      }
+    },
+  })
 }

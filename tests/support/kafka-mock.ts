@@ -124,7 +124,7 @@ export async function startKafkaMock(options: KafkaMockOptions = {}): Promise<Ka
   }
 }
 
-/** Reads a topic from the beginning with a fresh consumer group, up to the high watermark of every partition. */
+/** Reads a topic from the beginning, up to the high watermark of every partition, without joining a group. */
 export async function readTopic(bootstrap: string, topic: string, partitions = 4, timeoutMs = 30_000): Promise<Message[]> {
   const consumer: KafkaConsumer = new Kafka.KafkaConsumer({
     'bootstrap.servers': bootstrap,
@@ -148,7 +148,8 @@ export async function readTopic(bootstrap: string, topic: string, partitions = 4
     const next = new Map<number, number>([...highs.keys()].map((p) => [p, 0]))
     const done = (): boolean => [...highs].every(([p, high]) => (next.get(p) ?? 0) >= high)
     consumer.setDefaultConsumeTimeout(200)
-    consumer.subscribe([topic])
+    // Assigned, not subscribed: no group join (the mock's first join alone takes ~3 s).
+    consumer.assign([...highs.keys()].map((partition) => ({ topic, partition, offset: 0 })))
     const out: Message[] = []
     const deadline = Date.now() + timeoutMs
     while (!done()) {
@@ -165,3 +166,93 @@ export async function readTopic(bootstrap: string, topic: string, partitions = 4
   }
 }
 
+
+export interface OutgoingMessage {
+  readonly key: string | null
+  readonly value: Buffer
+}
+
+/**
+ * Produces messages to a topic and resolves when every one is acknowledged. Keyed messages go
+ * where Kafka's Java producer puts them (murmur2), so a user's events land in the partition the
+ * engine's replay routes them to. lz4 keeps the mock's 5 MiB per partition further away.
+ */
+export async function produceMessages(bootstrap: string, topic: string, messages: readonly OutgoingMessage[]): Promise<void> {
+  const producer = new Kafka.Producer({
+    'bootstrap.servers': bootstrap,
+    'compression.codec': 'lz4',
+    'linger.ms': 5,
+    partitioner: 'murmur2_random',
+    'enable.idempotence': true,
+    'queue.buffering.max.messages': 1_000_000,
+    dr_cb: true,
+  })
+  await new Promise<void>((resolve, reject) => producer.connect({ timeout: 10_000 }, (err) => (err ? reject(err) : resolve())))
+  producer.setPollInterval(5)
+  try {
+    let pending = messages.length
+    let failure: Error | undefined
+    const done = new Promise<void>((resolve) => {
+      if (pending === 0) resolve()
+      producer.on('delivery-report', (err) => {
+        if (err) failure ??= new Error(err.message)
+        if (--pending === 0) resolve()
+      })
+    })
+    for (const m of messages) producer.produce(topic, null, m.value, m.key)
+    await done
+    if (failure !== undefined) throw failure
+  } finally {
+    await new Promise<void>((resolve) => producer.disconnect(5000, () => resolve()))
+  }
+}
+
+/** High watermark of each partition of a topic. */
+export async function endOffsets(bootstrap: string, topic: string, partitions = 4): Promise<number[]> {
+  const consumer: KafkaConsumer = new Kafka.KafkaConsumer({ 'bootstrap.servers': bootstrap, 'group.id': `probe-${randomUUID()}` })
+  await new Promise<void>((resolve, reject) => consumer.connect({ timeout: 10_000 }, (err) => (err ? reject(err) : resolve())))
+  try {
+    const out: number[] = []
+    for (let p = 0; p < partitions; p++) {
+      const { highOffset } = await new Promise<{ highOffset: number }>((resolve, reject) =>
+        consumer.queryWatermarkOffsets(topic, p, 5000, (err, offsets) => (err ? reject(err) : resolve(offsets))),
+      )
+      out.push(highOffset)
+    }
+    return out
+  } finally {
+    await new Promise<void>((resolve) => consumer.disconnect(() => resolve()))
+  }
+}
+
+/**
+ * The offsets a consumer group has committed for a topic's partitions (-1: none), read with
+ * OffsetFetch by a client that does not join the group (it would cause a rebalance).
+ */
+export async function groupOffsets(bootstrap: string, groupId: string, topic: string, partitions = 4): Promise<number[]> {
+  const consumer: KafkaConsumer = new Kafka.KafkaConsumer({ 'bootstrap.servers': bootstrap, 'group.id': groupId, 'enable.auto.commit': false })
+  await new Promise<void>((resolve, reject) => consumer.connect({ timeout: 10_000 }, (err) => (err ? reject(err) : resolve())))
+  try {
+    const toppars = Array.from({ length: partitions }, (_, partition) => ({ topic, partition }))
+    const committed = await new Promise<{ partition: number; offset: number }[]>((resolve, reject) =>
+      consumer.committed(toppars, 5000, (err, tps) => (err ? reject(err) : resolve(tps))),
+    )
+    const out = Array.from({ length: partitions }, () => -1)
+    for (const tp of committed) out[tp.partition] = tp.offset ?? -1
+    return out
+  } finally {
+    await new Promise<void>((resolve) => consumer.disconnect(() => resolve()))
+  }
+}
+
+/** Waits until the group has committed `target` offsets on every partition (the engine's store commit is mirrored there). */
+export async function waitForGroupOffsets(bootstrap: string, groupId: string, topic: string, target: readonly number[], timeoutMs = 60_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  let last: number[] = []
+  while (Date.now() < deadline) {
+    last = await groupOffsets(bootstrap, groupId, topic, target.length)
+    if (last.every((o, p) => o >= (target[p] as number))) return
+    await new Promise((r) => setTimeout(r, 200))
+  }
+  throw new Error(`group ${groupId} did not reach offsets ${JSON.stringify(target)} on ${topic} in ${timeoutMs} ms (at ${JSON.stringify(last)})`)
+}

@@ -1,0 +1,448 @@
+/**
+ * Kafka pipeline throughput and latency on librdkafka's mock cluster (tests/support/kafka-mock.ts).
+ *
+ *   npx tsx bench/kafka-pipeline.ts                 # throughput, median of 3, then latency
+ *   EVENTS=100000 REPEATS=3 npx tsx bench/kafka-pipeline.ts
+ *   LATENCY=0 npx tsx bench/kafka-pipeline.ts       # throughput only
+ *   OPERATORS=light npx tsx bench/kafka-pipeline.ts # fact + two counters instead of the default six
+ *   THROUGHPUT=0 RATE=5000 npx tsx bench/kafka-pipeline.ts  # latency only, at another offered rate
+ *
+ * measureKafkaPipeline: in one run, against the same input topic,
+ *   - bare: the same client (`KafkaConsumer.consume(n)`, the source's settings) assigned to every
+ *     partition from offset 0, JSON.parse of every value, until every record is read;
+ *   - pipeline: the engine (config/tagstream.yaml's operators) from its first assignment until the
+ *     commit that holds the last record: state committed in the store (fsync), tag changes
+ *     acknowledged on the output topic (idempotent producer, acks=all).
+ * Both clocks start when the partitions are assigned (the group join is not counted). The input is
+ * produced once with lz4 and stays under the mock's 5 MiB per partition; each pipeline run writes a
+ * fresh output topic, checked afterwards for dropped data (low watermark 0).
+ *
+ * measureKafkaLatency: the engine as its own process (`tagstream run`), events produced at a steady
+ * offered rate with live event times, tag changes read by an independent consumer; latency = time
+ * the change was consumed - time its causing event was produced, both in this process, recorded in
+ * an HDR histogram (microseconds).
+ */
+import { randomUUID } from 'node:crypto'
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
+import { createServer } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join, resolve } from 'node:path'
+import { pathToFileURL } from 'node:url'
+import Kafka from '@confluentinc/kafka-javascript'
+import type { KafkaConsumer, LibrdKafkaError, Message } from '@confluentinc/kafka-javascript'
+import * as hdr from 'hdr-histogram-js'
+import { parse } from 'yaml'
+import { validateConfig } from '../src/config/load.js'
+import type { Config } from '../src/config/schema.js'
+import { openRuntime } from '../src/runtime.js'
+import { createLiveWorkload, encodeNdjsonLine, generateWorkload } from '../src/workload/generator.js'
+import { FOUNDATION_OPERATORS, startCli, writeConfig } from '../tests/support/cli.js'
+import { endOffsets, produceMessages, startKafkaMock, type KafkaMock } from '../tests/support/kafka-mock.js'
+
+const PARTITIONS = 4
+const CONSUME_BATCH = 4096
+const EMPTY = Buffer.alloc(0)
+
+export interface KafkaPipelineOptions {
+  /** Records on the input topic (default 100,000: ~1.2 MB per partition after lz4). */
+  readonly events?: number
+  readonly users?: number
+  /** Runs of each side; the figures are medians (default 3). */
+  readonly repeats?: number
+  /** An existing cluster; default: a mock cluster started (and stopped) here. */
+  readonly bootstrap?: string
+  /**
+   * `default`: config/tagstream.yaml's six operators (RFM with daily re-scoring sweeps, lifecycle
+   * timers, ...); `light`: fact + two counters (the e2e tests' set), where the Kafka path weighs more.
+   */
+  readonly operators?: OperatorSet
+  readonly log?: (line: string) => void
+}
+
+export type OperatorSet = 'default' | 'light'
+
+export interface KafkaPipelineResult {
+  readonly operators: OperatorSet
+  readonly events: number
+  readonly bareEventsPerSecond: readonly number[]
+  readonly pipelineEventsPerSecond: readonly number[]
+  /** The same engine and events from an NDJSON file (`replay`): what the engine does without Kafka. */
+  readonly fileEventsPerSecond: readonly number[]
+  readonly medianFile: number
+  readonly tagChangesPerRun: number
+  readonly medianBare: number
+  readonly medianPipeline: number
+  /** Pipeline over bare, medians. */
+  readonly ratio: number
+}
+
+function median(xs: readonly number[]): number {
+  const s = [...xs].sort((a, b) => a - b)
+  const m = s.length >> 1
+  return s.length % 2 === 1 ? (s[m] as number) : ((s[m - 1] as number) + (s[m] as number)) / 2
+}
+
+async function withCluster<T>(bootstrap: string | undefined, fn: (bootstrap: string) => Promise<T>): Promise<T> {
+  let mock: KafkaMock | undefined
+  if (bootstrap === undefined) mock = await startKafkaMock()
+  try {
+    return await fn(bootstrap ?? (mock as KafkaMock).bootstrap)
+  } finally {
+    await mock?.stop()
+  }
+}
+
+/** The operators and time zone of the default configuration, or the light set. */
+function operatorConfig(set: OperatorSet = 'default'): Pick<Config, 'operators' | 'timeZone'> {
+  if (set === 'light') return { operators: FOUNDATION_OPERATORS as Config['operators'], timeZone: 'UTC' }
+  const raw = parse(readFileSync(resolve(import.meta.dirname, '../config/tagstream.yaml'), 'utf8')) as Pick<Config, 'operators' | 'timeZone'>
+  return { operators: raw.operators, timeZone: raw.timeZone }
+}
+
+function buildConfig(raw: Record<string, unknown>): Config {
+  const result = validateConfig(raw)
+  if (result.config === undefined) throw new Error(`bench config invalid: ${JSON.stringify(result.issues)}`)
+  return result.config
+}
+
+/** The bare rate: consume and JSON.parse every record of the topic with the source's client and settings. */
+async function bareConsume(bootstrap: string, topic: string, total: number): Promise<number> {
+  const consumer: KafkaConsumer = new Kafka.KafkaConsumer({
+    'bootstrap.servers': bootstrap,
+    'group.id': `bench-bare-${randomUUID()}`,
+    'enable.auto.commit': false,
+    'enable.partition.eof': false,
+  })
+  await new Promise<void>((res, rej) => consumer.connect({ timeout: 10_000 }, (err) => (err ? rej(err) : res())))
+  try {
+    consumer.setDefaultConsumeTimeout(100)
+    ;(consumer as unknown as { setDefaultIsTimeoutOnlyForFirstMessage(b: boolean): void }).setDefaultIsTimeoutOnlyForFirstMessage(true)
+    const t0 = performance.now()
+    consumer.assign(Array.from({ length: PARTITIONS }, (_, partition) => ({ topic, partition, offset: 0 })))
+    let n = 0
+    let parsed = 0
+    while (n < total) {
+      const batch = await new Promise<Message[]>((res, rej) => consumer.consume(CONSUME_BATCH, (err: LibrdKafkaError, msgs: Message[]) => (err ? rej(err) : res(msgs))))
+      for (const m of batch) {
+        n++
+        // The input holds a few malformed records on purpose (as the engine's input does).
+        try {
+          const v = JSON.parse((m.value ?? EMPTY).toString('utf8')) as { userId?: unknown } | null
+          if (v !== null && typeof v === 'object' && v.userId !== undefined) parsed++
+        } catch {
+          continue
+        }
+      }
+    }
+    const seconds = (performance.now() - t0) / 1000
+    if (parsed === 0) throw new Error('bare consumer parsed nothing')
+    return total / seconds
+  } finally {
+    await new Promise<void>((res) => consumer.disconnect(() => res()))
+  }
+}
+
+/** The engine in this process: from its first assignment until the commit that holds the last record. */
+async function pipelineRun(bootstrap: string, input: string, total: number, run: number, operators: OperatorSet): Promise<{ eventsPerSecond: number; tagChanges: number }> {
+  const dataDir = mkdtempSync(join(tmpdir(), 'ts-bench-kafka-'))
+  const output = `bench-changes-${run}-${Date.now().toString(36)}`
+  const config = buildConfig({
+    dataDir,
+    ...operatorConfig(operators),
+    engine: { partitions: PARTITIONS },
+    time: { idleAdvanceMs: 0 },
+    sources: [{ name: 'events', type: 'kafka', brokers: bootstrap, groupId: `bench-${run}-${randomUUID()}`, topics: [{ topic: input }], sessionTimeoutMs: 6000 }],
+    sinks: { tagChanges: [{ type: 'kafka', brokers: bootstrap, topic: output }], deadLetter: { type: 'ndjson-file' } },
+  })
+  const runtime = await openRuntime(config, { live: true })
+  const { engine } = runtime
+  let t0 = 0
+  let t1 = 0
+  const committedAll = new Promise<void>((res) => {
+    engine.onCommitted(() => {
+      if (t1 === 0 && engine.stats.recordsIn >= total) {
+        t1 = performance.now()
+        res()
+      }
+    })
+  })
+  const ready = setInterval(() => {
+    if (t0 === 0 && engine.ready) t0 = performance.now()
+  }, 1)
+  const running = engine.run({ untilEnd: false })
+  await committedAll
+  clearInterval(ready)
+  const tagChanges = engine.stats.tagChanges
+  await runtime.stop()
+  await running
+  await runtime.close()
+  if (engine.stats.recordsIn !== total) throw new Error(`pipeline read ${engine.stats.recordsIn} records, expected ${total}`)
+  // The mock drops the oldest data of a partition past 5 MiB: a figure over lost output is void.
+  const consumer: KafkaConsumer = new Kafka.KafkaConsumer({ 'bootstrap.servers': bootstrap, 'group.id': `bench-probe-${randomUUID()}` })
+  await new Promise<void>((res, rej) => consumer.connect({ timeout: 10_000 }, (err) => (err ? rej(err) : res())))
+  for (let p = 0; p < PARTITIONS; p++) {
+    const { lowOffset } = await new Promise<{ lowOffset: number }>((res, rej) => consumer.queryWatermarkOffsets(output, p, 5000, (err, o) => (err ? rej(err) : res(o))))
+    if (lowOffset !== 0) throw new Error(`output partition ${p} lost data in the mock (low watermark ${lowOffset}): lower EVENTS`)
+  }
+  await new Promise<void>((res) => consumer.disconnect(() => res()))
+  return { eventsPerSecond: total / ((t1 - t0) / 1000), tagChanges }
+}
+
+/** The same engine over the same records from an NDJSON file, in this process: open to the final commit. */
+async function fileRun(file: string, total: number, operators: OperatorSet): Promise<number> {
+  const dataDir = mkdtempSync(join(tmpdir(), 'ts-bench-file-'))
+  const config = buildConfig({ dataDir, ...operatorConfig(operators), engine: { partitions: PARTITIONS }, sinks: { tagChanges: [{ type: 'ndjson-file' }] } })
+  const runtime = await openRuntime(config, { live: false, replayFiles: [file] })
+  const t0 = performance.now()
+  await runtime.engine.run({ untilEnd: true })
+  const seconds = (performance.now() - t0) / 1000
+  const read = runtime.engine.stats.recordsIn
+  await runtime.close()
+  if (read !== total) throw new Error(`file run read ${read} records, expected ${total}`)
+  return total / seconds
+}
+
+export async function measureKafkaPipeline(options: KafkaPipelineOptions = {}): Promise<KafkaPipelineResult> {
+  const events = options.events ?? 100_000
+  const users = options.users ?? 20_000
+  const repeats = options.repeats ?? 3
+  const log = options.log ?? (() => undefined)
+  return withCluster(options.bootstrap, async (bootstrap) => {
+    const input = `bench-events-${Date.now().toString(36)}`
+    const records = [...generateWorkload({ seed: 7, users, events, days: 30, invalidRatio: 0.001 })]
+    await produceMessages(
+      bootstrap,
+      input,
+      records.map((r) => (r.kind === 'event' ? { key: r.event.userId, value: Buffer.from(JSON.stringify(r.event)) } : { key: null, value: r.bytes })),
+    )
+    const end = await endOffsets(bootstrap, input, PARTITIONS)
+    if (end.reduce((a, b) => a + b, 0) !== events) throw new Error(`input topic holds ${end.join('+')} records, expected ${events}`)
+    const file = join(mkdtempSync(join(tmpdir(), 'ts-bench-input-')), 'events.ndjson')
+    writeFileSync(file, Buffer.concat(records.map(encodeNdjsonLine)))
+    const bare: number[] = []
+    const pipeline: number[] = []
+    const fromFile: number[] = []
+    let tagChanges = 0
+    for (let i = 0; i < repeats; i++) {
+      bare.push(await bareConsume(bootstrap, input, events))
+      const p = await pipelineRun(bootstrap, input, events, i, options.operators ?? 'default')
+      pipeline.push(p.eventsPerSecond)
+      tagChanges = p.tagChanges
+      fromFile.push(await fileRun(file, events, options.operators ?? 'default'))
+      log(
+        `run ${i + 1}/${repeats}: bare ${Math.round(bare[i] as number)} events/s, pipeline ${Math.round(p.eventsPerSecond)} events/s ` +
+          `(${p.tagChanges} tag changes), same engine from a file ${Math.round(fromFile[i] as number)} events/s`,
+      )
+    }
+    const medianBare = median(bare)
+    const medianPipeline = median(pipeline)
+    return { operators: options.operators ?? 'default', events, bareEventsPerSecond: bare, pipelineEventsPerSecond: pipeline, fileEventsPerSecond: fromFile, medianFile: median(fromFile), tagChangesPerRun: tagChanges, medianBare, medianPipeline, ratio: medianPipeline / medianBare }
+  })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Latency
+// ---------------------------------------------------------------------------------------------
+
+export interface KafkaLatencyOptions {
+  /** Offered rate, events per second (default 20,000). */
+  readonly eventsPerSecond?: number
+  /** Measured seconds, after `warmupSeconds` (defaults 10 and 3). */
+  readonly seconds?: number
+  readonly warmupSeconds?: number
+  readonly users?: number
+  readonly bootstrap?: string
+  readonly operators?: OperatorSet
+  readonly log?: (line: string) => void
+}
+
+export interface KafkaLatencyResult {
+  readonly offeredEventsPerSecond: number
+  readonly producedEventsPerSecond: number
+  /** Tag changes caused by an event produced in the measured window, matched to it. */
+  readonly samples: number
+  readonly p50Ms: number
+  readonly p99Ms: number
+  readonly p999Ms: number
+  readonly maxMs: number
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((res, rej) => {
+    const server = createServer()
+    server.once('error', rej)
+    server.listen(0, '127.0.0.1', () => {
+      const port = (server.address() as { port: number }).port
+      server.close(() => res(port))
+    })
+  })
+}
+
+export async function measureKafkaLatency(options: KafkaLatencyOptions = {}): Promise<KafkaLatencyResult> {
+  const rate = options.eventsPerSecond ?? 20_000
+  const seconds = options.seconds ?? 10
+  const warmup = options.warmupSeconds ?? 3
+  const log = options.log ?? (() => undefined)
+  return withCluster(options.bootstrap, async (bootstrap) => {
+    const suffix = Date.now().toString(36)
+    const input = `lat-events-${suffix}`
+    const output = `lat-changes-${suffix}`
+    // The mock creates a topic on first use: one record (dead-lettered) creates the input topic.
+    await produceMessages(bootstrap, input, [{ key: null, value: Buffer.from('{}') }])
+    const port = await freePort()
+    const { configPath } = writeConfig({
+      ...operatorConfig(options.operators),
+      engine: { partitions: PARTITIONS, commitIntervalMs: 1000 },
+      sources: [
+        {
+          name: 'events',
+          type: 'kafka',
+          brokers: bootstrap,
+          groupId: `lat-${suffix}`,
+          topics: [{ topic: input }],
+          sessionTimeoutMs: 6000,
+          // The mock answers a fetch only when fetch.wait.max.ms (default 500) expires if no data was
+          // there when it came in; a real broker answers as soon as data arrives.
+          librdkafka: { 'fetch.wait.max.ms': Number(process.env.FETCH_WAIT_MS ?? 5) },
+        },
+      ],
+      sinks: { tagChanges: [{ type: 'kafka', brokers: bootstrap, topic: output }], deadLetter: { type: 'ndjson-file' } },
+      http: { enabled: true, port },
+    })
+    const engine = startCli(['run', '--config', configPath])
+    const stopEngine = async (): Promise<void> => {
+      engine.child.kill('SIGTERM')
+      const r = await engine.done
+      if (r.code !== 0) throw new Error(`engine exited ${r.code}: ${r.stderr}`)
+    }
+    try {
+      // Ready: partitions assigned and started at their offsets.
+      const deadline = Date.now() + 60_000
+      for (;;) {
+        if (engine.child.exitCode !== null) throw new Error(`engine exited early: ${(await engine.done).stderr}`)
+        const ok = await fetch(`http://127.0.0.1:${port}/readyz`).then((r) => r.ok, () => false)
+        if (ok) break
+        if (Date.now() > deadline) throw new Error('engine not ready after 60 s')
+        await new Promise((r) => setTimeout(r, 100))
+      }
+
+      const producer = new Kafka.Producer({
+        'bootstrap.servers': bootstrap,
+        'compression.codec': 'lz4',
+        'linger.ms': 1,
+        partitioner: 'murmur2_random',
+        'queue.buffering.max.messages': 1_000_000,
+      })
+      await new Promise<void>((res, rej) => producer.connect({ timeout: 10_000 }, (err) => (err ? rej(err) : res())))
+      producer.setPollInterval(50)
+      const consumer: KafkaConsumer = new Kafka.KafkaConsumer({ 'bootstrap.servers': bootstrap, 'group.id': `lat-reader-${suffix}`, 'enable.partition.eof': false, 'fetch.wait.max.ms': 5 })
+      await new Promise<void>((res, rej) => consumer.connect({ timeout: 10_000 }, (err) => (err ? rej(err) : res())))
+      consumer.setDefaultConsumeTimeout(20)
+      ;(consumer as unknown as { setDefaultIsTimeoutOnlyForFirstMessage(b: boolean): void }).setDefaultIsTimeoutOnlyForFirstMessage(true)
+      consumer.assign(Array.from({ length: PARTITIONS }, (_, partition) => ({ topic: output, partition, offset: 0 })))
+
+      const histogram = hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 120_000_000, numberOfSignificantValueDigits: 3 })
+      /** Produce time (performance.now(), ms) of each measured event. */
+      const producedAt = new Map<string, number>()
+      const workload = createLiveWorkload({ seed: 9, users: options.users ?? 20_000, timeScale: 1, invalidRatio: 0 })
+      const start = performance.now()
+      const measureFrom = start + warmup * 1000
+      const stopAt = measureFrom + seconds * 1000
+      let produced = 0
+      let measuredProduced = 0
+      let reading = true
+      let samples = 0
+      /** With ENGINE_METRICS=1: the worst latency of the events produced in each second. */
+      const perSecond = process.env.ENGINE_METRICS === '1' ? new Map<number, number>() : undefined
+
+      const reader = (async () => {
+        while (reading) {
+          const batch = await new Promise<Message[]>((res, rej) => consumer.consume(4096, (err: LibrdKafkaError, msgs: Message[]) => (err ? rej(err) : res(msgs))))
+          const now = performance.now()
+          for (const m of batch) {
+            const change = JSON.parse((m.value as Buffer).toString('utf8')) as { cause: { kind: string; eventId?: string } }
+            if (change.cause.kind !== 'event') continue
+            const at = producedAt.get(change.cause.eventId as string)
+            if (at === undefined) continue
+            histogram.recordValue(Math.max(1, Math.round((now - at) * 1000)))
+            samples++
+            if (perSecond !== undefined) {
+              const second = Math.floor((at - measureFrom) / 1000)
+              const worst = perSecond.get(second) ?? 0
+              if (now - at > worst) perSecond.set(second, now - at)
+            }
+          }
+        }
+      })()
+
+      // Steady offered rate: every tick, produce what the schedule says is due by now.
+      while (performance.now() < stopAt) {
+        const now = performance.now()
+        const due = Math.floor(((now - start) / 1000) * rate)
+        const wall = Date.now()
+        for (; produced < due; produced++) {
+          const r = workload.next(wall)
+          if (r.kind !== 'event') continue
+          const e = r.event
+          producer.produce(input, null, Buffer.from(JSON.stringify(e)), e.userId)
+          if (now >= measureFrom) {
+            producedAt.set(e.eventId, performance.now())
+            measuredProduced++
+          }
+        }
+        await new Promise((r) => setTimeout(r, 1))
+      }
+      // Let the last changes arrive.
+      await new Promise((r) => setTimeout(r, 3000))
+      if (process.env.ENGINE_METRICS === '1') {
+        const text = await fetch(`http://127.0.0.1:${port}/metrics`).then((r) => r.text())
+        log(`worst latency by second of production: ${JSON.stringify([...(perSecond ?? [])].map(([sec, ms]) => [sec, Math.round(ms)]))}`)
+        log(text.split('\n').filter((l) => /^tagstream_(commit|batch|end_to_end|consumer_lag)/.test(l) && !l.includes('_bucket')).join('\n'))
+      }
+      reading = false
+      await reader
+      await new Promise<void>((res) => producer.disconnect(5000, () => res()))
+      await new Promise<void>((res) => consumer.disconnect(() => res()))
+      const ms = (p: number): number => histogram.getValueAtPercentile(p) / 1000
+      const result: KafkaLatencyResult = {
+        offeredEventsPerSecond: rate,
+        producedEventsPerSecond: measuredProduced / seconds,
+        samples,
+        p50Ms: ms(50),
+        p99Ms: ms(99),
+        p999Ms: ms(99.9),
+        maxMs: histogram.maxValue / 1000,
+      }
+      log(`latency at ${rate} events/s offered: ${JSON.stringify(result)}`)
+      return result
+    } finally {
+      await stopEngine()
+    }
+  })
+}
+
+if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
+  const log = (line: string): void => console.log(line)
+  const operators = (process.env.OPERATORS ?? 'default') as OperatorSet
+  if (process.env.THROUGHPUT !== '0') {
+    const result = await measureKafkaPipeline({
+      events: Number(process.env.EVENTS ?? 100_000),
+      repeats: Number(process.env.REPEATS ?? 3),
+      operators,
+      log,
+    })
+    console.log(
+      `kafka pipeline (${operators} operators): ${result.events} events; bare consume + JSON.parse ${Math.round(result.medianBare)} events/s, ` +
+        `pipeline to committed state and output topic ${Math.round(result.medianPipeline)} events/s, same engine from a file ${Math.round(result.medianFile)} events/s ` +
+        `(medians of ${result.bareEventsPerSecond.length}); pipeline/bare ${result.ratio.toFixed(3)}, pipeline/file ${(result.medianPipeline / result.medianFile).toFixed(2)}; ` +
+        `${result.tagChangesPerRun} tag changes per run`,
+    )
+  }
+  if (process.env.LATENCY !== '0') {
+    const latency = await measureKafkaLatency({ eventsPerSecond: Number(process.env.RATE ?? 20_000), operators, log })
+    console.log(
+      `kafka latency at ${latency.offeredEventsPerSecond} events/s offered (${Math.round(latency.producedEventsPerSecond)} produced): ` +
+        `p50 ${latency.p50Ms.toFixed(1)} ms, p99 ${latency.p99Ms.toFixed(1)} ms, p99.9 ${latency.p999Ms.toFixed(1)} ms, max ${latency.maxMs.toFixed(1)} ms over ${latency.samples} tag changes`,
+    )
+  }
+}
