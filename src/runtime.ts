@@ -326,6 +326,7 @@ export async function openRuntime(config: Readonly<Config>, options: RuntimeOpti
  */
 function engineLifecycle(engine: () => Engine, logger: Logger, progress: ProgressReporter, live: boolean): EngineLifecycle {
   let rescore: Operation | undefined
+  let publish: Operation | undefined
   return {
     sweepStarted(partition, atMs) {
       logger.debug({ partition, at: new Date(atMs).toISOString() }, 'rescore sweep of a partition started')
@@ -343,6 +344,17 @@ function engineLifecycle(engine: () => Engine, logger: Logger, progress: Progres
     sweepFinished(partition, atMs) {
       logger.debug({ partition, at: new Date(atMs).toISOString() }, 'rescore sweep of a partition finished')
       if (!engine().sweeping) rescore?.finish()
+    },
+    definitionPassStarted(pass) {
+      logger.info(pass, 'definition pass started: re-evaluating the stored users')
+      if (publish?.running) return
+      const e = engine()
+      const before = e.stats.usersReevaluated
+      publish = progress.start(Operations.PUBLISH, { unit: 'users', total: e.userCount, done: () => e.stats.usersReevaluated - before, fields: { tag: pass.tag } })
+    },
+    definitionPassesFinished() {
+      logger.info('definition passes finished')
+      publish?.finish()
     },
     commitFailed(error) {
       logger.error({ err: error }, 'commit failed: nothing of the batch is stored, the engine stops and resumes from the last commit on restart')

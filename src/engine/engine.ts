@@ -689,6 +689,7 @@ export class Engine {
       }
       this.definitions.passes.push(pass)
       this.stats.definitionPassesStarted++
+      this.lifecycle?.definitionPassStarted?.({ tag: pass.id, lane, version: to?.version ?? null, mode: pass.mode })
     }
     this.definitionsDirty = true
   }
@@ -776,6 +777,7 @@ export class Engine {
       this.definitions.passes.shift()
       this.definitionsDirty = true
       this.stats.definitionPassesCompleted++
+      if (this.definitions.passes.length === 0) this.lifecycle?.definitionPassesFinished?.()
       return
     }
     const task = this.task(p)

@@ -8,6 +8,10 @@ export interface EngineLifecycle {
   sweepStarted?(partition: number, atMs: number): void
   /** A partition's sweep has finished (`engine.sweeping` already tells whether others still run). */
   sweepFinished?(partition: number, atMs: number): void
+  /** A definition pass (publish, retire, testing change of a tag) started re-evaluating the stored users. */
+  definitionPassStarted?(pass: { readonly tag: string; readonly lane: string; readonly version: number | null; readonly mode: string }): void
+  /** The last running definition pass finished. */
+  definitionPassesFinished?(): void
   /** A commit failed (sinks or store); the error then ends `run()`. */
   commitFailed?(error: unknown): void
 }

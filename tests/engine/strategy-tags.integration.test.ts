@@ -180,6 +180,24 @@ describe('publishing and retiring', () => {
     await f.close()
   })
 
+  it('tells the lifecycle hooks when a pass starts and when the passes are done (progress, logs)', async () => {
+    const events: string[] = []
+    const f = await createFixture(operators(), { engine: { partitions: 2 } }, {
+      tags: tagsFile,
+      lifecycle: {
+        definitionPassStarted: (p) => events.push(`started ${p.lane} v${p.version} ${p.mode}`),
+        definitionPassesFinished: () => events.push(`finished, ${f.engine.stats.usersReevaluated} users`),
+      },
+    })
+    f.source.push(...history())
+    await f.drain()
+    await f.catalog!.publish('big_buyer', 1, 'silent')
+    await f.drain()
+    expect(events).toEqual(['started big_buyer v1 silent', 'started big_buyer~testing vnull silent', 'finished, 6 users'])
+    expect(f.engine.definitionPasses()).toEqual([])
+    await f.close()
+  })
+
   it('a publication the engine had not applied when it stopped is applied at the next start', async () => {
     let f = await createFixture(operators(), { engine: { partitions: 2 } }, { tags: tagsFile })
     f.source.push(...history())
