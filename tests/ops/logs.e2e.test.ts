@@ -74,6 +74,6 @@ describe('CLI logs: JSON lines on stderr, results alone on stdout', () => {
     const lines = jsonLines(r.stderr)
     expect(lines).toHaveLength(1)
     expect(lines[0]).toEqual(expect.objectContaining({ level: 'fatal', msg: `no such file: ${join(dir, 'missing.ndjson')}` }))
-    expect((lines[0] as { error: { code: string } }).error.code).toBe('TS_ERR_USAGE')
+    expect((lines[0] as unknown as { error: { code: string } }).error.code).toBe('TS_ERR_USAGE')
   })
 })
