@@ -31,8 +31,9 @@ export interface OperationOptions {
   /** Reads the work done from a counter kept anyway; without it, the worker adds to `Operation.done`. */
   readonly done?: () => number
   /**
-   * A routine part of a larger operation (the daily sweeps of a replay): its start and end are
-   * logged at debug, and it is not drawn on the status line. Its metrics are kept as for any other.
+   * A routine part of a larger operation (the daily sweeps of a replay): its start, progress and
+   * end lines are logged at debug, and it is not drawn on the status line. Its metrics are kept as
+   * for any other.
    */
   readonly quiet?: boolean
   /** Fields added to the operation's log lines. */
@@ -300,7 +301,7 @@ export class ProgressReporter implements OperationsLike {
   private logProgress(op: Operation): void {
     const ratio = op.ratio
     const eta = op.etaSeconds
-    this.logger.info(
+    this.logger[op.quiet ? 'debug' : 'info'](
       {
         operation: op.name,
         unit: op.unit,

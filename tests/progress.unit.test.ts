@@ -113,18 +113,26 @@ describe('ProgressReporter without a terminal: log lines', () => {
     expect(progress.ended.publish).toEqual({ completed: 0, stopped: 0, failed: 1 })
   })
 
-  it('logs quiet operations (a replay\'s daily sweeps) at debug only', () => {
-    const { logger, lines } = capture('info')
-    const progress = new ProgressReporter({ logger, now: () => 0, timer: false })
-    progress.start('rescore', { unit: 'users', total: 10, quiet: true }).finish()
-    expect(lines).toEqual([])
-    const debug = capture('debug')
-    const verbose = new ProgressReporter({ logger: debug.logger, now: () => 0, timer: false })
-    verbose.start('rescore', { unit: 'users', total: 10, quiet: true }).finish()
-    expect(debug.lines.map((l) => [l.level, l.msg])).toEqual([
-      ['debug', 'rescore started'],
-      ['debug', 'rescore finished'],
-    ])
+  it('logs quiet operations (a replay\'s daily sweeps) at debug only, progress lines included', () => {
+    for (const level of ['info', 'debug'] as const) {
+      let now = 0
+      const { logger, lines } = capture(level)
+      const progress = new ProgressReporter({ logger, logIntervalMs: 1000, now: () => now, timer: false })
+      const op = progress.start('rescore', { unit: 'users', total: 10, quiet: true })
+      now = 1000
+      op.done = 5
+      progress.tick()
+      op.finish()
+      expect(lines.map((l) => [l.level, l.msg])).toEqual(
+        level === 'info'
+          ? []
+          : [
+              ['debug', 'rescore started'],
+              ['debug', 'rescore 50.0%'],
+              ['debug', 'rescore finished'],
+            ],
+      )
+    }
   })
 
   it('samples on its own timer, and stops it when nothing runs', async () => {
