@@ -8,7 +8,7 @@
 import { loadConfig } from '../src/config/load.js'
 import { openRuntime } from '../src/runtime.js'
 
-export const DEFAULT_PREVIEW_RULE = 'rfm.monetary90d >= 100.0 && lifecycle.stage in ["active", "silent"]'
+export const DEFAULT_PREVIEW_RULE = 'rfm.monetary >= 100.0 && lifecycle.stage in ["new", "active", "reactivated"]'
 
 export interface PreviewRun {
   readonly rule: string

@@ -1813,32 +1813,39 @@ export class Engine {
     const buildView = ruleViewBuilder(rule, this.ruleSchema)
     const sampleSize = options.sample ?? 20
     const maxValues = options.maxValues ?? 20
-    const sample: string[] = []
     const values = new Map<RuleValue, number>()
     const errors: Record<string, number> = {}
     let users = 0
     let matched = 0
-    for (let p = 0; p < this.partitions; p++) {
-      const task = this.task(p)
-      for await (const chunk of this.store.userValues(p)) {
-        for (const [key, buf] of chunk) {
-          const rec = this.cache.get(key) ?? this.store.decode<UserRecord>(buf)
-          users++
-          const ctx = new CallContext(rec, task.watermark, this.config.timeZone, this.populations)
-          const view = buildView(this.viewSource(rec, ctx, new Map()))
-          if (view === undefined) continue // a field it reads is missing: no value
-          const result = rule.evaluate(view)
-          if (!result.ok) {
-            if (result.code !== 'no_such_field') errors[result.code] = (errors[result.code] ?? 0) + 1
-            continue
+    // Partitions are read concurrently: LevelDB reads one while this thread evaluates another.
+    // Samples are kept per partition and merged in partition order, so they do not depend on timing.
+    const partitions = [...this.tasks.keys()].sort((a, b) => a - b)
+    const samples = await Promise.all(
+      partitions.map(async (p) => {
+        const task = this.task(p)
+        const sample: string[] = []
+        for await (const chunk of this.store.userValues(p)) {
+          for (const [key, buf] of chunk) {
+            const rec = this.cache.get(key) ?? this.store.decode<UserRecord>(buf)
+            users++
+            const ctx = new CallContext(rec, task.watermark, this.config.timeZone, this.populations)
+            const view = buildView(this.viewSource(rec, ctx, new Map()))
+            if (view === undefined) continue // a field it reads is missing: no value
+            const result = rule.evaluate(view)
+            if (!result.ok) {
+              if (result.code !== 'no_such_field') errors[result.code] = (errors[result.code] ?? 0) + 1
+              continue
+            }
+            values.set(result.value, (values.get(result.value) ?? 0) + 1)
+            if (result.value === false) continue
+            matched++
+            if (sample.length < sampleSize) sample.push(rec.u)
           }
-          values.set(result.value, (values.get(result.value) ?? 0) + 1)
-          if (result.value === false) continue
-          matched++
-          if (sample.length < sampleSize) sample.push(rec.u)
         }
-      }
-    }
+        return sample
+      }),
+    )
+    const sample = samples.flat().slice(0, sampleSize)
     return {
       expression,
       resultType: rule.resultType,
