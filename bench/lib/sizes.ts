@@ -19,11 +19,11 @@ export const FULL_SIZES: Sizes = Object.freeze({
 })
 
 export const QUICK_SIZES: Sizes = Object.freeze({
-  replayEvents: 60_000,
-  replayUsers: 15_000,
+  replayEvents: 40_000,
+  replayUsers: 10_000,
   replayDays: 14,
-  storeUsers: 10_000,
-  sweepEvents: 20_000,
+  storeUsers: 6_000,
+  sweepEvents: 12_000,
 })
 
 /** Quick or full sizes with `--events N` (scenario 1) and `--users N` (stores) applied. */
