@@ -496,10 +496,6 @@ export class Engine {
       this.tasks.set(p, new PartitionTask(p, clock?.maxTs ?? -Infinity, this.lateness, clock?.users ?? 0))
     }
     await rebuildPopulations(this.store, this.slots.map((s) => s.op), partitions, this.populations, { persist: true, progress: this.stats })
-    // The fast path reads only ranked users' values: once done, every user of these partitions is restored.
-    let restored = 0
-    for (const p of partitions) restored += this.task(p).users
-    this.stats.usersRestored = Math.max(this.stats.usersRestored, restored)
     for (const p of partitions) {
       for (const [key, count] of await this.store.readCounts(p)) {
         this.memberCounts.set(key, count)
