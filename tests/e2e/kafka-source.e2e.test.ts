@@ -174,6 +174,17 @@ describe('Kafka source: consumer group in, tag changes and dead letters out (lib
     const last = JSON.parse(r.stderr.trim().split('\n').pop() as string) as { error: { code: string; issues: { key: string }[] } }
     expect(last.error.code).toBe('TS_ERR_CONFIG_INVALID')
     expect(last.error.issues[0]?.key).toBe('engine.partitions')
+
+    // Nor beside another source: users hashed by the file source could land in another process's partitions.
+    const mixed = writeConfig({
+      sources: [
+        { name: 'events', type: 'kafka', brokers: mock.bootstrap, groupId: k.groupId, topics: [{ topic: k.input }] },
+        { name: 'file', type: 'file', path: '/dev/null' },
+      ],
+    })
+    const m = await runCli(['run', '--config', mixed.configPath])
+    expect(m.code).toBe(2)
+    expect(m.stderr).toContain('a kafka source must be the only source')
   }, 30_000)
 
   it('never starts a partition with state missing records: history gone -> TS_ERR_SOURCE_FAILED, unless allowMissingHistory', async () => {
