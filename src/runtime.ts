@@ -4,6 +4,7 @@ import type { Config } from './config/schema.js'
 import { createEventDecoder, parseIsoTimestamp } from './contracts/validate-event.js'
 import { DEFAULT_FIELD_NAMES } from './contracts/input-event.js'
 import { Engine } from './engine/engine.js'
+import { ErrorCodes, TagstreamError } from './errors.js'
 import { createOperators } from './engine/operators.js'
 import { NdjsonDeadLetterSink, NdjsonTagChangeSink } from './sinks/ndjson-file-sink.js'
 import type { DeadLetterSink, TagChangeSink } from './sinks/sink.js'
@@ -114,8 +115,17 @@ async function buildSources(config: Readonly<Config>, options: RuntimeOptions, i
       }),
     )
   }
-  // A Kafka source decides which partitions this process owns: HTTP ingest (hashed by user) is off then.
-  if (configured.length > 0) return configured
+  // A Kafka source decides which partitions this process owns: HTTP ingest (hashed by user) is off
+  // then, and file or generator sources (hashed by user too) cannot run beside it.
+  if (configured.length > 0) {
+    const others = config.sources.filter((s) => s.type !== 'kafka')
+    if (configured.length > 1 || others.length > 0) {
+      throw new TagstreamError(ErrorCodes.CONFIG_INVALID, 'a kafka source must be the only source: the consumer group decides which partitions this process owns', {
+        details: { issues: [{ key: 'sources', message: 'one kafka source (with several topics if needed), and no other source' }] },
+      })
+    }
+    return configured
+  }
   const embedded: Source[] = config.sources.flatMap((s): Source[] => {
     if (s.type === 'kafka') return []
     if (s.type === 'file') {

@@ -1775,6 +1775,8 @@ export class Engine {
     const [startPartition, afterKey] = decodeCursor(options.cursor)
     const users: { userId: string; value: TagValue }[] = []
     for (let p = startPartition; p < this.partitions; p++) {
+      // The store still holds partitions handed to another process, as of the hand-over: not ours to answer for.
+      if (this.partitionedSources.length > 0 && !this.tasks.has(p)) continue
       const range = memberRange(p, tag, encoded)
       const bounds = p === startPartition && afterKey !== undefined ? { gt: afterKey, lt: range.lt } : range
       const keys = await this.store.keysIn(bounds, limit - users.length)

@@ -74,6 +74,8 @@ export class KafkaSource implements PartitionedSource {
   private readonly owned = new Map<string, Map<number, Owned>>()
   private readonly pending: Rebalance[] = []
   private waitMs = -1
+  /** The read-ahead `consume` started when the previous batch was handed over. */
+  private ahead: ReturnType<KafkaSource['consume']> | undefined
   private closing = false
   private lastClientError: string | undefined
   private readonly log: (message: string) => void
@@ -170,16 +172,19 @@ export class KafkaSource implements PartitionedSource {
       consumer.setDefaultConsumeTimeout(waitMs)
       this.waitMs = waitMs
     }
-    let messages: Message[]
-    try {
-      messages = await new Promise<Message[]>((resolve, reject) => consumer.consume(max, (err, msgs) => (err ? reject(err) : resolve(msgs))))
-    } catch (err) {
-      const e = err as LibrdKafkaError
-      if (e.isFatal === true) throw this.error(`fatal consumer error: ${e.message}`, err, false)
+    const pending = this.ahead ?? this.consume(consumer, max)
+    this.ahead = undefined
+    const result = await pending
+    // Read ahead: librdkafka's worker fills the next batch while the engine applies this one.
+    if (!this.closing) this.ahead = this.consume(consumer, max)
+    if (result.error !== undefined) {
+      const e = result.error
+      if (e.isFatal === true) throw this.error(`fatal consumer error: ${e.message}`, e, false)
       // Transient (a broker went away, a partition moved): librdkafka recovers by itself.
       this.lastClientError = e.message
       return []
     }
+    const messages = result.messages
     const out: SourceRecord[] = []
     const maxRecordBytes = this.options.maxRecordBytes
     let topic = ''
@@ -203,6 +208,11 @@ export class KafkaSource implements PartitionedSource {
       out.push({ value, offset: m.offset, nextOffset: m.offset + 1, partition: m.partition, topic, ...(decode !== undefined ? { decode } : {}) })
     }
     return out
+  }
+
+  /** One `consume(n)` call; never rejects (an unawaited read-ahead must not be an unhandled rejection). */
+  private consume(consumer: KafkaConsumer, max: number): Promise<{ messages: Message[]; error?: undefined } | { messages?: undefined; error: LibrdKafkaError }> {
+    return new Promise((resolve) => consumer.consume(max, (error, messages) => resolve(error ? { error } : { messages })))
   }
 
   committed(offsets: PartitionOffsets): void {
@@ -249,6 +259,8 @@ export class KafkaSource implements PartitionedSource {
     if (consumer === undefined) return
     // Revocations the engine will not handle any more (it has stopped and committed).
     for (const r of this.pending.splice(0)) if (r.kind === 'revoked') r.release()
+    await this.ahead
+    this.ahead = undefined
     // Leaving the group revokes the assignment once more, and librdkafka waits for our unassign():
     // the rebalance callback still needs the consumer while it disconnects.
     await disconnect(consumer)
@@ -324,6 +336,13 @@ export class KafkaSource implements PartitionedSource {
       }
       list.push({ topic, partition, offset })
     }
+    // A read-ahead still in flight holds records of the previous assignment: none are owned now
+    // (revoked or not yet started), so they are dropped, and assign() below makes librdkafka read
+    // from the start offsets again. Waiting for it first means that no consume call spans the
+    // assignment, so every record handed over from now on follows the start offsets.
+    const stale = this.ahead
+    this.ahead = undefined
+    if (stale !== undefined) await stale
     for (const { topic, partition, offset } of list) this.owned.get(topic)?.set(partition, { next: offset })
     consumer.assign(list)
   }

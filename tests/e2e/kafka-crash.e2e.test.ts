@@ -10,7 +10,7 @@ import { assertBuilt, readNdjson, runCli, startCli, writeConfig } from '../suppo
 import { endOffsets, groupOffsets, produceMessages, readTopic, startKafkaMock, waitForGroupOffsets, type KafkaMock } from '../support/kafka-mock.js'
 
 const EVENTS = 60_000
-const KILLS = 4
+const KILLS = 3
 
 /** A tag change without its wall-clock field: what a regenerated change must equal. */
 function stable(c: TagChange): string {

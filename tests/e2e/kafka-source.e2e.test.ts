@@ -160,4 +160,56 @@ describe('Kafka source: consumer group in, tag changes and dead letters out (lib
     const profiles = await runCli(['profile', '--all', '--config', k.configPath])
     expect(profiles.stdout).toBe(expected.profiles)
   }, 90_000)
+
+  it('refuses to start when the topic has more partitions than engine.partitions', async () => {
+    const k = setup('too-many')
+    await produceMessages(mock.bootstrap, k.input, [{ key: 'u1', value: Buffer.from('{}') }])
+    const { configPath } = writeConfig({
+      sources: [{ name: 'events', type: 'kafka', brokers: mock.bootstrap, groupId: k.groupId, topics: [{ topic: k.input }] }],
+      engine: { partitions: 2 },
+    })
+    const r = await runCli(['run', '--config', configPath])
+    expect(r.code).toBe(2)
+    expect(r.stderr).toContain(`topic ${k.input} has 4 partitions but engine.partitions is 2`)
+    const last = JSON.parse(r.stderr.trim().split('\n').pop() as string) as { error: { code: string; issues: { key: string }[] } }
+    expect(last.error.code).toBe('TS_ERR_CONFIG_INVALID')
+    expect(last.error.issues[0]?.key).toBe('engine.partitions')
+
+    // Nor beside another source: users hashed by the file source could land in another process's partitions.
+    const mixed = writeConfig({
+      sources: [
+        { name: 'events', type: 'kafka', brokers: mock.bootstrap, groupId: k.groupId, topics: [{ topic: k.input }] },
+        { name: 'file', type: 'file', path: '/dev/null' },
+      ],
+    })
+    const m = await runCli(['run', '--config', mixed.configPath])
+    expect(m.code).toBe(2)
+    expect(m.stderr).toContain('a kafka source must be the only source')
+  }, 30_000)
+
+  it('never starts a partition with state missing records: history gone -> TS_ERR_SOURCE_FAILED, unless allowMissingHistory', async () => {
+    const k = setup('history')
+    // 7 MiB of incompressible records under one key: the mock drops the oldest past 5 MiB, as retention would.
+    const { randomBytes } = await import('node:crypto')
+    await produceMessages(mock.bootstrap, k.input, Array.from({ length: 70 }, () => ({ key: 'u1', value: randomBytes(100_000) })))
+    const refused = await runCli(['run', '--config', k.configPath])
+    expect(refused.code).toBe(1)
+    expect(refused.stderr).toMatch(new RegExp(`${k.input}\\[\\d\\] must start at offset 0 but its oldest retained record is [1-9]`))
+    expect(refused.stderr).toContain('"code":"TS_ERR_SOURCE_FAILED"')
+
+    // Told to accept the gap, it starts at the oldest retained record and reads to the end.
+    const { configPath } = writeConfig({
+      sources: [{ name: 'events', type: 'kafka', brokers: mock.bootstrap, groupId: k.groupId, topics: [{ topic: k.input }], sessionTimeoutMs: 3000, heartbeatIntervalMs: 300, allowMissingHistory: true }],
+      engine: { partitions: 4, commitIntervalMs: 100 },
+    })
+    const run = startCli(['run', '--config', configPath])
+    try {
+      await waitForGroupOffsets(mock.bootstrap, k.groupId, k.input, await endOffsets(mock.bootstrap, k.input), 30_000)
+    } finally {
+      run.child.kill('SIGTERM')
+    }
+    const r = await run.done
+    expect(r.code, r.stderr).toBe(0)
+    expect(r.stderr).toMatch(/skips offsets 0\.\.\d+ \(no longer retained; allowMissingHistory\)/)
+  }, 60_000)
 })
