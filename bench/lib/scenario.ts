@@ -60,8 +60,8 @@ export interface Scenario {
 /** Scenarios of issue #7 this runner reports even when their module is absent from the build. */
 export const EXPECTED_SCENARIOS: readonly { readonly number: number; readonly title: string; readonly module: string }[] = [
   { number: 1, title: 'Replay throughput, all default operators, durable commits', module: 'bench/scenarios/replay.ts' },
-  { number: 2, title: 'Kafka end to end on the mock cluster vs bare consume+decode', module: 'bench/kafka-pipeline.ts' },
-  { number: 3, title: 'Latency produced -> tag change consumed at 20,000 ev/s through Kafka', module: 'bench/kafka-pipeline.ts' },
+  { number: 2, title: 'Kafka end to end on the mock cluster vs bare consume+decode', module: 'bench/scenarios/kafka.ts' },
+  { number: 3, title: 'Latency produced -> tag change consumed at 20,000 ev/s through Kafka', module: 'bench/scenarios/kafka-latency.ts' },
   { number: 4, title: 'Memory at 1,000,000 users, default cache bound', module: 'bench/scenarios/memory.ts' },
   { number: 5, title: 'Recovery: start to ready after SIGKILL, 1,000,000 users', module: 'bench/scenarios/recovery.ts' },
   { number: 6, title: 'Re-scoring sweep per 1,000,000 users while ingesting', module: 'bench/scenarios/sweep.ts' },

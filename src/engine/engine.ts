@@ -668,8 +668,8 @@ export class Engine {
     if (changed.length === 0) return
     // A pass walks the stored users: every user must be in the store before it starts.
     if (this.opened && this.hasUncommitted()) await this.commit()
-    // With a partitioned source, partitions are restored as they are assigned: the store may hold users.
-    const hasUsers = this.userCount > 0 || this.partitionedSources.length > 0
+    // With a partitioned source, partitions are restored as they are assigned: look in the store.
+    const hasUsers = this.userCount > 0 || (this.partitionedSources.length > 0 && (await this.storeHoldsUsers()))
     for (const lane of changed) {
       const to = desired.get(lane)
       const from = applied[lane]
@@ -692,6 +692,11 @@ export class Engine {
       this.lifecycle?.definitionPassStarted?.({ tag: pass.id, lane, version: to?.version ?? null, mode: pass.mode })
     }
     this.definitionsDirty = true
+  }
+
+  private async storeHoldsUsers(): Promise<boolean> {
+    for (let p = 0; p < this.partitions; p++) if ((await this.store.keysIn(userRange(p), 1)).length > 0) return true
+    return false
   }
 
   /** Announce or silent, as the publication (or, for a removal, the retirement) was recorded. */

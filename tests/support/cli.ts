@@ -1,11 +1,18 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { join, resolve } from 'node:path'
+import { dirname, join, resolve } from 'node:path'
 import { stringify } from 'yaml'
 
+/** The repository root: this module runs from tests/support (vitest, tsx) or dist/tests/support (bench). */
+export const REPO_ROOT = (() => {
+  let dir = import.meta.dirname
+  while (!existsSync(join(dir, 'package.json')) && dirname(dir) !== dir) dir = dirname(dir)
+  return dir
+})()
+
 /** The compiled CLI: e2e tests run the engine exactly as users do (`npm test` builds first). */
-export const CLI = resolve(import.meta.dirname, '../../dist/src/cli/main.js')
+export const CLI = resolve(REPO_ROOT, 'dist/src/cli/main.js')
 
 export function assertBuilt(): void {
   if (!existsSync(CLI)) throw new Error(`${CLI} is missing: run "npm run build" (npm test does)`)

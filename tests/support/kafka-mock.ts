@@ -2,6 +2,7 @@ import { spawn } from 'node:child_process'
 import { randomUUID } from 'node:crypto'
 import Kafka from '@confluentinc/kafka-javascript'
 import type { KafkaConsumer, LibrdKafkaError, Message } from '@confluentinc/kafka-javascript'
+import { existsSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 
 /**
@@ -44,7 +45,10 @@ export interface KafkaMockOptions {
   startTimeoutMs?: number
 }
 
-const SCRIPT = fileURLToPath(new URL('./kafka-mock-process.cjs', import.meta.url))
+// Next to this module in tests/support; compiled into dist/ (the bench suite), the .cjs stays in the source tree.
+const SCRIPT = [new URL('./kafka-mock-process.cjs', import.meta.url), new URL('../../../tests/support/kafka-mock-process.cjs', import.meta.url)]
+  .map((u) => fileURLToPath(u))
+  .find((p) => existsSync(p)) as string
 
 export async function startKafkaMock(options: KafkaMockOptions = {}): Promise<KafkaMock> {
   const brokers = options.brokers ?? 1

@@ -1,0 +1,31 @@
+/**
+ * Scenario 2: Kafka end to end on librdkafka's mock cluster (input topic -> committed state ->
+ * output topic) against the bare rate at which the same client consumes and JSON-parses the same
+ * topic, in the same invocation (`bench/kafka-pipeline.ts`, default operators).
+ */
+import { measureKafkaPipeline } from '../kafka-pipeline.js'
+import type { BenchContext, Scenario, ScenarioOutcome } from '../lib/scenario.js'
+
+export const scenario: Scenario = {
+  name: 'kafka',
+  number: 2,
+  title: 'Kafka end to end on the mock cluster vs bare consume+decode',
+  async run(ctx: BenchContext): Promise<ScenarioOutcome> {
+    const result = await measureKafkaPipeline({ events: ctx.quick ? 20_000 : 100_000, repeats: ctx.runs, operators: 'default', log: (l) => ctx.log(l) })
+    return {
+      status: 'ok',
+      figures: [
+        {
+          id: 'kafka.pipelineEventsPerSecond',
+          title: 'Kafka input topic -> committed state + output topic, default operators',
+          unit: 'events/s',
+          samples: result.pipelineEventsPerSecond,
+          better: 'higher',
+          limit: { title: 'bare: the same client consumes and JSON-parses the same topic', samples: result.bareEventsPerSecond },
+          target: { kind: 'ratio-to-limit-at-least', ratio: 0.7 },
+          details: { events: result.events, fileEventsPerSecond: result.fileEventsPerSecond, tagChangesPerRun: result.tagChangesPerRun },
+        },
+      ],
+    }
+  },
+}
