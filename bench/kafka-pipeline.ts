@@ -36,7 +36,7 @@ import { validateConfig } from '../src/config/load.js'
 import type { Config } from '../src/config/schema.js'
 import { openRuntime } from '../src/runtime.js'
 import { createLiveWorkload, encodeNdjsonLine, generateWorkload } from '../src/workload/generator.js'
-import { FOUNDATION_OPERATORS, startCli, writeConfig } from '../tests/support/cli.js'
+import { FOUNDATION_OPERATORS, REPO_ROOT, startCli, writeConfig } from '../tests/support/cli.js'
 import { endOffsets, produceMessages, startKafkaMock, type KafkaMock } from '../tests/support/kafka-mock.js'
 
 const PARTITIONS = 4
@@ -95,7 +95,7 @@ async function withCluster<T>(bootstrap: string | undefined, fn: (bootstrap: str
 /** The operators and time zone of the default configuration, or the light set. */
 function operatorConfig(set: OperatorSet = 'default'): Pick<Config, 'operators' | 'timeZone'> {
   if (set === 'light') return { operators: FOUNDATION_OPERATORS as Config['operators'], timeZone: 'UTC' }
-  const raw = parse(readFileSync(resolve(import.meta.dirname, '../config/tagstream.yaml'), 'utf8')) as Pick<Config, 'operators' | 'timeZone'>
+  const raw = parse(readFileSync(resolve(REPO_ROOT, 'config/tagstream.yaml'), 'utf8')) as Pick<Config, 'operators' | 'timeZone'>
   return { operators: raw.operators, timeZone: raw.timeZone }
 }
 
