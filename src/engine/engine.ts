@@ -1489,7 +1489,14 @@ export class Engine {
     }
     const current = rec.tags[slot.id]
     const from: TagValue | null = current === undefined ? null : current[0]
-    if (from === to) return false
+    if (from === to) {
+      // A new version that gives the same value: no change to announce, but the profile shows the version.
+      if (current !== undefined && current[2] !== slot.version) {
+        current[2] = slot.version
+        this.tagWrites++
+      }
+      return false
+    }
     this.tagWrites++
     this.roundTags.add(slot.id)
     let quiet = current?.[3] === 1

@@ -198,6 +198,22 @@ describe('publishing and retiring', () => {
     await f.close()
   })
 
+  it('a new version that gives members the same value changes no tag, only the version their profile shows', async () => {
+    const f = await createFixture(operators(), { engine: { partitions: 2 } }, { tags: [strategy('big_buyer', 'purchases.total >= 2')] })
+    f.source.push(...history())
+    await f.drain()
+    const before = f.changes.changes.length
+    const v1 = f.catalog!.get('big_buyer')
+    await f.catalog!.define({ ...strategy('big_buyer', 'purchases.total > 1'), status: undefined, version: v1.version })
+    await f.catalog!.transition('big_buyer', 2, 'testing')
+    await f.catalog!.publish('big_buyer', 2, 'announce')
+    await f.drain()
+    expect(f.changes.changes.slice(before).filter((c) => c.tag === 'big_buyer')).toEqual([])
+    expect((await f.engine.profile('a'))?.tags.big_buyer).toMatchObject({ value: true, version: 2 })
+    expect((await f.engine.profile('b'))?.tags.big_buyer).toMatchObject({ value: true, version: 2 })
+    await f.close()
+  })
+
   it('a publication the engine had not applied when it stopped is applied at the next start', async () => {
     let f = await createFixture(operators(), { engine: { partitions: 2 } }, { tags: tagsFile })
     f.source.push(...history())
