@@ -184,6 +184,7 @@ export default defineOperator<CounterConfig, CounterState>({
       deriveTags,
       view,
       viewSchema: { total: 'int', countInWindow: 'int', windowDays: 'int', firstAt: 'timestamp', lastAt: 'timestamp' },
+      viewClockFields: ['countInWindow'],
     }
   },
 })

@@ -181,6 +181,7 @@ export default defineOperator<FactConfig, FactState>({
       deriveTags,
       view,
       viewSchema: Object.fromEntries(config.attributes.map((a) => [a.tag ?? a.property, VIEW_TYPES[a.valueType]])),
+      viewClockFields: [],
     }
   },
 })

@@ -472,6 +472,7 @@ export default defineOperator<LifecycleConfig, LifecycleState>({
         lastPurchaseAt: 'timestamp',
         daysSinceLastPurchase: 'int',
       },
+      viewClockFields: ['stage', 'previousStage', 'since', 'daysInStage', 'daysSinceLastPurchase'],
     }
   },
 })

@@ -299,6 +299,7 @@ export default defineOperator<LoyaltyConfig, LoyaltyState>({
         policy: 'string',
         ...(rolling ? { windowDays: 'int', tierUntil: 'timestamp' } : {}),
       } as ViewSchema,
+      viewClockFields: ['points', 'tier', 'nextTier', 'pointsToNextTier', 'tierUntil'],
     }
   },
 })

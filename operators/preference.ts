@@ -237,6 +237,7 @@ export default defineOperator<PreferenceConfig, PreferenceState>({
       deriveTags,
       view,
       viewSchema: { measure: 'string', windowDays: 'int', total: 'double', events: 'int', allTimeEvents: 'int' },
+      viewClockFields: ['total', 'events'],
     }
   },
 })

@@ -438,6 +438,7 @@ export default defineOperator<RfmConfig, RfmState>({
         segment: 'string',
         valueSegment: 'string',
       } as ViewSchema,
+      viewClockFields: ['recencyDays', ...windowsDays.flatMap((w) => [`frequency${w}d`, `monetary${w}d`]), 'cell', 'segment', 'valueSegment'],
       scoredValues,
     }
   },

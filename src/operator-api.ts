@@ -113,6 +113,12 @@ export interface Operator<S = unknown> {
    * A field whose value is null for a user is absent in the rule view (`has(rfm.segment)` is false).
    */
   readonly viewSchema?: ViewSchema
+  /**
+   * The `viewSchema` fields whose value depends on the clock or the population (`ctx.now`,
+   * `ctx.population`): rules reading them are re-evaluated in the daily sweep. Rules reading only
+   * other fields change only with events and timers. Undefined: every field is taken to depend on them.
+   */
+  readonly viewClockFields?: readonly string[]
   /** Dimensions this operator ranks users on (e.g. `['recency', 'frequency', 'monetary']`). */
   readonly population?: readonly string[]
   /**

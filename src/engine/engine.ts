@@ -325,6 +325,8 @@ export class Engine {
   private catalogChanged = false
   /** Online tags that changed for the user being processed: strategy rules reading them re-evaluate. */
   private readonly roundTags = new Set<string>()
+  /** Operators' clock-dependent view fields (absent: the operator did not say, so all of them). */
+  private readonly clockFieldsOf = new Map<string, ReadonlySet<string>>()
   /** Incremented by every change `setTag` makes (emitted, quiet, silent or testing): callers compare. */
   private tagWrites = 0
   /** Operators whose tags depend on the population or the clock: re-derived by sweeps. */
@@ -401,6 +403,7 @@ export class Engine {
 
     this.catalog = options.catalog
     this.slots = options.operators.map((op) => ({ op, tags: [] }))
+    for (const op of options.operators) if (op.viewClockFields !== undefined) this.clockFieldsOf.set(op.name, new Set(op.viewClockFields))
     this.slotByName = new Map(this.slots.map((s) => [s.op.name, s]))
     this.rescoreSlots = this.slots.filter((s) => s.op.rescore === true)
     this.hasRankedOperators = this.slots.some((s) => s.op.scoredValues !== undefined)
@@ -426,7 +429,7 @@ export class Engine {
     for (const spec of specs.values()) {
       let rule: CompiledLaneRule | undefined
       if (spec.rule !== undefined) {
-        const compiled = compileLaneRule(spec.rule, this.ruleSchema)
+        const compiled = compileLaneRule(spec.rule, this.ruleSchema, (variable) => this.clockFieldsOf.get(variable))
         if (typeof compiled === 'string') {
           // The catalog refuses such rules; one stored before an operator was removed lands here.
           process.emitWarning(`tag "${spec.id}" version ${spec.version} is not evaluated: ${compiled}`)
@@ -1398,7 +1401,9 @@ export class Engine {
     const views = new Map<string, ViewPair>()
     for (const slot of this.strategies) {
       const rule = slot.rule as CompiledLaneRule
-      if (!force && !intersects(rule.operators, changedOps) && !intersects(rule.tags, this.roundTags)) continue
+      // Sweeps (`force`) re-evaluate only rules that read the clock or the population; others follow
+      // their inputs, tags changed by the sweep included.
+      if (!(force && rule.clockDependent) && !intersects(rule.operators, changedOps) && !intersects(rule.tags, this.roundTags)) continue
       const next = this.evaluateRule(slot, rec, ctx, views)
       if (next === KEEP) continue
       this.setTag(rec, slot, next, atMs, cause, true)

@@ -123,12 +123,29 @@ export interface CompiledLaneRule {
   readonly tags: ReadonlySet<string>
   /** Builds the view the rule reads (undefined: a field is missing and the rule can give no value). */
   readonly view: (source: RuleViewSource) => RuleView | undefined
+  /** Whether it reads a field that depends on the clock or the population: re-evaluated in sweeps. */
+  readonly clockDependent: boolean
 }
 
-export function compileLaneRule(expression: string, schema: RuleSchema): CompiledLaneRule | string {
+/**
+ * Compiles a lane's rule. `clockFields(variable)` names an operator's clock-dependent view fields
+ * (undefined: all of them, or not an operator).
+ */
+export function compileLaneRule(
+  expression: string,
+  schema: RuleSchema,
+  clockFields: (variable: string) => ReadonlySet<string> | undefined = () => undefined,
+): CompiledLaneRule | string {
   const compiled = compileRule(expression, schema)
   if (isRuleErrors(compiled)) return compiled.map((e) => `${e.message} (line ${e.position.line}, column ${e.position.column})`).join('; ')
+  const dependsOnClock = (variable: string, field: string | undefined): boolean => {
+    if (variable === 'tags') return false // tags change through events, timers and sweeps, which re-evaluate readers
+    const fields = clockFields(variable)
+    return fields === undefined || field === undefined || fields.has(field)
+  }
   return {
+    clockDependent:
+      compiled.wholeVariables.some((v) => dependsOnClock(v, undefined)) || compiled.fields.some(([variable, field]) => dependsOnClock(variable, field)),
     rule: compiled,
     operators: new Set(compiled.variables.filter((v) => v !== 'tags')),
     tags: new Set(compiled.tagRefs),

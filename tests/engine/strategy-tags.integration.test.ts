@@ -90,13 +90,33 @@ describe('strategy tags (CEL rules over the profile view)', () => {
     })
     f.source.push(ev('u', 0, 'purchase'), ev('u', 1, 'purchase'), ev('u', 2, 'purchase'))
     await f.drain()
-    // total 1: 100 / -1; total 2: division by zero (kept), at the event and again in the next day's
-    // sweep (rules are re-evaluated there); total 3: 100 / 1.
+    // total 1: 100 / -1; total 2: division by zero (kept); total 3: 100 / 1. `purchases.total` does
+    // not depend on the clock, so the daily sweeps do not evaluate the rule again.
     expect(summary(f.changes.changes, 'spread')).toEqual([
       ['u', 'entered', null, -100, 'event'],
       ['u', 'changed', -100, 100, 'event'],
     ])
-    expect(f.engine.stats.ruleErrorsByTag).toEqual({ spread: 2 })
+    expect(f.engine.stats.ruleErrorsByTag).toEqual({ spread: 1 })
+    await f.close()
+  })
+
+  it('daily sweeps re-evaluate rules that read the clock, and only those', async () => {
+    const f = await createFixture(operators(), { engine: { partitions: 1 } }, {
+      tags: [strategy('recent_buyer', 'purchases.countInWindow >= 1'), strategy('ever_bought', 'purchases.total >= 1')],
+    })
+    f.source.push(ev('a', 0, 'purchase'), ev('b', 40, 'view'))
+    await f.drain()
+    // a's purchase leaves the 30-day window as the clock passes day 30: the sweep of that day sees it.
+    expect(summary(f.changes.changes, 'recent_buyer')).toEqual([
+      ['a', 'entered', null, true, 'event'],
+      ['a', 'left', true, null, 'rescore'],
+    ])
+    expect(summary(f.changes.changes, 'ever_bought')).toEqual([['a', 'entered', null, true, 'event']])
+    // The sweep of the last day evaluates recent_buyer for both users, ever_bought for nobody.
+    const evaluations = f.engine.stats.ruleEvaluations
+    f.source.push(ev('b', 41, 'view'))
+    await f.drain()
+    expect(f.engine.stats.ruleEvaluations - evaluations).toBe(2)
     await f.close()
   })
 
