@@ -18,8 +18,7 @@ import type { TagstreamServer } from './http/server.js'
 import type { ConsumerLagSource, RecordingObserver } from './metrics/metrics.js'
 import { HttpIngestSource } from './sources/http-ingest-source.js'
 import { LevelCatalogStorage, TagCatalog, type CatalogStorage } from './tags/catalog.js'
-import { buildRuleSchema } from './tags/lanes.js'
-import { compileRule, isRuleErrors } from './tags/rules.js'
+import { catalogRuleValidator } from './tags/lanes.js'
 import type { Operator } from './operator-api.js'
 import type { EngineLifecycle } from './engine/lifecycle.js'
 import { createLogger, type Logger } from './log.js'
@@ -167,10 +166,7 @@ export async function openCatalog(
 ): Promise<TagCatalog> {
   let opened: TagCatalog | undefined
   const catalog = await TagCatalog.open(storage, {
-    validateRule: (rule, pending) => {
-      const compiled = compileRule(rule, buildRuleSchema(operators, opened, pending))
-      return isRuleErrors(compiled) ? compiled.map((e) => ({ message: e.message, ...e.position })) : []
-    },
+    validateRule: catalogRuleValidator(operators, () => opened),
   })
   opened = catalog
   if (config.catalog.file !== undefined) {

@@ -415,9 +415,9 @@ export class Engine {
     })
   }
 
-  private countersFor(lane: TagSlot['spec']): Record<TagChangeOp, number> {
-    const table = lane.status === 'online' ? this.stats.tagChangesByTag : this.stats.testingChangesByTag
-    return (table[lane.id] ??= { entered: 0, left: 0, changed: 0 })
+  private countersFor(id: string, status: LaneSpec['status']): Record<TagChangeOp, number> {
+    const table = status === 'online' ? this.stats.tagChangesByTag : this.stats.testingChangesByTag
+    return (table[id] ??= { entered: 0, left: 0, changed: 0 })
   }
 
   /** Installs the lanes to evaluate from now on: operator tag lanes and compiled strategy rules. */
@@ -442,7 +442,7 @@ export class Engine {
         id: spec.id,
         version: spec.version,
         emit: spec.status === 'online',
-        counts: this.countersFor(spec),
+        counts: this.countersFor(spec.id, spec.status),
         reentry: spec.reentry,
         spec,
         rule,
@@ -747,7 +747,7 @@ export class Engine {
         id: pass.id,
         version: pass.fromVersion ?? 1,
         emit: online,
-        counts: online ? this.countersFor({ id: pass.id, status: 'online' } as LaneSpec) : this.countersFor({ id: pass.id, status: 'testing' } as LaneSpec),
+        counts: this.countersFor(pass.id, online ? 'online' : 'testing'),
         reentry: { policy: 'always' },
       }
       this.setTag(rec, removed, undefined, now, cause, announce)
@@ -1401,13 +1401,14 @@ export class Engine {
    * `tagWrites` counts what changed.
    */
   private evaluateStrategies(rec: UserRecord, ctx: CallContext, changedOps: ReadonlySet<string>, force: boolean, atMs: number, cause: TagChangeCause): void {
-    const views = new Map<string, ViewPair>()
+    // Operator views are computed once per user round, and only if some rule needs evaluating.
+    let views: Map<string, ViewPair> | undefined
     for (const slot of this.strategies) {
       const rule = slot.rule as CompiledLaneRule
       // Sweeps (`force`) re-evaluate only rules that read the clock or the population; others follow
       // their inputs, tags changed by the sweep included.
       if (!(force && rule.clockDependent) && !intersects(rule.operators, changedOps) && !intersects(rule.tags, this.roundTags)) continue
-      const next = this.evaluateRule(slot, rec, ctx, views)
+      const next = this.evaluateRule(slot, rec, ctx, (views ??= new Map()))
       if (next === KEEP) continue
       this.setTag(rec, slot, next, atMs, cause, true)
     }

@@ -1,5 +1,5 @@
 import type { Operator } from '../operator-api.js'
-import { DEFAULT_REENTRY, type PublishMode, type ReentryPolicy, type TagValueType, type TagVersion } from './catalog-schema.js'
+import { DEFAULT_REENTRY, type PublishMode, type ReentryPolicy, type RuleValidator, type TagValueType, type TagVersion } from './catalog-schema.js'
 import type { TagCatalog } from './catalog.js'
 import { compileRule, isRuleErrors, ruleViewBuilder, type CompiledRule, type RuleFieldType, type RuleSchema, type RuleView, type RuleViewSource } from './rules.js'
 
@@ -112,6 +112,17 @@ export function buildRuleSchema(
   for (const t of pendingTags) tags[t.id] ??= VALUE_TYPES[t.valueType]
   schema.tags = tags
   return schema
+}
+
+/**
+ * The catalog's definition-time check of a rule: compiled against the operators' views and every
+ * tag the catalog (`catalog()`, read at each check) and the definitions being loaded name.
+ */
+export function catalogRuleValidator(operators: readonly Operator[], catalog: () => TagCatalog | undefined): RuleValidator {
+  return (rule, pending) => {
+    const compiled = compileRule(rule, buildRuleSchema(operators, catalog(), pending))
+    return isRuleErrors(compiled) ? compiled.map((e) => ({ message: e.message, ...e.position })) : []
+  }
 }
 
 /** A rule compiled for the engine: what it reads decides when it is re-evaluated. */

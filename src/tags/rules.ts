@@ -446,26 +446,6 @@ export function ruleViewFromProfile(profile: Profile, schema: RuleSchema): RuleV
   return view
 }
 
-/**
- * A converter from a variable's plain values (an operator's view, or tag id -> value) to the rule view's
- * representation for `schema`: only declared fields, converted per type, null/absent left out.
- */
-export function ruleVariableConverter(schema: RuleSchema): (variable: string, source: Readonly<Record<string, unknown>> | undefined) => Record<string, unknown> {
-  const prepared = prepare(schema)
-  if (Array.isArray(prepared)) throw new Error(`invalid rule schema: ${prepared.map((e) => e.message).join('; ')}`)
-  const byVariable = new Map((prepared as Compiled).fields)
-  return (variable, source) => {
-    const out: Record<string, unknown> = {}
-    const convs = byVariable.get(variable)
-    if (convs === undefined || source === undefined) return out
-    for (const [field, conv] of convs) {
-      const v = source[field]
-      if (v !== undefined && v !== null) out[field] = conv(v)
-    }
-    return out
-  }
-}
-
 /** Where a rule view's values come from: an operator's view as shown, and the user's tag values. */
 export interface RuleViewSource {
   operatorView(variable: string): Readonly<Record<string, unknown>> | undefined

@@ -14,8 +14,7 @@ import type { DeadLetterSink, TagChangeSink } from '../../src/sinks/sink.js'
 import type { Source, SourceRecord } from '../../src/sources/source.js'
 import { Store } from '../../src/store/store.js'
 import { LevelCatalogStorage, TagCatalog } from '../../src/tags/catalog.js'
-import { buildRuleSchema } from '../../src/tags/lanes.js'
-import { compileRule, isRuleErrors } from '../../src/tags/rules.js'
+import { catalogRuleValidator } from '../../src/tags/lanes.js'
 
 /** A source fed by the test: records are pushed, and `end()` makes the next empty poll return null. */
 export class ArraySource implements Source {
@@ -125,10 +124,7 @@ export async function createFixture(
   if (options.tags !== undefined) {
     let opened: TagCatalog | undefined
     catalog = await TagCatalog.open(new LevelCatalogStorage(store.level), {
-      validateRule: (rule, pending) => {
-        const compiled = compileRule(rule, buildRuleSchema(operators, opened, pending))
-        return isRuleErrors(compiled) ? compiled.map((e) => ({ message: e.message, ...e.position })) : []
-      },
+      validateRule: catalogRuleValidator(operators, () => opened),
       now: () => Date.UTC(2030, 0, 1),
     })
     opened = catalog
