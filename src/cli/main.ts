@@ -53,23 +53,41 @@ function progressFor(config: Readonly<Config>): ProgressReporter {
   return new ProgressReporter({ logger, ...(terminal ? { terminal } : {}), logIntervalMs: config.log.progressIntervalMs })
 }
 
-/** Stops the runtime on SIGTERM/SIGINT: intake stops, the batch finishes and commits; bounded in time. */
-function onSignals(runtime: Runtime): { readonly signalled: boolean } {
-  const state = { signalled: false }
-  const handler = (signal: NodeJS.Signals) => {
-    if (state.signalled) {
-      logger.warn({ signal }, 'second signal, exiting now without the last commit')
-      process.exit(130)
-    }
-    state.signalled = true
-    const timeoutMs = runtime.config.engine.shutdownTimeoutMs
+/**
+ * Stops the runtime on SIGTERM/SIGINT: intake stops, the batch finishes and commits; bounded in
+ * time. Listening starts before the runtime opens (a store open or a restore can take seconds), so
+ * a signal during start-up stops the process cleanly right after it, instead of killing it.
+ */
+function onSignals(): { readonly signalled: boolean; attach(runtime: Runtime): void } {
+  let runtime: Runtime | undefined
+  let pending: NodeJS.Signals | undefined
+  const state = {
+    signalled: false,
+    attach(r: Runtime): void {
+      runtime = r
+      if (pending !== undefined) stop(r, pending)
+    },
+  }
+  const stop = (r: Runtime, signal: NodeJS.Signals): void => {
+    const timeoutMs = r.config.engine.shutdownTimeoutMs
     logger.info({ signal, timeoutMs }, 'signal received, finishing the batch and committing')
     const timeout = setTimeout(() => {
       logger.error({ signal, timeoutMs }, 'shutdown took longer than the timeout, exiting without the last commit')
       process.exit(1)
     }, timeoutMs)
     timeout.unref()
-    void runtime.stop()
+    void r.stop()
+  }
+  const handler = (signal: NodeJS.Signals) => {
+    if (state.signalled) {
+      logger.warn({ signal }, 'second signal, exiting now without the last commit')
+      process.exit(130)
+    }
+    state.signalled = true
+    if (runtime === undefined) {
+      pending = signal
+      logger.info({ signal }, 'signal received while starting; stopping once started')
+    } else stop(runtime, signal)
   }
   process.on('SIGTERM', handler)
   process.on('SIGINT', handler)
@@ -101,8 +119,9 @@ function summary(runtime: Runtime, startedAt: number): Record<string, unknown> {
 
 async function cmdRun(values: { config?: string }): Promise<void> {
   const config = configFrom(values.config)
+  const signals = onSignals()
   const runtime = await openRuntime(config, { live: true, logger, progress: progressFor(config) })
-  onSignals(runtime)
+  signals.attach(runtime)
   const engine = runtime.engine
   runtime.stdout?.start(() => {
     const s = engine.stats
@@ -132,8 +151,9 @@ async function cmdReplay(files: string[], values: { config?: string }): Promise<
   }
   const startedAt = Date.now()
   const config = configFrom(values.config)
+  const signals = onSignals()
   const runtime = await openRuntime(config, { live: false, replayFiles: files, logger, progress: progressFor(config) })
-  const signals = onSignals(runtime)
+  signals.attach(runtime)
   // Progress in bytes of the files, read at each sample from the sources' positions (a resumed
   // replay starts part-way).
   const readers = runtime.sources.filter((s): s is FileSource => s instanceof FileSource)

@@ -62,6 +62,28 @@ describe('run: graceful shutdown and restart', () => {
     expect(ids(live.dataDir)).toEqual(ids(once.dataDir))
   }, 120_000)
 
+  it('a SIGTERM during start-up stops the process cleanly once it has started', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'ts-early-'))
+    const events = join(dir, 'events.ndjson')
+    writeFileSync(events, Buffer.concat([...generateWorkload({ seed: 6, users: 50, events: 500, days: 3, invalidRatio: 0 })].map(encodeNdjsonLine)))
+    const { configPath } = writeConfig({ sources: [{ name: 'events', type: 'file', path: events, follow: true }], engine: { partitions: 2 } }, dir)
+    const run = startCli(['run', '--config', configPath])
+    // "store opened" is logged inside the start-up, before the restore and the HTTP listener.
+    await new Promise<void>((resolve) => {
+      const onData = (d: Buffer | string) => {
+        if (!String(d).includes('store opened')) return
+        run.child.stderr?.off('data', onData)
+        resolve()
+      }
+      run.child.stderr?.on('data', onData)
+    })
+    run.child.kill('SIGTERM')
+    const r = await run.done
+    expect(r.signal, r.stderr).toBeNull()
+    expect(r.code, r.stderr).toBe(0)
+    expect(r.stderr).toContain('stopped cleanly')
+  }, 60_000)
+
   it('exits 2 with the offending key when the config is invalid', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'ts-badcfg-'))
     const { configPath } = writeConfig({ engine: { partitions: 0 } }, dir)
