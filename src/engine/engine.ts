@@ -188,7 +188,15 @@ class PartitionTask {
   /** Timers that are due soon: loaded from the store or registered with due <= scannedUpTo. */
   readonly heap = new TimerHeap()
   /** Timers registered since the last commit with due > scannedUpTo (the store does not have them yet). */
-  readonly uncommitted = new TimerHeap()
+  uncommitted = new TimerHeap()
+  /**
+   * Timers of the commit being written (see `Engine.startCommit`): not in the store until it lands,
+   * so timer scans take them from here. Kept past the landing while a scan that may have missed
+   * them is in progress (`timerScans`), then dropped (`landedTimers`).
+   */
+  landingTimers: TimerHeap | undefined
+  landedTimers = false
+  timerScans = 0
   /** Users created in this partition, all time. */
   users: number
   dirty = false
@@ -199,7 +207,7 @@ class PartitionTask {
   nextSweepAt: number | undefined
   /** The re-scoring sweep in progress, if any. */
   sweep: Sweep | undefined
-  /** Keys of users created since the last commit: not in the store yet, so not in a sweep's pass. */
+  /** Keys of users created since the last landed commit: not in the store yet, so not in a sweep's pass. */
   readonly created = new Set<string>()
 
   constructor(partition: number, maxTs: number, lateness: number, users: number) {
@@ -369,6 +377,13 @@ export class Engine {
   private assigned = false
   private eventsSinceCommit = 0
   private lastCommitAt = 0
+  /** The commit being written while the next events are applied (at most one), and its failure. */
+  private landing: Promise<void> | undefined
+  private landingError: unknown
+  /** Users of the commit being written: not dirty any more, but not in the store yet, so not evictable. */
+  private landingUsers: ReadonlySet<string> = new Set()
+  /** A commit landed since the last eviction: evict between two batches. */
+  private evictDue = false
   private emittedAtIso = ''
   private lastIsoMs = NaN
   private lastIso = ''
@@ -611,6 +626,12 @@ export class Engine {
     const ended = new Set<Source>()
     const waitMs = this.sources.length > 1 ? 10 : 100
     while (!this.stopping) {
+      if (this.landingError !== undefined) throw this.landingError
+      // Never during a batch: the batch's users were loaded into the cache before it is applied.
+      if (this.evictDue) {
+        this.evictDue = false
+        this.evict()
+      }
       let received = 0
       for (const source of this.sources) {
         // A catalog change takes effect before the next batch: events after it see the new definitions.
@@ -635,8 +656,11 @@ export class Engine {
       await this.definitionStep()
       const now = this.wallNow()
       if (received === 0 && this.idleAdvance) await this.advanceIdlePartitions(now)
-      if (this.eventsSinceCommit >= commitEvents || (now - this.lastCommitAt >= commitIntervalMs && this.hasUncommitted())) {
-        await this.commit()
+      const full = this.eventsSinceCommit >= commitEvents
+      if (full || (now - this.lastCommitAt >= commitIntervalMs && this.hasUncommitted())) {
+        // One commit in flight at a time; with `commitEvents` applied since, wait for it (memory bound).
+        if (full) await this.awaitLanding()
+        if (this.landing === undefined) this.commitInBackground()
       }
       if (options.untilEnd && ended.size === this.sources.length && !this.sweeping && this.definitions.passes.length === 0) break
       if (ended.size === this.sources.length && received === 0 && !this.sweeping && this.definitions.passes.length === 0) {
@@ -670,7 +694,7 @@ export class Engine {
     this.installLanes(desired)
     if (changed.length === 0) return
     // A pass walks the stored users: every user must be in the store before it starts.
-    if (this.opened && this.hasUncommitted()) await this.commit()
+    if (this.opened && (this.hasUncommitted() || this.landing !== undefined)) await this.commit()
     // With a partitioned source, partitions are restored as they are assigned: look in the store.
     const hasUsers = this.userCount > 0 || (this.partitionedSources.length > 0 && (await this.storeHoldsUsers()))
     for (const lane of changed) {
@@ -779,6 +803,8 @@ export class Engine {
   private async definitionStep(): Promise<void> {
     const pass = this.definitions.passes[0]
     if (pass === undefined) return
+    // The pass reads users from the store: everything applied before must be there.
+    await this.awaitLanding()
     // Only the partitions this engine owns (a partitioned source assigns them); the others are done for it.
     const p = pass.cursors.findIndex((c, i) => c !== null && this.tasks.has(i))
     if (p < 0) {
@@ -971,24 +997,39 @@ export class Engine {
   /** Moves timers due at or before `target` into the partition's heap; returns the clock they cover. */
   private async loadTimersUpTo(task: PartitionTask, target: number, wanted: Set<string>): Promise<number> {
     if (target > task.scannedUpTo) {
-      let entries = await this.store.scanTimers(task.partition, task.scannedUpTo, target, this.timerScanLimit)
+      // A commit may land while the store is read: its timers are then taken from `landingTimers`,
+      // which stays until this scan is done (a timer found both ways fires once: the second entry
+      // is stale when it comes, see fireTimer).
+      task.timerScans++
+      let entries: TimerEntry[]
       let covered = target
-      if (entries.length === this.timerScanLimit) {
-        // A full scan may have stopped inside one due instant: cover only the instants before the
-        // last one, unless that would cover nothing, then read that one instant whole.
-        const lastDue = (entries[entries.length - 1] as TimerEntry).due
-        if (lastDue - 1 > task.scannedUpTo) {
-          covered = lastDue - 1
-          entries = entries.filter((e) => e.due <= covered)
-        } else {
-          covered = lastDue
-          entries = await this.store.scanTimers(task.partition, task.scannedUpTo, covered, Number.MAX_SAFE_INTEGER)
+      try {
+        entries = await this.store.scanTimers(task.partition, task.scannedUpTo, target, this.timerScanLimit)
+        if (entries.length === this.timerScanLimit) {
+          // A full scan may have stopped inside one due instant: cover only the instants before the
+          // last one, unless that would cover nothing, then read that one instant whole.
+          const lastDue = (entries[entries.length - 1] as TimerEntry).due
+          if (lastDue - 1 > task.scannedUpTo) {
+            covered = lastDue - 1
+            entries = entries.filter((e) => e.due <= covered)
+          } else {
+            covered = lastDue
+            entries = await this.store.scanTimers(task.partition, task.scannedUpTo, covered, Number.MAX_SAFE_INTEGER)
+          }
         }
+      } finally {
+        task.timerScans--
       }
       for (const e of entries) task.heap.push(e)
       task.scannedUpTo = covered
-      while (task.uncommitted.size > 0 && (task.uncommitted.peek() as TimerEntry).due <= covered) {
-        task.heap.push(task.uncommitted.pop() as TimerEntry)
+      for (const pending of [task.uncommitted, task.landingTimers]) {
+        while (pending !== undefined && pending.size > 0 && (pending.peek() as TimerEntry).due <= covered) {
+          task.heap.push(pending.pop() as TimerEntry)
+        }
+      }
+      if (task.landedTimers && task.timerScans === 0) {
+        task.landingTimers = undefined
+        task.landedTimers = false
       }
     }
     // Every timer in the heap that will fire needs its user loaded.
@@ -1261,6 +1302,10 @@ export class Engine {
 
   private async sweepStepFor(task: PartitionTask): Promise<void> {
     {
+      if (task.sweep === undefined) return
+      // The pass reads users from the store, and users created before its instant from
+      // `task.created` until they are there: no commit may land while a step runs.
+      await this.awaitLanding()
       const sweep = task.sweep
       if (sweep === undefined) return
       const range = userRange(task.partition)
@@ -1669,21 +1714,57 @@ export class Engine {
    * The commit protocol: 1. sinks flush (durable or acknowledged), 2. one atomic store batch with
    * dirty users, timer index changes, partition clocks and source positions. A crash before 2
    * replays from the previous positions and regenerates the same changes with the same ids.
+   *
+   * `commit()` resolves when everything applied so far is in the store. The run loop instead
+   * commits in the background (`commitInBackground`): the batch is taken at once and written while
+   * the next events are applied, so a commit's flush and fsync (tens of ms) do not hold up the
+   * events behind it. What stays correct while a commit is in flight: its users stay cached until
+   * it lands (`landingUsers`, eviction only between batches), its timers are found in
+   * `landingTimers`, users it created stay in `task.created`, and sweeps and definition passes,
+   * which read users from the store, wait for it to land first.
    */
   async commit(): Promise<void> {
     try {
-      await this.commitNow()
+      await this.awaitLanding()
+      await this.startCommit()
     } catch (err) {
       this.lifecycle?.commitFailed?.(err)
       throw err
     }
+    this.evictDue = false
+    this.evict()
   }
 
-  private async commitNow(): Promise<void> {
+  /** Starts a commit of everything applied so far; the run loop goes on while it is written. */
+  private commitInBackground(): void {
+    const landing = this.startCommit()
+    this.landing = landing
+    landing.then(
+      () => {
+        if (this.landing === landing) this.landing = undefined
+      },
+      (err: unknown) => {
+        if (this.landing === landing) this.landing = undefined
+        this.landingError ??= err
+        this.lifecycle?.commitFailed?.(err)
+      },
+    )
+  }
+
+  /** Waits for the commit in flight, if any; rethrows a background commit's failure. */
+  private async awaitLanding(): Promise<void> {
+    while (this.landing !== undefined) await this.landing.catch(() => undefined)
+    if (this.landingError !== undefined) throw this.landingError
+  }
+
+  /**
+   * Takes everything dirty into one commit, synchronously (the sinks' flushes start here too, so
+   * they cover exactly the changes applied so far), and returns the promise of it landing.
+   */
+  private startCommit(): Promise<void> {
     const started = this.wallNow()
     const t0 = performance.now()
-    await Promise.all(this.sinks.map((s) => s.flush()))
-    await this.deadLetters.flush()
+    const flushes = [...this.sinks.map((s) => s.flush()), this.deadLetters.flush()]
     const ops: WriteOp[] = []
     for (const key of this.dirtyUsers) {
       const rec = this.cache.get(key)
@@ -1721,11 +1802,30 @@ export class Engine {
     }
     for (const [key, put] of this.memberWrites) ops.push(put ? { type: 'put', key, value: EMPTY } : { type: 'del', key })
     for (const [key, value] of this.historyWrites) ops.push(value === null ? { type: 'del', key } : { type: 'put', key, value })
+    const counts: [key: string, count: number][] = []
     for (const key of this.dirtyCounts) {
       const n = this.memberCounts.get(key) ?? 0
+      counts.push([key, n])
       ops.push(n === 0 ? { type: 'del', key } : { type: 'put', key, value: this.store.encode(n) })
     }
-    await this.store.commit(ops, this.config.engine.syncWrites)
+    // What the commit holds, as of now: the run loop may change all of it while it is written.
+    const positions = new Map(this.positions)
+    const partitionOffsets = offsetsCommitted ? new Map([...this.partitionOffsets].map(([p, byTopic]) => [p, new Map(byTopic)])) : undefined
+    const landingUsers = new Set(this.dirtyUsers)
+    const created = [...this.tasks.values()].map((task) => ({ task, keys: [...task.created] }))
+    for (const task of this.tasks.values()) {
+      task.dirty = false
+      if (task.landedTimers && task.timerScans === 0) {
+        task.landingTimers = undefined
+        task.landedTimers = false
+      }
+      if (task.uncommitted.size > 0) {
+        if (task.landingTimers === undefined) task.landingTimers = task.uncommitted
+        else for (let e = task.uncommitted.pop(); e !== undefined; e = task.uncommitted.pop()) task.landingTimers.push(e)
+        task.uncommitted = new TimerHeap()
+      }
+    }
+    this.landingUsers = landingUsers
     this.dirtyUsers.clear()
     this.definitionsDirty = false
     this.scoredDirty.clear()
@@ -1734,28 +1834,34 @@ export class Engine {
     this.dirtyPartitionOffsets.clear()
     this.memberWrites.clear()
     this.historyWrites.clear()
-    for (const key of this.dirtyCounts) {
-      const n = this.memberCounts.get(key) ?? 0
-      if (n === 0) {
-        this.memberCounts.delete(key)
-        this.committedCounts.delete(key)
-      } else this.committedCounts.set(key, n)
-    }
     this.dirtyCounts.clear()
-    for (const task of this.tasks.values()) {
-      task.dirty = false
-      // Now in the store: the next scans find them.
-      task.uncommitted.clear()
-      task.created.clear()
-    }
-    this.evict()
     this.eventsSinceCommit = 0
     this.lastCommitAt = this.wallNow()
-    this.stats.commits++
-    this.stats.lastCommitMs = this.lastCommitAt - started
-    this.observer?.commit(performance.now() - t0)
-    for (const listener of this.commitListeners) listener(this.positions)
-    if (offsetsCommitted) for (const source of this.partitionedSources) source.committed(this.partitionOffsets)
+
+    const land = async (): Promise<void> => {
+      await Promise.all(flushes)
+      await this.store.commit(ops, this.config.engine.syncWrites)
+      // In the store now: scans find these users and timers, and counts read from there agree.
+      for (const [key, n] of counts) {
+        if (n === 0) this.committedCounts.delete(key)
+        else this.committedCounts.set(key, n)
+        if ((this.memberCounts.get(key) ?? 0) === 0 && !this.dirtyCounts.has(key)) this.memberCounts.delete(key)
+      }
+      for (const { task, keys } of created) for (const key of keys) task.created.delete(key)
+      for (const task of this.tasks.values()) {
+        if (task.landingTimers === undefined) continue
+        if (task.timerScans === 0) task.landingTimers = undefined
+        else task.landedTimers = true
+      }
+      if (this.landingUsers === landingUsers) this.landingUsers = new Set()
+      this.evictDue = true
+      this.stats.commits++
+      this.stats.lastCommitMs = this.wallNow() - started
+      this.observer?.commit(performance.now() - t0)
+      for (const listener of this.commitListeners) listener(positions)
+      if (partitionOffsets !== undefined) for (const source of this.partitionedSources) source.committed(partitionOffsets)
+    }
+    return land()
   }
 
   /** Drops the least recently used clean records beyond the cache bound. */
@@ -1764,7 +1870,7 @@ export class Engine {
     if (excess <= 0) return
     for (const key of this.cache.keys()) {
       if (excess <= 0) break
-      if (this.dirtyUsers.has(key)) continue
+      if (this.dirtyUsers.has(key) || this.landingUsers.has(key)) continue
       this.cache.delete(key)
       excess--
     }
