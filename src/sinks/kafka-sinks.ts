@@ -108,7 +108,9 @@ export class KafkaProducerCore {
       'enable.idempotence': true,
       acks: 'all',
       'compression.codec': options.compression ?? 'lz4',
-      'linger.ms': options.lingerMs ?? 10,
+      // librdkafka's own default: a tag change waits at most 5 ms for others to share its request
+      // (10 ms gained no throughput against the mock cluster, and added 5 ms to every change).
+      'linger.ms': options.lingerMs ?? 5,
       'message.timeout.ms': messageTimeoutMs,
       // Java's default partitioner: a user lands in the same partition as with Kafka Streams or a
       // Java producer, and as in the engine's own partitioner (src/engine/partitioner.ts).
