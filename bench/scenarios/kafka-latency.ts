@@ -1,32 +1,45 @@
 /**
  * Scenario 3: latency from an event produced to the tag change it causes being consumed, at a
  * steady offered 20,000 events/s through the mock cluster (HDR histogram; `bench/kafka-pipeline.ts`).
- * When the engine cannot keep up with the offered rate, the figures measure the growing queue.
+ * When the engine cannot keep up with the offered rate, the figures measure the growing queue; so
+ * the same measurement also runs at 2,000 events/s, below what one process sustains here, where
+ * the figures show the path itself (Kafka client timers, batching, commits) rather than a queue.
  */
 import { measureKafkaLatency } from '../kafka-pipeline.js'
 import type { BenchContext, Scenario, ScenarioOutcome } from '../lib/scenario.js'
+
+const TARGET_RATE = 20_000
+const BELOW_SATURATION_RATE = 2_000
 
 export const scenario: Scenario = {
   name: 'kafka-latency',
   number: 3,
   title: 'Latency produced -> tag change consumed at 20,000 ev/s through Kafka',
   async run(ctx: BenchContext): Promise<ScenarioOutcome> {
-    const p99: number[] = []
-    const p999: number[] = []
-    const produced: number[] = []
+    const at = new Map<number, { p50: number[]; p99: number[]; p999: number[]; produced: number[] }>()
     for (let run = 0; run < ctx.runs; run++) {
-      const r = await measureKafkaLatency({ eventsPerSecond: 20_000, seconds: ctx.quick ? 3 : 10, warmupSeconds: ctx.quick ? 1 : 3, log: (l) => ctx.log(l) })
-      p99.push(r.p99Ms)
-      p999.push(r.p999Ms)
-      produced.push(r.producedEventsPerSecond)
-      ctx.log(`run ${run + 1}/${ctx.runs}: p99 ${r.p99Ms} ms, p999 ${r.p999Ms} ms over ${r.samples} changes at ${Math.round(r.producedEventsPerSecond)} ev/s produced`)
+      for (const rate of [TARGET_RATE, BELOW_SATURATION_RATE]) {
+        const r = await measureKafkaLatency({ eventsPerSecond: rate, seconds: ctx.quick ? 3 : 10, warmupSeconds: ctx.quick ? 1 : 3, log: (l) => ctx.log(l) })
+        const s = at.get(rate) ?? { p50: [], p99: [], p999: [], produced: [] }
+        at.set(rate, s)
+        s.p50.push(r.p50Ms)
+        s.p99.push(r.p99Ms)
+        s.p999.push(r.p999Ms)
+        s.produced.push(r.producedEventsPerSecond)
+        ctx.log(`run ${run + 1}/${ctx.runs} at ${rate} ev/s: p50 ${r.p50Ms} ms, p99 ${r.p99Ms} ms, p999 ${r.p999Ms} ms over ${r.samples} changes at ${Math.round(r.producedEventsPerSecond)} ev/s produced`)
+      }
     }
+    const full = at.get(TARGET_RATE) as { p50: number[]; p99: number[]; p999: number[]; produced: number[] }
+    const low = at.get(BELOW_SATURATION_RATE) as typeof full
     return {
       status: 'ok',
       figures: [
-        { id: 'kafkaLatency.p99Ms', title: 'Event produced -> tag change consumed, p99, 20,000 ev/s offered', unit: 'ms', samples: p99, better: 'lower', target: { kind: 'at-most', value: 25 } },
-        { id: 'kafkaLatency.p999Ms', title: 'Event produced -> tag change consumed, p99.9', unit: 'ms', samples: p999, better: 'lower' },
-        { id: 'kafkaLatency.producedEventsPerSecond', title: 'Rate actually produced', unit: 'events/s', samples: produced, better: 'higher' },
+        { id: 'kafkaLatency.p99Ms', title: 'Event produced -> tag change consumed, p99, 20,000 ev/s offered', unit: 'ms', samples: full.p99, better: 'lower', target: { kind: 'at-most', value: 25 } },
+        { id: 'kafkaLatency.p999Ms', title: 'Event produced -> tag change consumed, p99.9', unit: 'ms', samples: full.p999, better: 'lower' },
+        { id: 'kafkaLatency.producedEventsPerSecond', title: 'Rate actually produced', unit: 'events/s', samples: full.produced, better: 'higher' },
+        { id: 'kafkaLatency.below.p50Ms', title: 'Same path at 2,000 ev/s offered (below saturation), p50', unit: 'ms', samples: low.p50, better: 'lower' },
+        { id: 'kafkaLatency.below.p99Ms', title: 'Same path at 2,000 ev/s offered (below saturation), p99', unit: 'ms', samples: low.p99, better: 'lower' },
+        { id: 'kafkaLatency.below.p999Ms', title: 'Same path at 2,000 ev/s offered (below saturation), p99.9', unit: 'ms', samples: low.p999, better: 'lower' },
       ],
     }
   },
