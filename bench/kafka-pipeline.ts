@@ -76,13 +76,13 @@ export interface KafkaPipelineResult {
   readonly ratio: number
 }
 
-function median(xs: readonly number[]): number {
+export function median(xs: readonly number[]): number {
   const s = [...xs].sort((a, b) => a - b)
   const m = s.length >> 1
   return s.length % 2 === 1 ? (s[m] as number) : ((s[m - 1] as number) + (s[m] as number)) / 2
 }
 
-async function withCluster<T>(bootstrap: string | undefined, fn: (bootstrap: string) => Promise<T>): Promise<T> {
+export async function withCluster<T>(bootstrap: string | undefined, fn: (bootstrap: string) => Promise<T>): Promise<T> {
   let mock: KafkaMock | undefined
   if (bootstrap === undefined) mock = await startKafkaMock()
   try {
@@ -93,7 +93,7 @@ async function withCluster<T>(bootstrap: string | undefined, fn: (bootstrap: str
 }
 
 /** The operators and time zone of the default configuration, or the light set. */
-function operatorConfig(set: OperatorSet = 'default'): Pick<Config, 'operators' | 'timeZone'> {
+export function operatorConfig(set: OperatorSet = 'default'): Pick<Config, 'operators' | 'timeZone'> {
   if (set === 'light') return { operators: FOUNDATION_OPERATORS as Config['operators'], timeZone: 'UTC' }
   const raw = parse(readFileSync(resolve(REPO_ROOT, 'config/tagstream.yaml'), 'utf8')) as Pick<Config, 'operators' | 'timeZone'>
   return { operators: raw.operators, timeZone: raw.timeZone }
@@ -267,7 +267,7 @@ export interface KafkaLatencyResult {
   readonly maxMs: number
 }
 
-async function freePort(): Promise<number> {
+export async function freePort(): Promise<number> {
   return new Promise((res, rej) => {
     const server = createServer()
     server.once('error', rej)
