@@ -616,6 +616,8 @@ export class Engine {
   }
 
   async close(): Promise<void> {
+    // A commit still being written (the loop ended on an error) lands before the sinks close.
+    while (this.landing !== undefined) await this.landing.catch(() => undefined)
     for (const source of this.sources) await source.close()
     for (const sink of this.sinks) await sink.close()
     await this.deadLetters.close()
