@@ -14,7 +14,9 @@ import type { PartitionOffsets, PartitionedSource, Rebalance, SourceRecord } fro
  * Offsets: the store is the truth. On assignment the engine reads each partition's stored offset
  * and `start()` assigns the partitions at exactly those offsets (an eager `assign` with explicit
  * offsets: no seek race). The group's committed offsets are written after every store commit for
- * lag tooling, and never read.
+ * lag tooling, and never read. They follow the store even when a commit is lost: the start offsets
+ * are committed on every assignment, and a commit the group refuses (e.g. one sent while the group
+ * is rebalancing: a member that has caught up sends no other) is sent again, with the latest offsets.
  *
  * Backpressure is the pull itself: nothing is read ahead beyond librdkafka's prefetch queue
  * (bounded by `queued.max.messages.kbytes`) while the engine is busy (a commit waiting for sink
@@ -25,6 +27,8 @@ import type { PartitionOffsets, PartitionedSource, Rebalance, SourceRecord } fro
 const ERR_ASSIGN = Kafka.CODES.ERRORS.ERR__ASSIGN_PARTITIONS
 const ERR_REVOKE = Kafka.CODES.ERRORS.ERR__REVOKE_PARTITIONS
 const EMPTY = Buffer.alloc(0)
+/** Delay before the group offsets are committed again after the group refused a commit. */
+const GROUP_COMMIT_RETRY_MS = 1000
 
 export type Decoder = (raw: Uint8Array, wallNow: number) => DecodeResult
 
@@ -52,6 +56,8 @@ export interface KafkaSourceOptions {
 /** A partition of a topic this process reads now, and the offset of the next record it expects. */
 interface Owned {
   next: number
+  /** The partition's offset in the store (the start offset, then the last committed one): what the group should show. */
+  stored: number
 }
 
 export interface PartitionLag {
@@ -78,6 +84,10 @@ export class KafkaSource implements PartitionedSource {
   private ahead: ReturnType<KafkaSource['consume']> | undefined
   private closing = false
   private lastClientError: string | undefined
+  /** When the group last refused a commit of offsets, until they are sent again. */
+  private groupCommitFailedAt: number | undefined
+  /** Whether the group's offsets are behind the store since a refused commit (logged once per episode). */
+  private groupCommitFailing = false
   private readonly log: (message: string) => void
 
   constructor(options: KafkaSourceOptions) {
@@ -104,6 +114,7 @@ export class KafkaSource implements PartitionedSource {
       // and a revocation that waits for our unassign() (the engine commits first).
       'partition.assignment.strategy': 'range',
       rebalance_cb: (err: LibrdKafkaError | undefined, assignment: Assignment[]) => this.onRebalance(err, assignment),
+      offset_commit_cb: (err: LibrdKafkaError | undefined) => this.onGroupCommit(err),
     } as ConsumerGlobalConfig
   }
 
@@ -172,6 +183,7 @@ export class KafkaSource implements PartitionedSource {
       consumer.setDefaultConsumeTimeout(waitMs)
       this.waitMs = waitMs
     }
+    if (this.groupCommitFailedAt !== undefined && Date.now() - this.groupCommitFailedAt >= GROUP_COMMIT_RETRY_MS) this.commitStoredOffsets(consumer)
     const pending = this.ahead ?? this.consume(consumer, max)
     this.ahead = undefined
     const result = await pending
@@ -221,16 +233,49 @@ export class KafkaSource implements PartitionedSource {
     const list: TopicPartitionOffset[] = []
     for (const [partition, byTopic] of offsets) {
       for (const [topic, offset] of byTopic) {
-        if (this.owned.get(topic)?.has(partition) === true) list.push({ topic, partition, offset })
+        const owned = this.owned.get(topic)?.get(partition)
+        if (owned === undefined) continue
+        owned.stored = offset
+        list.push({ topic, partition, offset })
       }
     }
+    this.commitGroup(consumer, list)
+  }
+
+  /** Commits every owned partition's stored offset to the group again (after the group refused a commit). */
+  private commitStoredOffsets(consumer: KafkaConsumer): void {
+    this.groupCommitFailedAt = undefined
+    const list: TopicPartitionOffset[] = []
+    for (const [topic, parts] of this.owned) for (const [partition, owned] of parts) list.push({ topic, partition, offset: owned.stored })
+    this.commitGroup(consumer, list)
+  }
+
+  /** Asynchronous and advisory: the store already holds these offsets. The outcome arrives in `onGroupCommit`. */
+  private commitGroup(consumer: KafkaConsumer, list: TopicPartitionOffset[]): void {
     if (list.length === 0) return
     try {
-      // Asynchronous and advisory: the store already holds these offsets.
       consumer.commit(list)
     } catch (err) {
-      this.lastClientError = (err as Error).message
+      this.onGroupCommit(err as LibrdKafkaError)
     }
+  }
+
+  /**
+   * The outcome of a group commit. A refused one (the group is rebalancing, the generation moved
+   * on, the coordinator went away) is followed by a commit of the latest stored offsets after
+   * GROUP_COMMIT_RETRY_MS: the next store commit would carry them too, but a partition that has
+   * caught up has no next commit, and its group offsets would stay behind for good.
+   */
+  private onGroupCommit(err: LibrdKafkaError | undefined): void {
+    if (err === undefined || err === null) {
+      if (this.groupCommitFailing && this.groupCommitFailedAt === undefined) this.groupCommitFailing = false
+      return
+    }
+    this.lastClientError = err.message
+    this.groupCommitFailedAt = Date.now()
+    if (this.groupCommitFailing) return
+    this.groupCommitFailing = true
+    this.log(`kafka source ${this.name}: the group refused the commit of its offsets (${err.message}); committing them again (the store holds them)`)
   }
 
   /** Lag of every partition this process reads: records up to each partition's high watermark. */
@@ -343,8 +388,13 @@ export class KafkaSource implements PartitionedSource {
     const stale = this.ahead
     this.ahead = undefined
     if (stale !== undefined) await stale
-    for (const { topic, partition, offset } of list) this.owned.get(topic)?.set(partition, { next: offset })
+    for (const { topic, partition, offset } of list) this.owned.get(topic)?.set(partition, { next: offset, stored: offset })
     consumer.assign(list)
+    // The group learns the store's offsets now, not at the next store commit: a commit lost in the
+    // rebalance, a crash between the store commit and the group's, or a partition moved from a
+    // member with another store would otherwise leave the group's offsets wrong until new records
+    // arrive (and for good on a partition that has caught up).
+    this.commitGroup(consumer, list)
   }
 
   private error(message: string, cause: unknown, retriable: boolean): TagstreamError {
