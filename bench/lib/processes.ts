@@ -84,6 +84,8 @@ export interface ReplaySummary {
   commits: number
   sweeps: number
   usersRescored: number
+  /** Of usersRescored: users whose projection showed the sweep changes nothing (record not read). */
+  usersRescoredFromProjections?: number
   lastSweepMs: number
   seconds: number
   eventsPerSecond: number

@@ -92,6 +92,7 @@ function summary(runtime: Runtime, startedAt: number): Record<string, unknown> {
     commits: s.commits,
     sweeps: s.sweepsCompleted,
     usersRescored: s.usersRescored,
+    usersRescoredFromProjections: s.usersRescoredFromProjections,
     lastSweepMs: s.lastSweepMs,
     seconds: Number(seconds.toFixed(3)),
     eventsPerSecond: Math.round(s.recordsIn / Math.max(seconds, 1e-9)),

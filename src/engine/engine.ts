@@ -79,6 +79,8 @@ export interface EngineStats {
   sweepsStarted: number
   sweepsCompleted: number
   usersRescored: number
+  /** Of `usersRescored`: users a sweep's projection showed unchanged, whose records it did not read. */
+  usersRescoredFromProjections: number
   /** Wall time of the last completed sweep, ms. */
   lastSweepMs: number
   /** Users read back at open to rebuild population statistics (restore progress). */
@@ -116,6 +118,7 @@ function newStats(): EngineStats {
     sweepsStarted: 0,
     sweepsCompleted: 0,
     usersRescored: 0,
+    usersRescoredFromProjections: 0,
     lastSweepMs: 0,
     usersRestored: 0,
     tagChangesByTag: {},
@@ -255,6 +258,12 @@ export interface EngineOptions {
    * engine follows its changes without restart. Without it every operator tag is online at version 1.
    */
   readonly catalog?: TagCatalog
+  /**
+   * Whether sweeps and rule previews read users' projections where they suffice (default true).
+   * False: always the full records, the reference the projection path is tested against.
+   * Projections are written either way.
+   */
+  readonly readProjections?: boolean
 }
 
 /** What a dry run of a rule over the stored users found (`Engine.preview`). */
@@ -348,6 +357,7 @@ export class Engine {
   private readonly projection: ProjectionLayout
   /** What a sweep can decide from projections, for the strategies installed (undefined: full records only). */
   private sweepPlan: { readonly strategies: readonly TagSlot[]; readonly plan: SweepPlan | undefined } | undefined
+  private readonly readProjections: boolean
   private sweepMinutes: number | undefined
   private readonly calendar: Calendar
   private sweepStartedWallMs = 0
@@ -420,6 +430,7 @@ export class Engine {
     this.hasRankedOperators = this.slots.some((s) => s.op.scoredValues !== undefined)
     this.scoredLayout = new ScoredLayout(this.slots.map((s) => s.op))
     this.projection = new ProjectionLayout(this.slots.map((s) => s.op))
+    this.readProjections = options.readProjections ?? true
     this.calendar = calendarFor(config.timeZone)
     this.installLanes(desiredLanes(this.catalog, options.operators))
     this.catalog?.onChange(() => {
@@ -1276,7 +1287,7 @@ export class Engine {
     {
       const sweep = task.sweep
       if (sweep === undefined) return
-      if (task.projected && this.definitions.passes.length === 0) {
+      if (this.readProjections && task.projected && this.definitions.passes.length === 0) {
         const plan = this.currentSweepPlan()
         if (plan !== undefined) return this.sweepStepFromProjections(task, sweep, plan)
       }
@@ -1373,6 +1384,7 @@ export class Engine {
         if (evaluations >= 0) {
           // Exactly what rescoreUser would have counted, and nothing it would have written.
           this.stats.usersRescored++
+          this.stats.usersRescoredFromProjections++
           this.stats.ruleEvaluations += evaluations
           continue
         }
@@ -2048,7 +2060,7 @@ export class Engine {
     // Partitions are read concurrently: LevelDB reads one while this thread evaluates another.
     // Samples are kept per partition and merged in partition order, so they do not depend on timing.
     const partitions = [...this.tasks.keys()].sort((a, b) => a - b)
-    const fromProjections = this.projects(rule)
+    const fromProjections = this.readProjections && this.projects(rule)
     const samples = await Promise.all(
       partitions.map(async (p) => {
         const task = this.task(p)
