@@ -40,15 +40,15 @@ export const scenario: Scenario = {
       }
       perMillion.push((summary.lastSweepMs * PER) / summary.usersRescored)
       rates.push(summary.records / summary.seconds)
-      last = { sweeps: summary.sweeps, usersRescored: summary.usersRescored, usersRescoredFromProjections: summary.usersRescoredFromProjections, lastSweepMs: summary.lastSweepMs, records: summary.records, peakRssBytes: summary.peakRssBytes }
-      ctx.log(`run ${run + 1}/${ctx.runs}: sweep ${summary.lastSweepMs} ms over ${summary.usersRescored} users, ${summary.usersRescoredFromProjections ?? 0} decided from projections (bare scan ${scan.scanMs.toFixed(0)} ms)`)
+      last = { sweeps: summary.sweeps, usersRescored: summary.usersRescored, usersRescoredFromProjections: summary.usersRescoredFromProjections, sweepStepMs: summary.sweepStepMs, lastSweepMs: summary.lastSweepMs, records: summary.records, peakRssBytes: summary.peakRssBytes }
+      ctx.log(`run ${run + 1}/${ctx.runs}: sweep ${summary.lastSweepMs} ms over ${summary.usersRescored} users, ${summary.usersRescoredFromProjections ?? 0} decided from projections, ${summary.sweepStepMs ?? '?'} ms in sweep steps (bare scan ${scan.scanMs.toFixed(0)} ms)`)
       const next = await replay(ctx, config, [nextDay])
       if (next.sweeps < 1 || next.usersRescored < populated.users) {
         throw new Error(`expected the next day's sweep over ${populated.users} users, got ${next.sweeps} sweeps re-scoring ${next.usersRescored}`)
       }
       steadyPerMillion.push((next.lastSweepMs * PER) / next.usersRescored)
-      steady = { sweeps: next.sweeps, usersRescored: next.usersRescored, usersRescoredFromProjections: next.usersRescoredFromProjections, lastSweepMs: next.lastSweepMs, records: next.records, tagChanges: next.tagChanges }
-      ctx.log(`run ${run + 1}/${ctx.runs}: next day's sweep ${next.lastSweepMs} ms over ${next.usersRescored} users, ${next.usersRescoredFromProjections ?? 0} decided from projections`)
+      steady = { sweeps: next.sweeps, usersRescored: next.usersRescored, usersRescoredFromProjections: next.usersRescoredFromProjections, sweepStepMs: next.sweepStepMs, lastSweepMs: next.lastSweepMs, records: next.records, tagChanges: next.tagChanges }
+      ctx.log(`run ${run + 1}/${ctx.runs}: next day's sweep ${next.lastSweepMs} ms over ${next.usersRescored} users, ${next.usersRescoredFromProjections ?? 0} decided from projections, ${next.sweepStepMs ?? '?'} ms in sweep steps`)
     }
     return {
       status: 'ok',

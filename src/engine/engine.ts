@@ -81,6 +81,8 @@ export interface EngineStats {
   usersRescored: number
   /** Of `usersRescored`: users a sweep's projection showed unchanged, whose records it did not read. */
   usersRescoredFromProjections: number
+  /** Wall time spent in sweep steps (store reads included, the ingestion between them not), ms. */
+  sweepStepMs: number
   /** Wall time of the last completed sweep, ms. */
   lastSweepMs: number
   /** Users read back at open to rebuild population statistics (restore progress). */
@@ -119,6 +121,7 @@ function newStats(): EngineStats {
     sweepsCompleted: 0,
     usersRescored: 0,
     usersRescoredFromProjections: 0,
+    sweepStepMs: 0,
     lastSweepMs: 0,
     usersRestored: 0,
     tagChangesByTag: {},
@@ -358,6 +361,12 @@ export class Engine {
   /** What a sweep can decide from projections, for the strategies installed (undefined: full records only). */
   private sweepPlan: { readonly strategies: readonly TagSlot[]; readonly plan: SweepPlan | undefined } | undefined
   private readonly readProjections: boolean
+  /**
+   * Users a sweep read from the store since the last commit, with their operator states then and
+   * their stored projection: when the states are still those (the sweep changed only tags), the
+   * commit reuses the projection's views instead of computing them again.
+   */
+  private readonly sweptViews = new Map<UserRecord, { readonly ops: Readonly<Record<string, unknown>>; readonly projection: EncodedProjection }>()
   private sweepMinutes: number | undefined
   private readonly calendar: Calendar
   private sweepStartedWallMs = 0
@@ -1284,7 +1293,8 @@ export class Engine {
   }
 
   private async sweepStepFor(task: PartitionTask): Promise<void> {
-    {
+    const started = performance.now()
+    try {
       const sweep = task.sweep
       if (sweep === undefined) return
       if (this.readProjections && task.projected && this.definitions.passes.length === 0) {
@@ -1330,6 +1340,8 @@ export class Engine {
           this.finishSweep(task)
         }
       }
+    } finally {
+      this.stats.sweepStepMs += performance.now() - started
     }
   }
 
@@ -1345,6 +1357,7 @@ export class Engine {
     // Per entry: rule evaluations of a user the sweep leaves as it is; -1: re-score the record; -2: already swept.
     const outcome = new Int32Array(entries.length)
     const full: string[] = []
+    const projections = new Map<string, EncodedProjection>()
     for (let i = 0; i < entries.length; i++) {
       const [pkey, value] = entries[i] as [string, Buffer]
       const key = userKeyOfProjection(pkey)
@@ -1360,7 +1373,10 @@ export class Engine {
       }
       const evaluations = this.sweepLeavesUnchanged(p, sweep, key.slice(USER_ID_OFFSET), plan)
       outcome[i] = evaluations
-      if (evaluations < 0) full.push(key)
+      if (evaluations < 0) {
+        full.push(key)
+        projections.set(key, p)
+      }
     }
     const loaded = await this.store.getUsers(full)
     // The task's sweep may have been superseded while the store was read: leave it to the next step.
@@ -1391,6 +1407,8 @@ export class Engine {
         rec = fromStore.get(key)
         if (rec === undefined || (rec.rs ?? -Infinity) >= sweep.at) continue
         this.cache.set(key, rec)
+        // Re-scoring changes tags, not operator states: its commit can reuse the projected views.
+        this.sweptViews.set(rec, { ops: { ...rec.ops }, projection: projections.get(key) as EncodedProjection })
       } else if ((rec.rs ?? -Infinity) >= sweep.at) continue
       this.rescoreUser(task, rec, key)
     }
@@ -1445,6 +1463,11 @@ export class Engine {
   /** The put of a user's projection at the partition clock `clock` (written with the user record). */
   private projectionWrite(rec: UserRecord, clock: number): WriteOp {
     let projection: EncodedProjection
+    const swept = this.sweptViews.get(rec)
+    if (swept !== undefined && this.projection.sameViews(rec, swept.ops, swept.projection)) {
+      projection = this.projection.withTags(rec, swept.projection)
+      return { type: 'put', key: projectionKey(rec.p, rec.u), value: this.store.encode(projection) }
+    }
     try {
       const timeZone = this.config.timeZone
       projection = this.projection.project(rec, clock, (op, state) => {
@@ -1941,6 +1964,7 @@ export class Engine {
       ops.push(n === 0 ? { type: 'del', key } : { type: 'put', key, value: this.store.encode(n) })
     }
     await this.store.commit(ops, this.config.engine.syncWrites)
+    this.sweptViews.clear()
     this.dirtyUsers.clear()
     this.definitionsDirty = false
     this.scoredDirty.clear()

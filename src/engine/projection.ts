@@ -83,16 +83,8 @@ export class ProjectionLayout {
    * view at that clock (the engine's call context).
    */
   project(rec: UserRecord, clock: number, view: (op: Operator, state: unknown) => Readonly<Record<string, unknown>>): EncodedProjection {
-    let validUntil: number | null = null
-    for (const k in rec.timers) {
-      const due = rec.timers[k] as number
-      if (validUntil === null || due < validUntil) validUntil = due
-    }
-    const tags: Record<string, [TagValue, number]> = {}
-    for (const id in rec.tags) {
-      const t = rec.tags[id] as StoredTag
-      tags[id] = [t[0], t[2]]
-    }
+    const validUntil = nextTimer(rec)
+    const tags = tagsOf(rec)
     const scored = this.rescored.map(({ op, dimensions }) => {
       const state = rec.ops[op.name]
       if (state === undefined) return null
@@ -107,6 +99,25 @@ export class ProjectionLayout {
     })
     // No clock yet (a store converted before any event time): a projection that never holds.
     return [Number.isFinite(clock) ? clock : null, validUntil, rec.rs ?? null, tags, rec.tt ?? null, scored, views]
+  }
+
+  /**
+   * Whether `stored`, the projection of a record whose operator states were `ops`, still has the
+   * record's views: the same state objects (operators never mutate one) and the same next timer.
+   */
+  sameViews(rec: UserRecord, ops: Readonly<Record<string, unknown>>, stored: EncodedProjection): boolean {
+    let n = 0
+    for (const name in rec.ops) {
+      if (rec.ops[name] !== ops[name]) return false
+      n++
+    }
+    if (n !== Object.keys(ops).length) return false
+    return nextTimer(rec) === stored[1]
+  }
+
+  /** `stored` with the record's tags, testing values and sweep instant (its views and clock kept). */
+  withTags(rec: UserRecord, stored: EncodedProjection): EncodedProjection {
+    return [stored[0], stored[1], rec.rs ?? null, tagsOf(rec), rec.tt ?? null, stored[5], stored[6]]
   }
 
   /** The view fields of one operator as a plain object (absent fields left out), for rule views. */
@@ -138,6 +149,25 @@ export class ProjectionLayout {
 }
 
 const NO_FIELDS: Readonly<Record<string, unknown>> = Object.freeze({})
+
+/** The user's first pending timer (null: none): until then a projection's views hold. */
+function nextTimer(rec: UserRecord): number | null {
+  let next: number | null = null
+  for (const k in rec.timers) {
+    const due = rec.timers[k] as number
+    if (next === null || due < next) next = due
+  }
+  return next
+}
+
+function tagsOf(rec: UserRecord): Record<string, [TagValue, number]> {
+  const tags: Record<string, [TagValue, number]> = {}
+  for (const id in rec.tags) {
+    const t = rec.tags[id] as StoredTag
+    tags[id] = [t[0], t[2]]
+  }
+  return tags
+}
 
 /** Whether a projection's view holds at instant `at` (computed at or before it, no timer due by then). */
 export function projectionHoldsAt(p: EncodedProjection, at: number): boolean {
