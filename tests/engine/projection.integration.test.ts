@@ -5,7 +5,9 @@ import { loadConfig } from '../../src/config/load.js'
 import type { TagChange } from '../../src/contracts/tag-change.js'
 import { createOperators } from '../../src/engine/operators.js'
 import type { UserRecord } from '../../src/engine/user-record.js'
-import { projectionRange, userRange } from '../../src/store/keys.js'
+import { Populations } from '../../src/engine/population.js'
+import { ProjectionLayout, type EncodedProjection } from '../../src/engine/projection.js'
+import { projectionKey, projectionRange, userRange } from '../../src/store/keys.js'
 import { encodeNdjsonLine, generateWorkload } from '../../src/workload/generator.js'
 import { createFixture, type Fixture } from '../support/engine-fixture.js'
 
@@ -80,6 +82,38 @@ async function storedUsers(f: Fixture, partitions: number): Promise<Record<strin
   return out
 }
 
+/** Users whose stored projection differs from the one their stored record gives at the projection's clock. */
+async function staleProjections(f: Fixture, partitions: number): Promise<string[]> {
+  const { config } = loadConfig(DEFAULT_CONFIG, {})
+  const operators = await createOperators(config)
+  const layout = new ProjectionLayout(operators)
+  const empty = new Populations()
+  const stale: string[] = []
+  let checked = 0
+  for (let p = 0; p < partitions; p++) {
+    for await (const rec of f.store.iterateUsers(p)) {
+      const buf = await f.store.level.get(projectionKey(p, rec.u))
+      const stored = buf === undefined ? undefined : f.store.decode<EncodedProjection>(buf)
+      const clock = stored?.[0] ?? NaN
+      const expected = layout.project(rec, clock, (op, state) =>
+        (op.view as NonNullable<typeof op.view>)(state, {
+          now: clock,
+          timeZone: config.timeZone,
+          userId: rec.u,
+          population: (d) => empty.get(op.name, d),
+          setTimer: () => undefined,
+          deleteTimer: () => undefined,
+          timer: () => undefined,
+        }),
+      )
+      checked++
+      if (JSON.stringify(stored) !== JSON.stringify(expected)) stale.push(`${p}/${rec.u}`)
+    }
+  }
+  expect(checked).toBeGreaterThan(100)
+  return stale
+}
+
 async function previews(f: Fixture): Promise<unknown[]> {
   const out: unknown[] = []
   for (const rule of PREVIEW_RULES) {
@@ -136,6 +170,9 @@ describe('user projections (sweeps and previews without full records)', () => {
     expect(ps.usersRescoredFromProjections).toBeGreaterThan(ps.usersRescored / 2)
     // Previews: every rule gives the same counts, values and samples from projections as from records.
     expect(await previews(projected.f)).toEqual(await previews(reference.f))
+    // Every stored projection is what its stored record gives at the projection's clock.
+    expect(await staleProjections(projected.f, 3)).toEqual([])
+    expect(await staleProjections(reference.f, 3)).toEqual([])
     await reference.f.close()
     await projected.f.close()
   }, 240_000)
