@@ -1299,7 +1299,10 @@ export class Engine {
       if (sweep === undefined) return
       if (this.readProjections && task.projected && this.definitions.passes.length === 0) {
         const plan = this.currentSweepPlan()
-        if (plan !== undefined) return this.sweepStepFromProjections(task, sweep, plan)
+        if (plan !== undefined) {
+          await this.sweepStepFromProjections(task, sweep, plan)
+          return
+        }
       }
       const range = userRange(task.partition)
       const chunk = this.config.rescore.chunkUsers
