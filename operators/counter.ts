@@ -185,6 +185,8 @@ export default defineOperator<CounterConfig, CounterState>({
       view,
       viewSchema: { total: 'int', countInWindow: 'int', windowDays: 'int', firstAt: 'timestamp', lastAt: 'timestamp' },
       viewClockFields: ['countInWindow'],
+      // The count falls only when the oldest bucket leaves the window: the expire timer is due then.
+      viewTimerFields: ['countInWindow'],
     }
   },
 })

@@ -473,6 +473,8 @@ export default defineOperator<LifecycleConfig, LifecycleState>({
         daysSinceLastPurchase: 'int',
       },
       viewClockFields: ['stage', 'previousStage', 'since', 'daysInStage', 'daysSinceLastPurchase'],
+      // Time transitions happen at the transition timer's due time; the day counts move every day.
+      viewTimerFields: ['stage', 'previousStage', 'since'],
     }
   },
 })

@@ -300,6 +300,8 @@ export default defineOperator<LoyaltyConfig, LoyaltyState>({
         ...(rolling ? { windowDays: 'int', tierUntil: 'timestamp' } : {}),
       } as ViewSchema,
       viewClockFields: ['points', 'tier', 'nextTier', 'pointsToNextTier', 'tierUntil'],
+      // The tier falls at the downgrade timer; points expire with every day's bucket, without a timer.
+      viewTimerFields: ['tier', 'nextTier', 'tierUntil'],
     }
   },
 })

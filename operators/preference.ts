@@ -238,6 +238,8 @@ export default defineOperator<PreferenceConfig, PreferenceState>({
       view,
       viewSchema: { measure: 'string', windowDays: 'int', total: 'double', events: 'int', allTimeEvents: 'int' },
       viewClockFields: ['total', 'events'],
+      // Window totals change when the oldest bucket leaves the window: the expire timer is due then.
+      viewTimerFields: ['total', 'events'],
     }
   },
 })

@@ -200,6 +200,7 @@ export function quintile(population: PopulationView, value: number): number {
 
 const NO_TAGS: DerivedTags = Object.freeze({})
 const NOT_SCORED: Readonly<Record<string, number>> = Object.freeze({})
+const NO_VALUES: Readonly<Record<string, string>> = Object.freeze({})
 
 export default defineOperator<RfmConfig, RfmState>({
   type: 'rfm',
@@ -333,20 +334,32 @@ export default defineOperator<RfmConfig, RfmState>({
     }
 
     function score(state: RfmState, ctx: OperatorContext): Scored | undefined {
-      const values = scoredValues(state)
+      return scoreOf(scoredValues(state), ctx)
+    }
+
+    /** Scores and segments from the population values alone (what sweeps re-score from). */
+    function scoreOf(values: Readonly<Record<string, number>>, ctx: OperatorContext): Scored | undefined {
       const recency = values.recency
-      if (recency === undefined) return undefined
+      const frequency = values.frequency
+      const monetary = values.monetary
+      if (recency === undefined || frequency === undefined || monetary === undefined) return undefined
       const popR = ctx.population('recency')
       const popF = ctx.population('frequency')
       const popM = ctx.population('monetary')
       // Recency values are `0 - day`: the most recent have the smallest, so their labels are reversed.
       const r = 6 - quintile(popR, recency)
-      const f = quintile(popF, state.frequency)
-      const m = quintile(popM, state.monetary)
+      const f = quintile(popF, frequency)
+      const m = quintile(popM, monetary)
       const cell = `${r},${f},${m}`
       const means = [popR.mean(), popF.mean(), popM.mean()] as const
-      const pattern = `${recency < means[0] ? 'H' : 'L'}${state.frequency > means[1] ? 'H' : 'L'}${state.monetary > means[2] ? 'H' : 'L'}`
+      const pattern = `${recency < means[0] ? 'H' : 'L'}${frequency > means[1] ? 'H' : 'L'}${monetary > means[2] ? 'H' : 'L'}`
       return { r, f, m, cell, segment: segmentMap.get(cell) as string, valueSegment: labels[pattern as keyof typeof labels], means }
+    }
+
+    function rescoreTagValues(values: Readonly<Record<string, number>>, ctx: OperatorContext): Readonly<Record<string, string>> {
+      const s = scoreOf(values, ctx)
+      if (s === undefined) return NO_VALUES
+      return { [scoreTag]: s.cell, [segmentTag]: s.segment, [valueSegmentTag]: s.valueSegment }
     }
 
     function recencyDays(state: RfmState, ctx: OperatorContext): number | null {
@@ -439,7 +452,10 @@ export default defineOperator<RfmConfig, RfmState>({
         valueSegment: 'string',
       } as ViewSchema,
       viewClockFields: ['recencyDays', ...windowsDays.flatMap((w) => [`frequency${w}d`, `monetary${w}d`]), 'cell', 'segment', 'valueSegment'],
+      // The window totals change when a day leaves a window: the expire timer is due exactly then.
+      viewTimerFields: windowsDays.flatMap((w) => [`frequency${w}d`, `monetary${w}d`]),
       scoredValues,
+      rescoreTagValues,
     }
   },
 })

@@ -119,6 +119,15 @@ export interface Operator<S = unknown> {
    * other fields change only with events and timers. Undefined: every field is taken to depend on them.
    */
   readonly viewClockFields?: readonly string[]
+  /**
+   * The `viewClockFields` whose value, for an unchanged state, moves only at the instant one of the
+   * operator's own timers is due (window totals that change when a day leaves the window, a stage
+   * that changes when its transition timer fires): a value computed at one clock holds until the
+   * user's next timer. Sweeps and rule previews read them from the compact per-user projection
+   * instead of the full record. Fields that move with every day or with the population must not be
+   * listed.
+   */
+  readonly viewTimerFields?: readonly string[]
   /** Dimensions this operator ranks users on (e.g. `['recency', 'frequency', 'monetary']`). */
   readonly population?: readonly string[]
   /**
@@ -132,6 +141,13 @@ export interface Operator<S = unknown> {
    * clock without a timer) need the periodic re-scoring sweep: set this to true.
    */
   readonly rescore?: boolean
+  /**
+   * For a `rescore` operator whose tag values depend only on `scoredValues` and the population: the
+   * tag values (without evidence) `deriveTags` gives a state with these population values, at
+   * `ctx.now` against `ctx.population`. Must equal `deriveTags`' values for every such state. Lets a
+   * sweep re-score users from their compact projections and read full records only where a tag moves.
+   */
+  rescoreTagValues?(scored: Readonly<Record<string, number>>, ctx: OperatorContext): Readonly<Record<string, TagValue>>
 }
 
 /** A field of an operator's view as rules see it (CEL types; `timestamp` fields are ISO-8601 strings in the view). */

@@ -84,6 +84,10 @@ export interface ReplaySummary {
   commits: number
   sweeps: number
   usersRescored: number
+  /** Of usersRescored: users whose projection showed the sweep changes nothing (record not read). */
+  usersRescoredFromProjections?: number
+  /** Wall time spent in sweep steps, all sweeps of the replay (the ingestion between them not included). */
+  sweepStepMs?: number
   lastSweepMs: number
   seconds: number
   eventsPerSecond: number

@@ -95,8 +95,8 @@ export function populationFile(ctx: BenchContext, users: number): Promise<string
 /**
  * Traffic that follows the populated store: the generator's sessions on the same customers,
  * from 22:30 to 02:30 UTC, crossing the sweep instant (local midnight, 23:00 UTC) an eighth of
- * the way in, so ingestion goes on while the sweep runs.
+ * the way in, so ingestion goes on while the sweep runs. `day` 1: the same a day later (the next sweep).
  */
-export function followUpFile(ctx: BenchContext, users: number, events: number): Promise<string> {
-  return workloadFile(ctx, { seed: SEED + 1, users, events, startTs: POPULATION_START_TS + 22.5 * HOUR_MS, days: 4 / 24 })
+export function followUpFile(ctx: BenchContext, users: number, events: number, day = 0): Promise<string> {
+  return workloadFile(ctx, { seed: SEED + 1 + day, users, events, startTs: POPULATION_START_TS + (22.5 + 24 * day) * HOUR_MS, days: 4 / 24 })
 }

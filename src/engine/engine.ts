@@ -23,10 +23,12 @@ import {
   memberKey,
   memberRange,
   parseMemberKey,
+  projectionKey,
   scoredKey,
   partitionOffsetKey,
   timerKey,
   userKey,
+  userKeyOfProjection,
   userRange,
 } from '../store/keys.js'
 import { calendarFor, DAY_MS, type Calendar } from '../time/calendar.js'
@@ -47,11 +49,14 @@ import {
   ruleViewBuilder,
   type RuleViewSource,
   type RuleError,
+  type CompiledRule,
   type RuleSchema,
   type RuleValue,
+  type RuleView,
 } from '../tags/rules.js'
 import { partitionFor } from './partitioner.js'
 import { Populations, ScoredLayout, forgetPopulations, rebuildPopulations } from './population.js'
+import { ProjectionLayout, ScoreContext, projectionHoldsAt, type EncodedProjection } from './projection.js'
 import { TimerHeap, type TimerEntry } from './timer-heap.js'
 import { TIMER_KEY_SEP, newUserRecord, timerKeyOf, type StoredTag, type UserRecord } from './user-record.js'
 
@@ -74,6 +79,10 @@ export interface EngineStats {
   sweepsStarted: number
   sweepsCompleted: number
   usersRescored: number
+  /** Of `usersRescored`: users a sweep's projection showed unchanged, whose records it did not read. */
+  usersRescoredFromProjections: number
+  /** Wall time spent in sweep steps (store reads included, the ingestion between them not), ms. */
+  sweepStepMs: number
   /** Wall time of the last completed sweep, ms. */
   lastSweepMs: number
   /** Users read back at open to rebuild population statistics (restore progress). */
@@ -111,6 +120,8 @@ function newStats(): EngineStats {
     sweepsStarted: 0,
     sweepsCompleted: 0,
     usersRescored: 0,
+    usersRescoredFromProjections: 0,
+    sweepStepMs: 0,
     lastSweepMs: 0,
     usersRestored: 0,
     tagChangesByTag: {},
@@ -209,6 +220,8 @@ class PartitionTask {
   sweep: Sweep | undefined
   /** Keys of users created since the last landed commit: not in the store yet, so not in a sweep's pass. */
   readonly created = new Set<string>()
+  /** Whether every stored user of the partition has a projection in the engine's layout (v! keys). */
+  projected = true
 
   constructor(partition: number, maxTs: number, lateness: number, users: number) {
     this.partition = partition
@@ -256,6 +269,12 @@ export interface EngineOptions {
    * engine follows its changes without restart. Without it every operator tag is online at version 1.
    */
   readonly catalog?: TagCatalog
+  /**
+   * Whether sweeps and rule previews read users' projections where they suffice (default true).
+   * False: always the full records, the reference the projection path is tested against.
+   * Projections are written either way.
+   */
+  readonly readProjections?: boolean
 }
 
 /** What a dry run of a rule over the stored users found (`Engine.preview`). */
@@ -345,6 +364,17 @@ export class Engine {
   private readonly scoredLayout: ScoredLayout
   /** Users whose population values moved since the last commit: their s! value is rewritten. */
   private readonly scoredDirty = new Set<string>()
+  /** What each user's projection (v! key, written with every user record) holds, for sweeps and previews. */
+  private readonly projection: ProjectionLayout
+  /** What a sweep can decide from projections, for the strategies installed (undefined: full records only). */
+  private sweepPlan: { readonly strategies: readonly TagSlot[]; readonly plan: SweepPlan | undefined } | undefined
+  private readonly readProjections: boolean
+  /**
+   * Users a sweep read from the store since the last commit, with their operator states then and
+   * their stored projection: when the states are still those (the sweep changed only tags), the
+   * commit reuses the projection's views instead of computing them again.
+   */
+  private readonly sweptViews = new Map<UserRecord, { readonly ops: Readonly<Record<string, unknown>>; readonly projection: EncodedProjection }>()
   private sweepMinutes: number | undefined
   private readonly calendar: Calendar
   private sweepStartedWallMs = 0
@@ -423,6 +453,8 @@ export class Engine {
     this.rescoreSlots = this.slots.filter((s) => s.op.rescore === true)
     this.hasRankedOperators = this.slots.some((s) => s.op.scoredValues !== undefined)
     this.scoredLayout = new ScoredLayout(this.slots.map((s) => s.op))
+    this.projection = new ProjectionLayout(this.slots.map((s) => s.op))
+    this.readProjections = options.readProjections ?? true
     this.calendar = calendarFor(config.timeZone)
     this.installLanes(desiredLanes(this.catalog, options.operators))
     this.catalog?.onChange(() => {
@@ -514,6 +546,7 @@ export class Engine {
       this.tasks.set(p, new PartitionTask(p, clock?.maxTs ?? -Infinity, this.lateness, clock?.users ?? 0))
     }
     await rebuildPopulations(this.store, this.slots.map((s) => s.op), partitions, this.populations, { persist: true, progress: this.stats })
+    for (const p of partitions) await this.ensureProjections(this.task(p))
     for (const p of partitions) {
       for (const [key, count] of await this.store.readCounts(p)) {
         this.memberCounts.set(key, count)
@@ -1303,13 +1336,21 @@ export class Engine {
   }
 
   private async sweepStepFor(task: PartitionTask): Promise<void> {
-    {
-      if (task.sweep === undefined) return
-      // The pass reads users from the store, and users created before its instant from
-      // `task.created` until they are there: no commit may land while a step runs.
-      await this.awaitLanding()
+    if (task.sweep === undefined) return
+    // The pass reads users from the store, and users created before its instant from
+    // `task.created` until they are there: no commit may land while a step runs.
+    await this.awaitLanding()
+    const started = performance.now()
+    try {
       const sweep = task.sweep
       if (sweep === undefined) return
+      if (this.readProjections && task.projected && this.definitions.passes.length === 0) {
+        const plan = this.currentSweepPlan()
+        if (plan !== undefined) {
+          await this.sweepStepFromProjections(task, sweep, plan)
+          return
+        }
+      }
       const range = userRange(task.partition)
       const chunk = this.config.rescore.chunkUsers
       // Keys first: users in the cache (most, in a busy engine) are not read or decoded again.
@@ -1349,6 +1390,87 @@ export class Engine {
           this.finishSweep(task)
         }
       }
+    } finally {
+      this.stats.sweepStepMs += performance.now() - started
+    }
+  }
+
+  /**
+   * One chunk of a sweep's pass read from the users' projections: a user whose projection shows
+   * that the sweep changes nothing is done without reading its record; the others (and cached
+   * users) are re-scored from their full records, in key order, as `rescoreUser` always does.
+   */
+  private async sweepStepFromProjections(task: PartitionTask, sweep: Sweep, plan: SweepPlan): Promise<void> {
+    const chunk = this.config.rescore.chunkUsers
+    const entries = await this.store.projectionsAfter(task.partition, sweep.cursor, chunk)
+    const keys: string[] = new Array(entries.length)
+    // Per entry: rule evaluations of a user the sweep leaves as it is; -1: re-score the record; -2: already swept.
+    const outcome = new Int32Array(entries.length)
+    const full: string[] = []
+    const projections = new Map<string, EncodedProjection>()
+    for (let i = 0; i < entries.length; i++) {
+      const [pkey, value] = entries[i] as [string, Buffer]
+      const key = userKeyOfProjection(pkey)
+      keys[i] = key
+      if (this.cache.has(key)) {
+        outcome[i] = -1
+        continue
+      }
+      const p = this.store.decode<EncodedProjection>(value)
+      if ((p[2] ?? -Infinity) >= sweep.at) {
+        outcome[i] = -2
+        continue
+      }
+      const evaluations = this.sweepLeavesUnchanged(p, sweep, key.slice(USER_ID_OFFSET), plan)
+      outcome[i] = evaluations
+      if (evaluations < 0) {
+        full.push(key)
+        projections.set(key, p)
+      }
+    }
+    const loaded = await this.store.getUsers(full)
+    // The task's sweep may have been superseded while the store was read: leave it to the next step.
+    if (task.sweep !== sweep) return
+    const fromStore = new Map<string, UserRecord>()
+    full.forEach((k, i) => {
+      const rec = loaded[i]
+      if (rec !== undefined) fromStore.set(k, rec)
+    })
+    this.emittedAtIso = new Date(this.wallNow()).toISOString()
+    for (let i = 0; i < keys.length; i++) {
+      const key = keys[i] as string
+      if (sweep.wrapped && sweep.startKey !== undefined && key >= sweep.startKey) {
+        this.finishSweep(task)
+        break
+      }
+      sweep.cursor = key
+      let rec = this.cache.get(key)
+      if (rec === undefined) {
+        const evaluations = outcome[i] as number
+        if (evaluations >= 0) {
+          // Exactly what rescoreUser would have counted, and nothing it would have written.
+          this.stats.usersRescored++
+          this.stats.usersRescoredFromProjections++
+          this.stats.ruleEvaluations += evaluations
+          continue
+        }
+        rec = fromStore.get(key)
+        if (rec === undefined || (rec.rs ?? -Infinity) >= sweep.at) continue
+        this.cache.set(key, rec)
+        // Re-scoring changes tags, not operator states: its commit can reuse the projected views.
+        this.sweptViews.set(rec, { ops: { ...rec.ops }, projection: projections.get(key) as EncodedProjection })
+      } else if ((rec.rs ?? -Infinity) >= sweep.at) continue
+      this.rescoreUser(task, rec, key)
+    }
+    if (task.sweep !== sweep) return
+    task.dirty = true
+    if (entries.length < chunk) {
+      if (sweep.startKey !== undefined && !sweep.wrapped) {
+        sweep.wrapped = true
+        sweep.cursor = undefined
+      } else {
+        this.finishSweep(task)
+      }
     }
   }
 
@@ -1364,6 +1486,121 @@ export class Engine {
     this.stats.sweepsCompleted++
     if (![...this.tasks.values()].some((t) => t.sweep !== undefined)) this.stats.lastSweepMs = this.wallNow() - this.sweepStartedWallMs
     this.lifecycle?.sweepFinished?.(task.partition, sweep.at)
+  }
+
+  /**
+   * Gives every stored user of a partition a projection in this engine's layout, when the store
+   * was written without them (an older version) or with another layout (operators changed): one
+   * pass over the partition's records at open, then the partition clock records the layout.
+   */
+  private async ensureProjections(task: PartitionTask): Promise<void> {
+    const clock = await this.store.readClock(task.partition)
+    if (clock === undefined || clock.proj === this.projection.id) return
+    task.projected = false
+    let ops: WriteOp[] = []
+    for await (const rec of this.store.iterateUsers(task.partition)) {
+      ops.push(this.projectionWrite(rec, task.watermark))
+      if (ops.length >= PROJECTION_BATCH) {
+        await this.store.commit(ops, false)
+        ops = []
+      }
+    }
+    ops.push({ type: 'put', key: clockKey(task.partition), value: this.store.encode({ ...clock, proj: this.projection.id }) })
+    await this.store.commit(ops, true)
+    task.projected = true
+  }
+
+  /** The put of a user's projection at the partition clock `clock` (written with the user record). */
+  private projectionWrite(rec: UserRecord, clock: number): WriteOp {
+    let projection: EncodedProjection
+    const swept = this.sweptViews.get(rec)
+    if (swept !== undefined && this.projection.sameViews(rec, swept.ops, swept.projection)) {
+      projection = this.projection.withTags(rec, swept.projection)
+      return { type: 'put', key: projectionKey(rec.p, rec.u), value: this.store.encode(projection) }
+    }
+    try {
+      const timeZone = this.config.timeZone
+      projection = this.projection.project(rec, clock, (op, state) => {
+        // Projected fields never depend on the population (see ProjectionLayout): an empty one
+        // spares the views' rank queries.
+        const ctx = new CallContext(rec, clock, timeZone, NO_POPULATIONS)
+        ctx.operator = op.name
+        return (op.view as NonNullable<Operator['view']>)(state, ctx)
+      })
+    } catch {
+      // An operator's view failed: a projection that never holds sends sweeps and previews to the record.
+      projection = [null, null, rec.rs ?? null, {}, null, [], []]
+      projection[3] = Object.fromEntries(Object.entries(rec.tags).map(([id, t]) => [id, [t[0], t[2]]]))
+    }
+    return { type: 'put', key: projectionKey(rec.p, rec.u), value: this.store.encode(projection) }
+  }
+
+  /**
+   * What sweeps decide from projections for the installed strategies: the re-scoring operators'
+   * tags from their population values, and the rules a sweep re-evaluates (clock-dependent ones)
+   * from projected view fields. Undefined when one of them needs the full record.
+   */
+  private currentSweepPlan(): SweepPlan | undefined {
+    if (this.sweepPlan?.strategies === this.strategies) return this.sweepPlan.plan
+    let plan: SweepPlan | undefined
+    const rescored = this.rescoreSlots.map((slot) => this.projection.rescored.findIndex((r) => r.op === slot.op))
+    const rules = this.strategies.filter((slot) => (slot.rule as CompiledLaneRule).clockDependent)
+    if (!rescored.includes(-1) && rules.every((slot) => this.projects((slot.rule as CompiledLaneRule).rule))) plan = { rescored, rules }
+    this.sweepPlan = { strategies: this.strategies, plan }
+    return plan
+  }
+
+  /** Whether a rule reads only what projections hold (tags, and projected view fields). */
+  private projects(rule: CompiledRule): boolean {
+    return rule.wholeVariables.every((v) => v === 'tags') && rule.fields.every(([variable, field]) => variable === 'tags' || this.projection.has(variable, field))
+  }
+
+  /** A rule view source over a projection: its view fields and tag values. */
+  private projectedViewSource(p: EncodedProjection): RuleViewSource {
+    const layout = this.projection
+    return {
+      operatorView: (variable) => layout.operatorView(p, variable),
+      tagValue: (id) => p[3][id]?.[0],
+      allTags: () => {
+        const out: Record<string, TagValue> = {}
+        for (const id in p[3]) out[id] = (p[3][id] as [TagValue, number])[0]
+        return out
+      },
+    }
+  }
+
+  /**
+   * Whether a sweep at its instant leaves a user as its projection shows it: every re-scored tag
+   * and every clock-dependent rule gives the value (and version) the user has. Returns the rule
+   * evaluations it took, or -1 when the full record must be re-scored (something moves, an error,
+   * or a projection that does not hold at the instant).
+   */
+  private sweepLeavesUnchanged(p: EncodedProjection, sweep: Sweep, userId: string, plan: SweepPlan): number {
+    const at = sweep.at
+    if (p[0] === null || p[0] > at) return -1
+    let ctx: ScoreContext | undefined
+    for (let i = 0; i < this.rescoreSlots.length; i++) {
+      const slot = this.rescoreSlots[i] as OperatorSlot
+      const scored = this.projection.scoredOf(p, plan.rescored[i] as number)
+      if (scored === undefined) continue // no state: rescoreUser skips the operator too
+      ctx ??= new ScoreContext(at, this.config.timeZone, userId, (op, dim) => sweep.populations.get(op, dim))
+      ctx.operator = slot.op.name
+      let values: Readonly<Record<string, TagValue>>
+      try {
+        values = (slot.op.rescoreTagValues as NonNullable<Operator['rescoreTagValues']>)(scored, ctx)
+      } catch {
+        return -1
+      }
+      for (const lane of slot.tags) if (!laneHolds(p, lane, values[lane.id])) return -1
+    }
+    if (plan.rules.length === 0) return 0
+    if (!projectionHoldsAt(p, at)) return -1
+    const source = this.projectedViewSource(p)
+    for (const slot of plan.rules) {
+      const next = projectedRuleValue(slot, source)
+      if (next === KEEP || !laneHolds(p, slot, next)) return -1
+    }
+    return plan.rules.length
   }
 
   private fireTimer(task: PartitionTask, entry: TimerEntry): void {
@@ -1772,6 +2009,10 @@ export class Engine {
       const rec = this.cache.get(key)
       if (rec !== undefined) ops.push({ type: 'put', key, value: this.store.encode(rec) })
     }
+    for (const key of this.dirtyUsers) {
+      const rec = this.cache.get(key)
+      if (rec !== undefined) ops.push(this.projectionWrite(rec, this.task(rec.p).watermark))
+    }
     for (const key of this.scoredDirty) {
       const rec = this.cache.get(key)
       if (rec === undefined) continue
@@ -1784,7 +2025,7 @@ export class Engine {
     }
     for (const task of this.tasks.values()) {
       if (!task.dirty) continue
-      const clock: PartitionClock = { maxTs: task.maxTs, users: task.users }
+      const clock: PartitionClock = { maxTs: task.maxTs, users: task.users, proj: this.projection.id }
       if (task.sweep !== undefined) {
         clock.sweepAt = task.sweep.at
         // A pass that has wrapped restarts from the beginning after a restart (harmless: done users are skipped).
@@ -1828,6 +2069,8 @@ export class Engine {
       }
     }
     this.landingUsers = landingUsers
+    // The sweep's stored views were used by the projections above.
+    this.sweptViews.clear()
     this.dirtyUsers.clear()
     this.definitionsDirty = false
     this.scoredDirty.clear()
@@ -1954,26 +2197,62 @@ export class Engine {
     // Partitions are read concurrently: LevelDB reads one while this thread evaluates another.
     // Samples are kept per partition and merged in partition order, so they do not depend on timing.
     const partitions = [...this.tasks.keys()].sort((a, b) => a - b)
+    const fromProjections = this.readProjections && this.projects(rule)
     const samples = await Promise.all(
       partitions.map(async (p) => {
         const task = this.task(p)
         const sample: string[] = []
-        for await (const chunk of this.store.userValues(p)) {
-          for (const [key, buf] of chunk) {
-            const rec = this.cache.get(key) ?? this.store.decode<UserRecord>(buf)
-            users++
-            const ctx = new CallContext(rec, task.watermark, this.config.timeZone, this.populations)
-            const view = buildView(this.viewSource(rec, ctx, new Map()))
-            if (view === undefined) continue // a field it reads is missing: no value
-            const result = rule.evaluate(view)
-            if (!result.ok) {
-              if (result.code !== 'no_such_field') errors[result.code] = (errors[result.code] ?? 0) + 1
+        const tally = (view: RuleView | undefined, userId: string): void => {
+          users++
+          if (view === undefined) return // a field it reads is missing: no value
+          const result = rule.evaluate(view)
+          if (!result.ok) {
+            if (result.code !== 'no_such_field') errors[result.code] = (errors[result.code] ?? 0) + 1
+            return
+          }
+          values.set(result.value, (values.get(result.value) ?? 0) + 1)
+          if (result.value === false) return
+          matched++
+          if (sample.length < sampleSize) sample.push(userId)
+        }
+        const fromRecord = (rec: UserRecord): void => {
+          const ctx = new CallContext(rec, task.watermark, this.config.timeZone, this.populations)
+          tally(buildView(this.viewSource(rec, ctx, new Map())), rec.u)
+        }
+        if (!fromProjections || !task.projected) {
+          for await (const chunk of this.store.userValues(p)) {
+            for (const [key, buf] of chunk) fromRecord(this.cache.get(key) ?? this.store.decode<UserRecord>(buf))
+          }
+          return sample
+        }
+        // The rule reads only what projections hold: the records of users whose projection does
+        // not hold at the clock are read, the cached users' newer state is used as it is.
+        for await (const chunk of this.store.projectionValues(p)) {
+          const projections: (EncodedProjection | UserRecord | undefined)[] = new Array(chunk.length)
+          const stale: string[] = []
+          for (let i = 0; i < chunk.length; i++) {
+            const [pkey, buf] = chunk[i] as [string, Buffer]
+            const key = userKeyOfProjection(pkey)
+            const cached = this.cache.get(key)
+            if (cached !== undefined) {
+              projections[i] = cached
               continue
             }
-            values.set(result.value, (values.get(result.value) ?? 0) + 1)
-            if (result.value === false) continue
-            matched++
-            if (sample.length < sampleSize) sample.push(rec.u)
+            const projection = this.store.decode<EncodedProjection>(buf)
+            if (projectionHoldsAt(projection, task.watermark)) projections[i] = projection
+            else stale.push(key)
+          }
+          const loaded = stale.length === 0 ? [] : await this.store.getUsers(stale)
+          let next = 0
+          for (let i = 0; i < chunk.length; i++) {
+            const projection = projections[i]
+            if (Array.isArray(projection)) {
+              tally(buildView(this.projectedViewSource(projection)), (chunk[i] as [string, Buffer])[0].slice(USER_ID_OFFSET))
+              continue
+            }
+            // A user cached when the chunk was read, else one whose record was read (absent: gone since).
+            const rec = projection ?? loaded[next++]
+            if (rec !== undefined) fromRecord(rec)
           }
         }
         return sample
@@ -2084,6 +2363,43 @@ function decodeCursor(cursor: string | undefined): [number, string | undefined] 
   return [partition, text.slice(sep + 1)]
 }
 const RESCORE_CAUSE: TagChangeCause = Object.freeze({ kind: 'rescore' })
+
+/** What projected views see of the population: nothing (their fields do not depend on it). */
+const NO_POPULATIONS = new Populations()
+
+/** Projections written per batch while a store without them is converted at open. */
+const PROJECTION_BATCH = 10_000
+/** Where the user id starts in a `p0000!u!<id>` or `p0000!v!<id>` key. */
+const USER_ID_OFFSET = 'p0000!u!'.length
+
+/** What sweeps decide from projections (see `Engine.currentSweepPlan`). */
+interface SweepPlan {
+  /** Per re-scoring operator slot, its index in the projection layout's `rescored`. */
+  readonly rescored: readonly number[]
+  /** The rules a sweep re-evaluates (clock-dependent), in evaluation order. */
+  readonly rules: readonly TagSlot[]
+}
+
+/** Whether a lane's value (and version) in a projection equals `value` (undefined: no value). */
+function laneHolds(p: EncodedProjection, lane: TagSlot, value: TagValue | undefined): boolean {
+  const to = value ?? null
+  if (!lane.emit) return (p[4]?.[lane.id] ?? null) === to
+  const current = p[3][lane.id]
+  if (current === undefined) return to === null
+  return current[0] === to && current[1] === lane.version
+}
+
+/** A strategy lane's value on a projected view, as `evaluateRule` decides it (without evidence or counters). */
+function projectedRuleValue(slot: TagSlot, source: RuleViewSource): TagValue | undefined | typeof KEEP {
+  const compiled = slot.rule as CompiledLaneRule
+  const view = compiled.view(source)
+  if (view === undefined) return undefined
+  const result = compiled.rule.evaluate(view)
+  if (!result.ok) return result.code === 'no_such_field' ? undefined : KEEP
+  if (result.value === false) return undefined
+  if (typeof result.value !== JS_TYPES[slot.spec.valueType]) return KEEP
+  return result.value
+}
 
 /** Timer operations an operator asked for during one call; applied only if the call succeeds. */
 interface TimerOp {

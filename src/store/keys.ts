@@ -12,6 +12,7 @@
  *   p0003!k!<tag>!<value>                   number of the partition's users with tag = value
  *   p0003!h!<userId>!<seq: 12 hex>          the user's recent tag changes (the last history.perUser)
  *   p0003!s!<userId>                        the user's population values (Float64 LE, in the g!scored layout)
+ *   p0003!v!<userId>                        the user's projection for sweeps and previews (engine/projection.ts)
  *   g!o!<source>                            source offset of an embedded source (file, generator)
  *   g!meta                                  store format version and routing
  *   g!scored                                layout of the s! values: ranked operators and their dimensions
@@ -89,6 +90,27 @@ export function scoredRange(partition: number): { gte: string; lt: string } {
   const p = partitionPrefix(partition)
   return { gte: `${p}s!`, lt: `${p}s"` }
 }
+
+/** The user's projection (what sweeps and rule previews read instead of the full record). */
+export function projectionKey(partition: number, userId: string): string {
+  return `${partitionPrefix(partition)}v!${userId}`
+}
+
+export function projectionRange(partition: number): { gte: string; lt: string } {
+  const p = partitionPrefix(partition)
+  return { gte: `${p}v!`, lt: `${p}v"` }
+}
+
+/** `p0003!v!<id>` <-> `p0003!u!<id>`: the two ranges hold the same user ids in the same order. */
+export function userKeyOfProjection(key: string): string {
+  return `${key.slice(0, PREFIX_LENGTH)}u${key.slice(PREFIX_LENGTH + 1)}`
+}
+
+export function projectionKeyOfUser(key: string): string {
+  return `${key.slice(0, PREFIX_LENGTH)}v${key.slice(PREFIX_LENGTH + 1)}`
+}
+
+const PREFIX_LENGTH = 'p0000!'.length
 
 /** Which operator dimension each Float64 of an s! value holds (JSON); absent: the s! range is not kept. */
 export const SCORED_LAYOUT_KEY = 'g!scored'

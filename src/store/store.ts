@@ -10,6 +10,8 @@ import {
   dueOfTimerKey,
   globalOffsetKey,
   partitionOffsetKey,
+  projectionKeyOfUser,
+  projectionRange,
   scoredRange,
   timerKey,
   timerRange,
@@ -35,6 +37,8 @@ export interface PartitionClock {
   sweepAt?: number
   /** The last user key that sweep's pass has done. */
   sweepCursor?: string
+  /** The projection layout the partition's v! values were written with (absent: none kept, rebuilt at open). */
+  proj?: string
 }
 
 export interface TimerIndexEntry {
@@ -240,6 +244,27 @@ export class Store {
   /** Every user record of a partition in key order, in chunks of raw values (decoded by the caller). */
   async *userValues(partition: number, chunk = 1024): AsyncGenerator<[string, Buffer][]> {
     const it = this.db.iterator({ ...userRange(partition) })
+    try {
+      for (;;) {
+        const entries = (await it.nextv(chunk)) as [string, Buffer][]
+        if (entries.length === 0) return
+        yield entries
+      }
+    } finally {
+      await it.close()
+    }
+  }
+
+  /** Up to `limit` projections of a partition after the user key `afterUserKey`, in key order: [projection key, value]. */
+  async projectionsAfter(partition: number, afterUserKey: string | undefined, limit: number): Promise<[string, Buffer][]> {
+    const range = projectionRange(partition)
+    const bounds = afterUserKey === undefined ? range : { gt: projectionKeyOfUser(afterUserKey), lt: range.lt }
+    return this.db.iterator({ ...bounds, limit }).all() as Promise<[string, Buffer][]>
+  }
+
+  /** Every projection of a partition in key order, in chunks of raw values (decoded by the caller). */
+  async *projectionValues(partition: number, chunk = 4096): AsyncGenerator<[string, Buffer][]> {
+    const it = this.db.iterator({ ...projectionRange(partition) })
     try {
       for (;;) {
         const entries = (await it.nextv(chunk)) as [string, Buffer][]

@@ -159,6 +159,62 @@ export function operatorContractSuite(
       checkAll('after settling')
     })
 
+    it('keeps its viewTimerFields, and every field outside viewClockFields, until its next timer', () => {
+      const operator = makeOperator()
+      if (operator.view === undefined || operator.viewClockFields === undefined) return
+      const clockFields = new Set(operator.viewClockFields)
+      const timerFields = operator.viewTimerFields ?? []
+      for (const f of timerFields) expect(clockFields.has(f), `viewTimerFields "${f}" must be one of viewClockFields`).toBe(true)
+      // What a projection keeps: the fields that must not move before the user's next timer.
+      const kept = Object.keys(operator.viewSchema ?? {}).filter((f) => !clockFields.has(f) || timerFields.includes(f))
+      const pick = (view: Readonly<Record<string, unknown>>): Record<string, unknown> => Object.fromEntries(kept.map((f) => [f, view[f] ?? null]))
+      const driver = createDriver<unknown>(operator, driverOptions)
+      let checked = 0
+      const check = (userId: string, where: string): void => {
+        const from = driver.clock
+        const next = Math.min(...driver.timers(userId).map((t) => t.dueMs), from + 400 * DAY_MS)
+        const at = pick(driver.view(userId, from))
+        for (const t of [from + 1, from + DAY_MS / 2, Math.floor((from + next) / 2), next - DAY_MS, next - 1]) {
+          if (t < from || t >= next) continue
+          expect(pick(driver.view(userId, t)), `${where}: user ${userId}, view at ${new Date(t).toISOString()} against ${new Date(from).toISOString()}`).toStrictEqual(at)
+          checked++
+        }
+      }
+      makeEvents().forEach((e, i) => {
+        driver.apply(e.userId, e)
+        driver.advanceTo(driver.clock)
+        check(e.userId, `after event #${i} (${e.eventId})`)
+      })
+      expect(checked).toBeGreaterThan(0)
+    })
+
+    it('gives with rescoreTagValues the tag values deriveTags gives, from the population values alone', () => {
+      const operator = makeOperator()
+      if (operator.rescoreTagValues === undefined) return
+      expect(operator.rescore, 'rescoreTagValues is for rescore operators').toBe(true)
+      const { steps, driver } = run(makeOperator, makeEvents(), driverOptions)
+      const ctx = (userId: string, now: number): OperatorContext => ({
+        now,
+        timeZone: driverOptions.timeZone ?? 'UTC',
+        userId,
+        setTimer: () => {
+          throw new Error('no timers here')
+        },
+        deleteTimer: () => {
+          throw new Error('no timers here')
+        },
+        timer: () => undefined,
+        population: (dimension: string) => driver.populations.get(operator.name, dimension),
+      })
+      let tagged = 0
+      for (const step of steps) {
+        const expected = values(operator.deriveTags(step.after, ctx(step.userId, step.now)))
+        if (Object.keys(expected).length > 0) tagged++
+        expect(operator.rescoreTagValues((operator.scoredValues as NonNullable<Operator['scoredValues']>)(step.after), ctx(step.userId, step.now))).toStrictEqual(expected)
+      }
+      expect(tagged).toBeGreaterThan(0)
+    })
+
     it('returns a fresh initial state on each call, deriving no tags', () => {
       const operator = makeOperator()
       const a: unknown = operator.initialState()

@@ -110,6 +110,8 @@ export async function createFixture(
     sinks?: TagChangeSink[]
     /** Tag definitions (entries of a tags file) for a catalog in the store; merged again on reopen. */
     tags?: unknown[]
+    /** False: sweeps and previews read full records only (the reference for the projection path). */
+    readProjections?: boolean
   } = {},
 ): Promise<Fixture> {
   const { config, issues } = validateConfig({ engine: { partitions: 2, ...((overrides.engine as object) ?? {}) }, ...overrides, ...(overrides.engine ? {} : {}) })
@@ -142,6 +144,7 @@ export async function createFixture(
     ...(catalog !== undefined ? { catalog } : {}),
     ...(options.timerScanLimit !== undefined ? { timerScanLimit: options.timerScanLimit } : {}),
     ...(options.lifecycle !== undefined ? { lifecycle: options.lifecycle } : {}),
+    ...(options.readProjections !== undefined ? { readProjections: options.readProjections } : {}),
   })
   await engine.open()
   const fixture: Fixture = {

@@ -1,0 +1,234 @@
+import { readFileSync } from 'node:fs'
+import { describe, expect, it } from 'vitest'
+import { parse } from 'yaml'
+import { loadConfig } from '../../src/config/load.js'
+import type { TagChange } from '../../src/contracts/tag-change.js'
+import { createOperators } from '../../src/engine/operators.js'
+import type { UserRecord } from '../../src/engine/user-record.js'
+import { Populations } from '../../src/engine/population.js'
+import { ProjectionLayout, type EncodedProjection } from '../../src/engine/projection.js'
+import { projectionKey, projectionRange, userRange } from '../../src/store/keys.js'
+import { encodeNdjsonLine, generateWorkload } from '../../src/workload/generator.js'
+import { createFixture, type Fixture } from '../support/engine-fixture.js'
+
+const DEFAULT_CONFIG = new URL('../../config/tagstream.yaml', import.meta.url).pathname
+const DEFAULT_TAGS = new URL('../../config/tags.yaml', import.meta.url).pathname
+
+/** The default catalog, plus rules a sweep re-evaluates from projections (and one it cannot). */
+function tags(extra: readonly { id: string; rule: string; status?: string }[]): unknown[] {
+  const base = (parse(readFileSync(DEFAULT_TAGS, 'utf8')) as { tags: unknown[] }).tags
+  return [
+    ...base,
+    ...extra.map((t) => ({
+      id: t.id,
+      name: t.id,
+      description: `test rule ${t.id}`,
+      owner: 'test',
+      category: ['value', 'customer', 'retention'],
+      kind: 'strategy',
+      valueType: 'boolean',
+      rule: t.rule,
+      status: t.status ?? 'online',
+    })),
+  ]
+}
+
+const PROJECTED_RULES = [
+  // A re-scored tag and a timer field: re-evaluated by every sweep, and when the segment moves.
+  { id: 'champion_gone_silent', rule: 'tags.rfm_segment == "Champions" && lifecycle.stage == "silent"' },
+  // Timer fields of two operators (tier falls at its timer; the 30-day count when a day leaves the window).
+  { id: 'gold_buying', rule: 'loyalty.tier in ["gold", "platinum", "diamond"] && purchases.countInWindow >= 2' },
+  { id: 'big_quarter', rule: 'rfm.monetary90d >= 300.0 && rfm.frequency >= 2', status: 'testing' },
+]
+
+const PREVIEW_RULES = [
+  'rfm.monetary >= 100.0 && lifecycle.stage in ["new", "active", "reactivated"]',
+  'loyalty.tier',
+  'tags.rfm_segment',
+  'rfm.monetary90d >= 100.0 || has(preference.total)',
+  'has(tags.city) && tags.rfm_score == "5,5,5"',
+  'rfm.recencyDays < 20', // a field that moves every day: read from the records
+  'rfm.segment == "Champions"', // a population field: read from the records
+]
+
+const records = (seed: number, users: number, events: number, days: number): Buffer[] =>
+  [...generateWorkload({ seed, users, events, days, invalidRatio: 0 })].map((r) => encodeNdjsonLine(r).subarray(0, -1))
+
+async function open(dir: string | undefined, readProjections: boolean, extra: typeof PROJECTED_RULES, overrides: Record<string, unknown> = {}): Promise<Fixture> {
+  const { config } = loadConfig(DEFAULT_CONFIG, {})
+  const operators = await createOperators(config)
+  return createFixture(
+    operators,
+    {
+      timeZone: config.timeZone,
+      // A small cache: most users are swept from the store, where projections are read.
+      engine: { partitions: 3, commitEvents: 400, cacheMaxUsers: 40, batchSize: 256 },
+      rescore: { chunkUsers: 37 },
+      ...overrides,
+    },
+    { ...(dir !== undefined ? { dir } : {}), tags: tags(extra), readProjections },
+  )
+}
+
+/** Every stored user record, without `rs` (the instant of the last sweep applied: written only with a change). */
+async function storedUsers(f: Fixture, partitions: number): Promise<Record<string, Omit<UserRecord, 'rs'>>> {
+  const out: Record<string, Omit<UserRecord, 'rs'>> = {}
+  for (let p = 0; p < partitions; p++) {
+    for await (const rec of f.store.iterateUsers(p)) {
+      const { rs: _rs, ...rest } = rec
+      out[`${p}/${rec.u}`] = rest
+    }
+  }
+  return out
+}
+
+/** Users whose stored projection differs from the one their stored record gives at the projection's clock. */
+async function staleProjections(f: Fixture, partitions: number): Promise<string[]> {
+  const { config } = loadConfig(DEFAULT_CONFIG, {})
+  const operators = await createOperators(config)
+  const layout = new ProjectionLayout(operators)
+  const empty = new Populations()
+  const stale: string[] = []
+  let checked = 0
+  for (let p = 0; p < partitions; p++) {
+    for await (const rec of f.store.iterateUsers(p)) {
+      const buf = await f.store.level.get(projectionKey(p, rec.u))
+      const stored = buf === undefined ? undefined : f.store.decode<EncodedProjection>(buf)
+      const clock = stored?.[0] ?? NaN
+      const expected = layout.project(rec, clock, (op, state) =>
+        (op.view as NonNullable<typeof op.view>)(state, {
+          now: clock,
+          timeZone: config.timeZone,
+          userId: rec.u,
+          population: (d) => empty.get(op.name, d),
+          setTimer: () => undefined,
+          deleteTimer: () => undefined,
+          timer: () => undefined,
+        }),
+      )
+      checked++
+      if (JSON.stringify(stored) !== JSON.stringify(expected)) stale.push(`${p}/${rec.u}`)
+    }
+  }
+  expect(checked).toBeGreaterThan(100)
+  return stale
+}
+
+async function previews(f: Fixture): Promise<unknown[]> {
+  const out: unknown[] = []
+  for (const rule of PREVIEW_RULES) {
+    const { elapsedMs: _elapsed, ...rest } = await f.engine.preview(rule, { sample: 15, maxValues: 50 })
+    out.push(rest)
+  }
+  return out
+}
+
+/** Replays `input` in `parts` slices with a restart after each but the last; returns the last fixture open. */
+async function replayInParts(readProjections: boolean, input: Buffer[], parts: number, extra = PROJECTED_RULES): Promise<{ f: Fixture; changes: TagChange[] }> {
+  let f = await open(undefined, readProjections, extra)
+  const changes: TagChange[] = []
+  const size = Math.ceil(input.length / parts)
+  for (let part = 0; part < parts; part++) {
+    f.source.push(...input.slice(part * size, (part + 1) * size))
+    await f.drain()
+    changes.push(...f.changes.changes.splice(0))
+    if (part < parts - 1) {
+      const dir = f.dir
+      await f.close()
+      f = await open(dir, readProjections, extra)
+      // The restarted engine reads the source from the stored position: give it what it had.
+      f.source.push(...input.slice(0, (part + 1) * size))
+      await f.drain()
+      changes.push(...f.changes.changes.splice(0))
+    }
+  }
+  return { f, changes }
+}
+
+describe('user projections (sweeps and previews without full records)', () => {
+  it('sweeps give the changes, records and counts of full-record sweeps, change by change', async () => {
+    const input = records(31, 700, 24_000, 120)
+    const reference = await replayInParts(false, input, 3)
+    const projected = await replayInParts(true, input, 3)
+    expect(reference.f.engine.stats.sweepsCompleted).toBeGreaterThan(100)
+    expect(reference.changes.filter((c) => c.cause.kind === 'rescore').length).toBeGreaterThan(100)
+    // Strategy tags moved by sweeps, not only by events.
+    const rescoredTags = new Set(reference.changes.filter((c) => c.cause.kind === 'rescore').map((c) => c.tag))
+    expect([...rescoredTags].sort()).toEqual(expect.arrayContaining(['high_value_at_risk', 'rfm_score', 'rfm_segment', 'rfm_value_segment']))
+    expect(projected.changes).toEqual(reference.changes)
+    expect(await storedUsers(projected.f, 3)).toEqual(await storedUsers(reference.f, 3))
+    expect(projected.f.engine.coverage('champion_gone_silent')).toEqual(reference.f.engine.coverage('champion_gone_silent'))
+    expect(projected.f.engine.testingCoverage('big_quarter')).toEqual(reference.f.engine.testingCoverage('big_quarter'))
+    // Most users were decided from projections. A user decided so and then touched by an event
+    // while its sweep still runs is re-scored once more from its record (its stored `rs` is older):
+    // the same result, counted twice, as for a user evicted and reloaded in the full-record path.
+    const ps = projected.f.engine.stats
+    const rs = reference.f.engine.stats
+    expect(ps.usersRescored).toBeGreaterThanOrEqual(rs.usersRescored)
+    expect(ps.usersRescored).toBeLessThan(rs.usersRescored * 1.01)
+    expect(rs.usersRescoredFromProjections).toBe(0)
+    expect(ps.usersRescoredFromProjections).toBeGreaterThan(ps.usersRescored / 2)
+    // Previews: every rule gives the same counts, values and samples from projections as from records.
+    expect(await previews(projected.f)).toEqual(await previews(reference.f))
+    // Every stored projection is what its stored record gives at the projection's clock.
+    expect(await staleProjections(projected.f, 3)).toEqual([])
+    expect(await staleProjections(reference.f, 3)).toEqual([])
+    await reference.f.close()
+    await projected.f.close()
+  }, 240_000)
+
+  it('a sweep re-evaluating a rule over a field projections do not hold reads full records, with the same results', async () => {
+    const input = records(32, 300, 6000, 60)
+    const extra = [{ id: 'recent_buyer', rule: 'rfm.recencyDays <= 14' }]
+    const reference = await replayInParts(false, input, 1, extra)
+    const projected = await replayInParts(true, input, 1, extra)
+    expect(projected.changes).toEqual(reference.changes)
+    expect(projected.changes.some((c) => c.tag === 'recent_buyer' && c.cause.kind === 'rescore')).toBe(true)
+    expect(projected.f.engine.stats.usersRescoredFromProjections).toBe(0)
+    await reference.f.close()
+    await projected.f.close()
+  }, 120_000)
+
+  it('a store without projections (an older version) gets them at open, then previews and sweeps agree with records', async () => {
+    const input = records(33, 400, 9000, 50)
+    const half = Math.floor(input.length / 2)
+    const run = async (readProjections: boolean): Promise<{ changes: TagChange[]; previews: unknown[]; projections: number; users: number; f: Fixture }> => {
+      let f = await open(undefined, readProjections, PROJECTED_RULES)
+      f.source.push(...input.slice(0, half))
+      await f.drain()
+      const changes = f.changes.changes.splice(0)
+      const dir = f.dir
+      // As an older version left it: no projections, no layout in the partition clocks.
+      for (let p = 0; p < 3; p++) {
+        await f.store.level.clear(projectionRange(p))
+        const clock = await f.store.readClock(p)
+        if (clock !== undefined) {
+          delete clock.proj
+          await f.store.level.put(`p000${p}!c`, f.store.encode(clock))
+        }
+      }
+      await f.close()
+      f = await open(dir, readProjections, PROJECTED_RULES)
+      let projections = 0
+      let users = 0
+      for (let p = 0; p < 3; p++) {
+        projections += (await f.store.level.keys(projectionRange(p)).all()).length
+        users += (await f.store.level.keys(userRange(p)).all()).length
+      }
+      const before = await previews(f)
+      f.source.push(...input)
+      await f.drain()
+      changes.push(...f.changes.changes.splice(0))
+      return { changes, previews: [before, await previews(f)], projections, users, f }
+    }
+    const reference = await run(false)
+    const projected = await run(true)
+    expect(projected.users).toBeGreaterThan(200)
+    expect(projected.projections).toBe(projected.users)
+    expect(projected.changes).toEqual(reference.changes)
+    expect(projected.previews).toEqual(reference.previews)
+    expect(projected.f.engine.stats.usersRescoredFromProjections).toBeGreaterThan(0)
+    await reference.f.close()
+    await projected.f.close()
+  }, 120_000)
+})
