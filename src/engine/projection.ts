@@ -50,6 +50,11 @@ export class ProjectionLayout {
   readonly rescored: readonly RescoredOperator[]
   /** Stored with each partition's clock: a partition whose projections were written with another layout is rebuilt. */
   readonly id: string
+  /**
+   * The projected fields last computed for an operator state, and the user's next timer then: an
+   * event touches one or two operators of a user, and its commit recomputes only their views.
+   */
+  private readonly projected = new WeakMap<object, { readonly until: number | null; readonly values: unknown[] }>()
 
   constructor(operators: readonly Operator[]) {
     this.operators = operators
@@ -94,8 +99,14 @@ export class ProjectionLayout {
     const views = this.operators.map(({ op, fields }) => {
       const state = rec.ops[op.name]
       if (state === undefined || !Number.isFinite(clock)) return null
+      // The fields of a state the user had at its last commit, with the same next timer, are what
+      // they were then: they hold until that timer (see above), and operators never mutate a state.
+      const memo = typeof state === 'object' && state !== null ? this.projected.get(state) : undefined
+      if (memo !== undefined && memo.until === validUntil) return memo.values
       const v = op.view === undefined ? (state as Record<string, unknown>) : view(op, state)
-      return fields.map((f) => v[f] ?? null)
+      const values = fields.map((f) => v[f] ?? null)
+      if (typeof state === 'object' && state !== null) this.projected.set(state, { until: validUntil, values })
+      return values
     })
     // No clock yet (a store converted before any event time): a projection that never holds.
     return [Number.isFinite(clock) ? clock : null, validUntil, rec.rs ?? null, tags, rec.tt ?? null, scored, views]
