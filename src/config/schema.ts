@@ -166,6 +166,12 @@ export const ConfigSchema = Type.Object(
         commitEvents: Type.Integer({ minimum: 1, default: 50000, description: 'Commit after this many events even before the interval' }),
         syncWrites: Type.Boolean({ default: true, description: 'fsync the store on every commit' }),
         cacheMaxUsers: Type.Integer({ minimum: 1, default: 200000, description: 'User states kept in memory (dirty ones stay until committed)' }),
+        cacheMaxBytes: Type.Integer({
+          minimum: 1,
+          default: 256 * 1024 * 1024,
+          description:
+            'Estimated JS heap of the user states kept in memory (dirty ones stay until committed): the mean stored size of recently committed states times 3.7, their measured heap-to-msgpack ratio. The cache holds at most cacheMaxUsers and at most this',
+        }),
         shutdownTimeoutMs: Type.Integer({ minimum: 100, default: 10000 }),
       },
       { default: {}, additionalProperties: false },
