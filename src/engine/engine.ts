@@ -285,7 +285,8 @@ const DEFAULT_TIMER_SCAN_LIMIT = 20_000
 
 /**
  * JS heap of a decoded user record (with its cache key and Map entry) per byte of its msgpack
- * form: 3.58 on the bench's population store, 3.68 on the generator's traffic (bench/README.md).
+ * form: 3.58 on the bench's population store, 3.68 on the generator's traffic (measured with
+ * bench/bare/record-heap.ts).
  * Records are many small objects and arrays, so the heap is several times the stored bytes.
  */
 const HEAP_BYTES_PER_STORED_BYTE = 3.7
