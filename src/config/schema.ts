@@ -172,6 +172,12 @@ export const ConfigSchema = Type.Object(
           description:
             'Estimated JS heap of the user states kept in memory (dirty ones stay until committed): the mean stored size of recently committed states times 3.7, their measured heap-to-msgpack ratio. The cache holds at most cacheMaxUsers and at most this',
         }),
+        storeMaxOpenFiles: Type.Integer({
+          minimum: 20,
+          default: 1000,
+          description:
+            'Table files LevelDB keeps open. Each open table is memory-mapped, and what reads touch of it counts in the RSS until it is closed (about 2 MB per table): lower it to bound the RSS of a large store, at the cost of reopening tables on reads',
+        }),
         shutdownTimeoutMs: Type.Integer({ minimum: 100, default: 10000 }),
       },
       { default: {}, additionalProperties: false },
