@@ -4,10 +4,11 @@
  * and 6 work on copies of it.
  *
  * The build runs with settings that change how fast the store is written, never what it holds: a
- * cache that keeps every user (the population file visits each user once per round, a cycle an
- * LRU smaller than the population misses on every event), unsynced large commits, and no tag-change
- * sink (the changes are derived, numbered and recorded in the users' history as always; they are
- * just not written to a file nobody reads). The engine's state is the same whatever the commit
+ * cache of up to 100,000 users whatever their estimated size (every user of a small store; for a
+ * large one, the population file visits each user once per round, a cycle an LRU smaller than the
+ * population misses on every event anyway, and a million cached users would pass V8's 4 GB heap
+ * limit), unsynced large commits, and no tag-change sink (the changes are derived, numbered and
+ * recorded in the users' history as always; they are just not written to a file nobody reads). The engine's state is the same whatever the commit
  * boundaries and cache size (DESIGN.md: exactly-once, deterministic per partition; compared key by
  * key in tests/bench/populated-store.e2e.test.ts). A million users take about 3 million events.
  *
@@ -39,7 +40,7 @@ export function buildEngineSettings(ctx: BenchContext, users: number): Record<st
   return {
     engine: {
       ...base.engine,
-      cacheMaxUsers: users + 1,
+      cacheMaxUsers: Math.min(users + 1, 100_000),
       cacheMaxBytes: Number.MAX_SAFE_INTEGER,
       syncWrites: false,
       commitEvents: 250_000,
