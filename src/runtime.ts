@@ -243,46 +243,34 @@ export async function openRuntime(config: Readonly<Config>, options: RuntimeOpti
       lifecycle: engineLifecycle(() => engine, logger, progress, options.live),
       ...(observer ? { observer } : {}),
     })
+    let http: TagstreamServer | undefined
+    let registry: Registry | undefined
+    if (ingest !== undefined && metrics !== undefined) {
+      const { Registry: PromRegistry } = await import('prom-client')
+      const { buildServer } = await import('./http/server.js')
+      registry = new PromRegistry()
+      const lagSources = sources.filter((s): s is Source & ConsumerLagSource => typeof (s as Partial<ConsumerLagSource>).lag === 'function')
+      metrics.createMetrics(engine, registry, { ...(observer ? { observer } : {}), ingest, operations: progress, consumerLag: lagSources })
+      http = buildServer({
+        engine,
+        ingest,
+        registry,
+        catalog,
+        config: config.http,
+        logger: logger.child({ component: 'http' }),
+        ...(stream ? { stream } : {}),
+      })
+      // Listen before the restore: /healthz answers and /readyz says 503 until the engine is open.
+      await http.listen({ host: config.http.host, port: config.http.port })
+    }
     // The restore: partition clocks, population statistics (a pass over the stored users), segment counts, source positions.
     const restore = progress.start(Operations.RESTORE, {
       unit: 'users',
       total: () => engine.userCount,
       done: () => engine.stats.usersRestored,
     })
-    // Started before the HTTP server is loaded and built: the store's reads (LevelDB's threads)
-    // overlap with the module loading and schema compiling, instead of following them.
-    const opening = engine.open()
-    // Awaited below; until then a failure must not surface as an unhandled rejection.
-    opening.catch(() => {})
-    let http: TagstreamServer | undefined
-    let registry: Registry | undefined
     try {
-      if (ingest !== undefined && metrics !== undefined) {
-        const { Registry: PromRegistry } = await import('prom-client')
-        const { buildServer } = await import('./http/server.js')
-        registry = new PromRegistry()
-        const lagSources = sources.filter((s): s is Source & ConsumerLagSource => typeof (s as Partial<ConsumerLagSource>).lag === 'function')
-        metrics.createMetrics(engine, registry, { ...(observer ? { observer } : {}), ingest, operations: progress, consumerLag: lagSources })
-        http = buildServer({
-          engine,
-          ingest,
-          registry,
-          catalog,
-          config: config.http,
-          logger: logger.child({ component: 'http' }),
-          ...(stream ? { stream } : {}),
-        })
-        // Listen during the restore: /healthz answers and /readyz says 503 until the engine is open.
-        await http.listen({ host: config.http.host, port: config.http.port })
-      }
-    } catch (err) {
-      // Not left restoring in the background of a failed start (the caller closes the store).
-      await opening.catch(() => {})
-      restore.finish('failed')
-      throw err
-    }
-    try {
-      await opening
+      await engine.open()
     } catch (err) {
       // The caller logs the error itself (the CLI: one fatal line with its code).
       restore.finish('failed')
