@@ -182,7 +182,7 @@ export async function openRuntime(config: Readonly<Config>, options: RuntimeOpti
   const progress = options.progress ?? new ProgressReporter({ logger, logIntervalMs: config.log.progressIntervalMs })
   const operators = await createOperators(config)
   mkdirSync(resolve(config.dataDir), { recursive: true })
-  const store = await Store.open(storePath(config))
+  const store = await Store.open(storePath(config), { maxOpenFiles: config.engine.storeMaxOpenFiles })
   logger.info({ store: store.path, partitions: config.engine.partitions, operators: operators.map((o) => o.name) }, 'store opened')
   const sinks: TagChangeSink[] = []
   let stdout: StdoutSink | undefined

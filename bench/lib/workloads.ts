@@ -100,3 +100,35 @@ export function populationFile(ctx: BenchContext, users: number): Promise<string
 export function followUpFile(ctx: BenchContext, users: number, events: number, day = 0): Promise<string> {
   return workloadFile(ctx, { seed: SEED + 1 + day, users, events, startTs: POPULATION_START_TS + (22.5 + 24 * day) * HOUR_MS, days: 4 / 24 })
 }
+
+/**
+ * One product view per user of the populated store, every user once, in a shuffled order, from
+ * 20:00 to 22:00 UTC (after the population file, before the first sweep instant): every user's
+ * state passes through the engine once, so its cache fills to its bound and evicts.
+ */
+export function touchEveryUserFile(ctx: BenchContext, users: number): Promise<string> {
+  return cached(ctx, `touch-s${SEED}-u${users}.ndjson`, async (tmp) => {
+    const prng = new Prng(SEED, 11)
+    const width = Math.max(6, String(users - 1).length)
+    const order = new Uint32Array(users)
+    for (let i = 0; i < users; i++) order[i] = i
+    prng.shuffle(order)
+    const start = POPULATION_START_TS + 20 * HOUR_MS
+    const fh = await open(tmp, 'w')
+    try {
+      let lines: string[] = []
+      for (let i = 0; i < users; i++) {
+        const userId = 'u' + String(order[i]).padStart(width, '0')
+        const ts = start + Math.floor((i / users) * 2 * HOUR_MS)
+        lines.push(JSON.stringify({ eventId: 't' + i.toString(36), userId, type: 'view', ts, properties: { category: CATEGORIES[prng.int(CATEGORIES.length)] } }) + '\n')
+        if (lines.length >= 10_000) {
+          await fh.write(lines.join(''))
+          lines = []
+        }
+      }
+      await fh.write(lines.join(''))
+    } finally {
+      await fh.close()
+    }
+  })
+}

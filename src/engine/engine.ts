@@ -311,6 +311,16 @@ export interface RunOptions {
 const DEFAULT_TIMER_SCAN_LIMIT = 20_000
 
 /**
+ * JS heap of a decoded user record (with its cache key and Map entry) per byte of its msgpack
+ * form: 3.58 on the bench's population store, 3.68 on the generator's traffic (measured with
+ * bench/bare/record-heap.ts).
+ * Records are many small objects and arrays, so the heap is several times the stored bytes.
+ */
+const HEAP_BYTES_PER_STORED_BYTE = 3.7
+/** Mean stored size assumed before the first commit has measured one (a customer with a few purchases). */
+const INITIAL_RECORD_BYTES = 1024
+
+/**
  * The engine: reads batches from its sources, applies them to per-user state through the
  * operators, emits tag changes, and commits (sinks flushed, then one atomic store write holding
  * states, timers, clocks and source positions). Per-event work is synchronous; the only awaits are
@@ -330,6 +340,9 @@ export class Engine {
   private readonly dedupMax: number
   private readonly dedupHorizon: number
   private readonly cacheMax: number
+  private readonly cacheMaxBytes: number
+  /** Mean msgpack size of the user records of recent commits: the cache's per-record size estimate. */
+  private meanRecordBytes = INITIAL_RECORD_BYTES
   private readonly partitions: number
   private readonly timerScanLimit: number
   private readonly observer: EngineObserver | undefined
@@ -441,6 +454,7 @@ export class Engine {
     this.dedupMax = config.dedup.maxIds
     this.dedupHorizon = config.dedup.horizonMs
     this.cacheMax = config.engine.cacheMaxUsers
+    this.cacheMaxBytes = config.engine.cacheMaxBytes
     this.partitions = config.engine.partitions
     this.timerScanLimit = options.timerScanLimit ?? DEFAULT_TIMER_SCAN_LIMIT
     this.observer = options.observer
@@ -934,6 +948,8 @@ export class Engine {
       }
     }
     this.eventsSinceCommit += records.length
+    // The batch's loads may have passed the bound: the clean ones go now, not only at the next commit.
+    this.evict()
   }
 
   private advancePartitionOffsets(records: readonly SourceRecord[]): void {
@@ -2005,10 +2021,16 @@ export class Engine {
     const t0 = performance.now()
     const flushes = [...this.sinks.map((s) => s.flush()), this.deadLetters.flush()]
     const ops: WriteOp[] = []
+    let recordBytes = 0
     for (const key of this.dirtyUsers) {
       const rec = this.cache.get(key)
-      if (rec !== undefined) ops.push({ type: 'put', key, value: this.store.encode(rec) })
+      if (rec === undefined) continue
+      const value = this.store.encode(rec)
+      recordBytes += value.length
+      ops.push({ type: 'put', key, value })
     }
+    // Half of the estimate follows each commit: it tracks a workload whose states grow, smoothly.
+    if (ops.length > 0) this.meanRecordBytes = (this.meanRecordBytes + recordBytes / ops.length) / 2
     for (const key of this.dirtyUsers) {
       const rec = this.cache.get(key)
       if (rec !== undefined) ops.push(this.projectionWrite(rec, this.task(rec.p).watermark))
@@ -2109,9 +2131,14 @@ export class Engine {
     return land()
   }
 
+  /** Users the cache holds at most: cacheMaxUsers, or fewer when their estimated heap would pass cacheMaxBytes. */
+  get cacheBoundUsers(): number {
+    return Math.max(1, Math.min(this.cacheMax, Math.floor(this.cacheMaxBytes / (HEAP_BYTES_PER_STORED_BYTE * this.meanRecordBytes))))
+  }
+
   /** Drops the least recently used clean records beyond the cache bound. */
   private evict(): void {
-    let excess = this.cache.size - this.cacheMax
+    let excess = this.cache.size - this.cacheBoundUsers
     if (excess <= 0) return
     for (const key of this.cache.keys()) {
       if (excess <= 0) break

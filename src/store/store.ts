@@ -19,6 +19,9 @@ import {
   userRange,
 } from './keys.js'
 
+/** LevelDB's own default. */
+export const DEFAULT_MAX_OPEN_FILES = 1000
+
 /** Bumped when the key layout or record shape changes incompatibly. */
 export const STORE_FORMAT_VERSION = 1
 
@@ -63,7 +66,7 @@ export class Store {
     this.db = db
   }
 
-  static async open(path: string, options: { readOnly?: boolean } = {}): Promise<Store> {
+  static async open(path: string, options: { readOnly?: boolean; maxOpenFiles?: number } = {}): Promise<Store> {
     const db = new ClassicLevel<string, Buffer>(path, {
       keyEncoding: 'utf8',
       valueEncoding: 'buffer',
@@ -71,6 +74,10 @@ export class Store {
       // Larger write buffer and block cache: commits are big batches, reads are getMany bursts.
       writeBufferSize: 16 * 1024 * 1024,
       cacheSize: 32 * 1024 * 1024,
+      // LevelDB memory-maps every table file it keeps open (up to 1000 on 64 bits): the pages a
+      // read touches stay in the process's RSS until the table is closed. The open-table bound is
+      // what bounds them (about 2 MB per table).
+      maxOpenFiles: options.maxOpenFiles ?? DEFAULT_MAX_OPEN_FILES,
     })
     try {
       await db.open()

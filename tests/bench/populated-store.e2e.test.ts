@@ -1,0 +1,68 @@
+import { mkdtempSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join, resolve } from 'node:path'
+import { ClassicLevel } from 'classic-level'
+import { Packr } from 'msgpackr'
+import { beforeAll, describe, expect, it } from 'vitest'
+import { buildEngineSettings } from '../../bench/lib/populated-store.js'
+import { freshDir, replay, storeDir, writeEngineConfig } from '../../bench/lib/processes.js'
+import type { BenchContext } from '../../bench/lib/scenario.js'
+import { QUICK_SIZES } from '../../bench/lib/sizes.js'
+import { populationFile } from '../../bench/lib/workloads.js'
+import { assertBuilt } from '../support/cli.js'
+
+const ROOT = resolve(import.meta.dirname, '../..')
+const USERS = 3000
+const packr = new Packr({ useRecords: false, mapsAsObjects: true })
+
+/** Every entry of a store, decoded; wall times blanked (a history entry's emission, the catalog's load). */
+async function contents(path: string): Promise<Map<string, unknown>> {
+  const db = new ClassicLevel<string, Buffer>(path, { keyEncoding: 'utf8', valueEncoding: 'buffer', createIfMissing: false })
+  await db.open()
+  const out = new Map<string, unknown>()
+  for await (const [key, value] of db.iterator()) {
+    // Raw values: s! (Float64s), membership (empty), the s! layout (JSON).
+    if (/^p[0-9a-f]{4}!(s|m)!/.test(key) || key === 'g!scored') {
+      out.set(key, value.toString('hex'))
+      continue
+    }
+    const decoded = packr.unpack(value) as unknown
+    if (/^p[0-9a-f]{4}!h!/.test(key)) (decoded as unknown[])[6] = 0
+    // A catalog entry: when the tags file was loaded, at start.
+    out.set(key, key.startsWith('g!cat!') ? JSON.parse(JSON.stringify(decoded).replace(/"\d{4}-\d\d-\d\dT[\d:.]+Z"/g, '""')) : decoded)
+  }
+  await db.close()
+  return out
+}
+
+describe('the bench populated store', () => {
+  beforeAll(() => assertBuilt())
+
+  it('built with its fast settings, holds exactly what a replay with the default settings stores', async () => {
+    const work = mkdtempSync(join(tmpdir(), 'ts-populated-'))
+    const ctx: BenchContext = {
+      quick: true,
+      runs: 1,
+      sizes: { ...QUICK_SIZES, storeUsers: USERS },
+      workDir: work,
+      root: ROOT,
+      profileDir: undefined,
+      shared: new Map(),
+      log: () => {},
+    }
+    const input = await populationFile(ctx, USERS)
+    const plain = freshDir(join(work, 'plain'))
+    const fast = freshDir(join(work, 'fast'))
+    // A cache far smaller than the population: the default run evicts and reloads users all along.
+    const a = await replay(ctx, writeEngineConfig(ctx, plain, { engine: { partitions: 4, cacheMaxUsers: 500, commitEvents: 2000 } }), [input])
+    const b = await replay(ctx, writeEngineConfig(ctx, fast, buildEngineSettings(ctx, USERS)), [input])
+    expect(a.users).toBe(USERS)
+    expect(b.users).toBe(USERS)
+    expect(b.tagChanges).toBe(a.tagChanges)
+    expect(b.commits).toBeLessThan(a.commits)
+    const expected = await contents(storeDir(plain))
+    const actual = await contents(storeDir(fast))
+    expect([...actual.keys()]).toEqual([...expected.keys()])
+    for (const [key, value] of expected) expect(actual.get(key), key).toEqual(value)
+  }, 300_000)
+})
