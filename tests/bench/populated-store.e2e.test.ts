@@ -28,6 +28,8 @@ async function contents(path: string): Promise<Map<string, unknown>> {
     }
     const decoded = packr.unpack(value) as unknown
     if (/^p[0-9a-f]{4}!h!/.test(key)) (decoded as unknown[])[6] = 0
+    // A projection: the partition clock of the commit that wrote it (its views hold from then on).
+    if (/^p[0-9a-f]{4}!v!/.test(key)) (decoded as unknown[])[0] = 0
     // A catalog entry: when the tags file was loaded, at start.
     out.set(key, key.startsWith('g!cat!') ? JSON.parse(JSON.stringify(decoded).replace(/"\d{4}-\d\d-\d\dT[\d:.]+Z"/g, '""')) : decoded)
   }
