@@ -664,7 +664,7 @@ export class Engine {
 
   async close(): Promise<void> {
     // A commit still being written (the loop ended on an error) lands before the sinks close.
-    while (this.landing !== undefined) await this.landing.catch(() => undefined)
+    await this.landed()
     for (const source of this.sources) await source.close()
     for (const sink of this.sinks) await sink.close()
     await this.deadLetters.close()
@@ -867,13 +867,8 @@ export class Engine {
     const chunk = this.config.rescore.chunkUsers
     const keys = await this.store.scanUserKeys(userRange(p), pass.cursors[p] ?? undefined, chunk)
     const missing = keys.filter((k) => !this.cache.has(k))
-    const loaded = await this.store.getUsers(missing)
+    const fromStore = await this.store.usersByKey(missing)
     if (this.definitions.passes[0] !== pass) return // superseded while reading
-    const fromStore = new Map<string, UserRecord>()
-    missing.forEach((k, i) => {
-      const rec = loaded[i]
-      if (rec !== undefined) fromStore.set(k, rec)
-    })
     this.emittedAtIso = new Date(this.wallNow()).toISOString()
     for (const key of keys) {
       let rec = this.cache.get(key)
@@ -1372,14 +1367,9 @@ export class Engine {
       // Keys first: users in the cache (most, in a busy engine) are not read or decoded again.
       const keys = await this.store.scanUserKeys(range, sweep.cursor, chunk)
       const missing = keys.filter((k) => !this.cache.has(k))
-      const loaded = await this.store.getUsers(missing)
+      const fromStore = await this.store.usersByKey(missing)
       // The task's sweep may have been superseded while the store was read: leave it to the next step.
       if (task.sweep !== sweep) return
-      const fromStore = new Map<string, UserRecord>()
-      missing.forEach((k, i) => {
-        const rec = loaded[i]
-        if (rec !== undefined) fromStore.set(k, rec)
-      })
       this.emittedAtIso = new Date(this.wallNow()).toISOString()
       for (const key of keys) {
         if (sweep.wrapped && sweep.startKey !== undefined && key >= sweep.startKey) {
@@ -1396,16 +1386,7 @@ export class Engine {
         } else if ((rec.rs ?? -Infinity) >= sweep.at) continue
         this.rescoreUser(task, rec, key)
       }
-      if (task.sweep !== sweep) return
-      task.dirty = true
-      if (keys.length < chunk) {
-        if (sweep.startKey !== undefined && !sweep.wrapped) {
-          sweep.wrapped = true
-          sweep.cursor = undefined
-        } else {
-          this.finishSweep(task)
-        }
-      }
+      this.endSweepChunk(task, sweep, keys.length < chunk)
     } finally {
       this.stats.sweepStepMs += performance.now() - started
     }
@@ -1444,14 +1425,9 @@ export class Engine {
         projections.set(key, p)
       }
     }
-    const loaded = await this.store.getUsers(full)
+    const fromStore = await this.store.usersByKey(full)
     // The task's sweep may have been superseded while the store was read: leave it to the next step.
     if (task.sweep !== sweep) return
-    const fromStore = new Map<string, UserRecord>()
-    full.forEach((k, i) => {
-      const rec = loaded[i]
-      if (rec !== undefined) fromStore.set(k, rec)
-    })
     this.emittedAtIso = new Date(this.wallNow()).toISOString()
     for (let i = 0; i < keys.length; i++) {
       const key = keys[i] as string
@@ -1478,15 +1454,19 @@ export class Engine {
       } else if ((rec.rs ?? -Infinity) >= sweep.at) continue
       this.rescoreUser(task, rec, key)
     }
+    this.endSweepChunk(task, sweep, entries.length < chunk)
+  }
+
+  /** After a chunk of a sweep's pass: at the end of the key space, wrap around once, then finish. */
+  private endSweepChunk(task: PartitionTask, sweep: Sweep, atEnd: boolean): void {
     if (task.sweep !== sweep) return
     task.dirty = true
-    if (entries.length < chunk) {
-      if (sweep.startKey !== undefined && !sweep.wrapped) {
-        sweep.wrapped = true
-        sweep.cursor = undefined
-      } else {
-        this.finishSweep(task)
-      }
+    if (!atEnd) return
+    if (sweep.startKey !== undefined && !sweep.wrapped) {
+      sweep.wrapped = true
+      sweep.cursor = undefined
+    } else {
+      this.finishSweep(task)
     }
   }
 
@@ -2008,8 +1988,13 @@ export class Engine {
 
   /** Waits for the commit in flight, if any; rethrows a background commit's failure. */
   private async awaitLanding(): Promise<void> {
-    while (this.landing !== undefined) await this.landing.catch(() => undefined)
+    await this.landed()
     if (this.landingError !== undefined) throw this.landingError
+  }
+
+  /** Resolves once no commit is in flight, whatever became of it. */
+  private async landed(): Promise<void> {
+    while (this.landing !== undefined) await this.landing.catch(() => undefined)
   }
 
   /**

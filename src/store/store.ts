@@ -145,6 +145,17 @@ export class Store {
     return values.map((buf) => (buf === undefined ? undefined : this.decode<UserRecord>(buf)))
   }
 
+  /** The records of `keys` that exist, by key (one getMany). */
+  async usersByKey(keys: readonly string[]): Promise<Map<string, UserRecord>> {
+    const out = new Map<string, UserRecord>()
+    if (keys.length === 0) return out
+    const values = await this.db.getMany([...keys])
+    values.forEach((buf, i) => {
+      if (buf !== undefined) out.set(keys[i] as string, this.decode<UserRecord>(buf))
+    })
+    return out
+  }
+
   /** Looks a user up in every partition (profile reads do not know the routing of every source). */
   async findUser(userId: string, partitions: Iterable<number>): Promise<UserRecord | undefined> {
     const keys = [...partitions].map((p) => userKey(p, userId))
@@ -161,16 +172,7 @@ export class Store {
   /** The raw s! values of a partition (population values per user), in key order, in chunks. */
   async *iterateScored(partition: number): AsyncGenerator<Buffer[]> {
     // nextv: one native call per chunk, not one per entry (a million small values at start).
-    const it = this.db.values({ ...scoredRange(partition) })
-    try {
-      for (;;) {
-        const chunk = await it.nextv(4096)
-        if (chunk.length === 0) return
-        yield chunk
-      }
-    } finally {
-      await it.close()
-    }
+    yield* chunks(this.db.values({ ...scoredRange(partition) }), 4096)
   }
 
   async readScoredLayout(): Promise<string | undefined> {
@@ -250,16 +252,7 @@ export class Store {
 
   /** Every user record of a partition in key order, in chunks of raw values (decoded by the caller). */
   async *userValues(partition: number, chunk = 1024): AsyncGenerator<[string, Buffer][]> {
-    const it = this.db.iterator({ ...userRange(partition) })
-    try {
-      for (;;) {
-        const entries = (await it.nextv(chunk)) as [string, Buffer][]
-        if (entries.length === 0) return
-        yield entries
-      }
-    } finally {
-      await it.close()
-    }
+    yield* chunks(this.db.iterator({ ...userRange(partition) }), chunk)
   }
 
   /** Up to `limit` projections of a partition after the user key `afterUserKey`, in key order: [projection key, value]. */
@@ -271,16 +264,7 @@ export class Store {
 
   /** Every projection of a partition in key order, in chunks of raw values (decoded by the caller). */
   async *projectionValues(partition: number, chunk = 4096): AsyncGenerator<[string, Buffer][]> {
-    const it = this.db.iterator({ ...projectionRange(partition) })
-    try {
-      for (;;) {
-        const entries = (await it.nextv(chunk)) as [string, Buffer][]
-        if (entries.length === 0) return
-        yield entries
-      }
-    } finally {
-      await it.close()
-    }
+    yield* chunks(this.db.iterator({ ...projectionRange(partition) }), chunk)
   }
 
   async readClock(partition: number): Promise<PartitionClock | undefined> {
@@ -317,5 +301,18 @@ export class Store {
   /** Approximate bytes on disk of a key range (LevelDB's own estimate). */
   async approximateSize(gte: string, lt: string): Promise<number> {
     return (this.db as unknown as { approximateSize(a: string, b: string): Promise<number> }).approximateSize(gte, lt)
+  }
+}
+
+/** An iterator's entries in chunks of `size` (one native `nextv` call each), closed at the end or on an early exit. */
+async function* chunks<T>(it: { nextv(size: number): Promise<T[]>; close(): Promise<void> }, size: number): AsyncGenerator<T[]> {
+  try {
+    for (;;) {
+      const chunk = await it.nextv(size)
+      if (chunk.length === 0) return
+      yield chunk
+    }
+  } finally {
+    await it.close()
   }
 }
