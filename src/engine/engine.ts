@@ -218,7 +218,7 @@ class PartitionTask {
   nextSweepAt: number | undefined
   /** The re-scoring sweep in progress, if any. */
   sweep: Sweep | undefined
-  /** Keys of users created since the last landed commit: not in the store yet, so not in a sweep's pass. */
+  /** Keys of users created since the last landed commit: not in the store yet, so swept when a sweep starts. */
   readonly created = new Set<string>()
   /** Whether every stored user of the partition has a projection in the engine's layout (v! keys). */
   projected = true
@@ -1309,6 +1309,13 @@ export class Engine {
     task.dirty = true
     this.stats.sweepsStarted++
     if (previous === undefined) this.sweepStartedWallMs = this.wallNow()
+    // Users created before the instant but not in the store yet: the pass, which reads the store,
+    // may go by their keys before their commit lands, so they are swept now, at the instant. (Their
+    // records are dirty or landing, so cached.) Users created from here on start swept (`rs`).
+    for (const key of task.created) {
+      const rec = this.cache.get(key)
+      if (rec !== undefined && (rec.rs ?? -Infinity) < at) this.rescoreUser(task, rec, key)
+    }
     this.lifecycle?.sweepStarted?.(task.partition, at)
   }
 
@@ -1472,11 +1479,6 @@ export class Engine {
 
   private finishSweep(task: PartitionTask): void {
     const sweep = task.sweep as Sweep
-    // Users created before the instant but not yet in the store when the pass went by.
-    for (const key of task.created) {
-      const rec = this.cache.get(key)
-      if (rec !== undefined && (rec.rs ?? -Infinity) < sweep.at) this.rescoreUser(task, rec, key)
-    }
     task.sweep = undefined
     task.dirty = true
     this.stats.sweepsCompleted++
