@@ -28,14 +28,25 @@ export interface PopulatedStore {
   /** The bench dir: config at tagstream.yaml, store at data/store. */
   readonly dir: string
   readonly users: number
+  /** Days the customers' histories span (`populationFile`): 0, every purchase in one day. */
+  readonly spanDays: number
   readonly storeBytes: number
   readonly build: ReplaySummary & { wallMs: number }
 }
 
 const KEY = 'populated-store'
 
-/** Engine settings of the build: see the module comment. */
-export function buildEngineSettings(ctx: BenchContext, users: number): Record<string, unknown> {
+/** The span of the realistic store's customer histories: a quarter of a year. */
+export const REALISTIC_SPAN_DAYS = 90
+
+/**
+ * Engine settings of the build: see the module comment. A store whose histories span days
+ * (`spanDays` > 0) is built with the daily sweep off: the replay would cross a sweep instant every
+ * few hundred milliseconds, each superseding the last, and take most of the build's time. Its
+ * users' scores are then those of their last event, as in a deployment that ran without sweeps:
+ * the first sweep on it catches up, the next day's is the steady state (scenario 6 reports both).
+ */
+export function buildEngineSettings(ctx: BenchContext, users: number, spanDays = 0): Record<string, unknown> {
   const base = parse(readFileSync(join(ctx.root, 'config/tagstream.yaml'), 'utf8')) as { engine?: Record<string, unknown> }
   return {
     engine: {
@@ -48,6 +59,7 @@ export function buildEngineSettings(ctx: BenchContext, users: number): Record<st
       batchSize: 8192,
     },
     sinks: { tagChanges: [], deadLetter: { type: 'ndjson-file', fsync: false } },
+    ...(spanDays > 0 ? { rescore: { schedule: 'off' } } : {}),
   }
 }
 
@@ -62,21 +74,26 @@ async function compact(path: string): Promise<void> {
   }
 }
 
-export async function buildPopulatedStore(ctx: BenchContext): Promise<PopulatedStore> {
+export async function buildPopulatedStore(ctx: BenchContext, spanDays = 0): Promise<PopulatedStore> {
   const users = ctx.sizes.storeUsers
-  const input = await populationFile(ctx, users)
-  const dir = freshDir(join(ctx.workDir, 'populated'))
-  const config = writeEngineConfig(ctx, dir, buildEngineSettings(ctx, users))
-  ctx.log(`building the populated store: ${users.toLocaleString('en')} users`)
+  const input = await populationFile(ctx, users, spanDays)
+  const dir = freshDir(join(ctx.workDir, spanDays === 0 ? 'populated' : `populated-span${spanDays}d`))
+  const config = writeEngineConfig(ctx, dir, buildEngineSettings(ctx, users, spanDays))
+  ctx.log(`building the populated store: ${users.toLocaleString('en')} users, histories over ${spanDays === 0 ? 'one day' : `${spanDays} days`}`)
   const build = await replay(ctx, config, [input])
   if (build.users !== users) throw new Error(`the populated store holds ${build.users} users, expected ${users}`)
   await compact(storeDir(dir))
-  const store: PopulatedStore = { dir, users, storeBytes: dirBytes(storeDir(dir)), build }
+  const store: PopulatedStore = { dir, users, spanDays, storeBytes: dirBytes(storeDir(dir)), build }
   ctx.log(`built the populated store in ${(build.wallMs / 1000).toFixed(0)} s (${Math.round(build.records / build.seconds)} events/s), ${(store.storeBytes / users).toFixed(0)} B/user`)
-  ctx.shared.set(KEY, store)
+  ctx.shared.set(`${KEY}-${spanDays}`, store)
   return store
 }
 
-export async function populatedStore(ctx: BenchContext): Promise<PopulatedStore> {
-  return (ctx.shared.get(KEY) as PopulatedStore | undefined) ?? buildPopulatedStore(ctx)
+/**
+ * The populated store of this invocation (built on first use): `spanDays` 0, every customer's
+ * purchases in one day (scenarios 4, 5, 7 and the sweep's worst case); REALISTIC_SPAN_DAYS, the
+ * histories a shop's customer base has (the sweep's figure against its target).
+ */
+export async function populatedStore(ctx: BenchContext, spanDays = 0): Promise<PopulatedStore> {
+  return (ctx.shared.get(`${KEY}-${spanDays}`) as PopulatedStore | undefined) ?? buildPopulatedStore(ctx, spanDays)
 }

@@ -6,7 +6,7 @@ export interface Sizes {
   readonly replayDays: number
   /** Scenarios 4-6: users in the populated store (every one of them a customer). */
   readonly storeUsers: number
-  /** Scenario 6: events ingested while the sweep runs. */
+  /** Scenario 6: events ingested while the sweep runs: a day's traffic, 0.3 events per stored user. */
   readonly sweepEvents: number
 }
 
@@ -26,12 +26,15 @@ export const QUICK_SIZES: Sizes = Object.freeze({
   sweepEvents: 12_000,
 })
 
-/** Quick or full sizes with `--events N` (scenario 1) and `--users N` (stores) applied. */
+/** A day's traffic on the populated store: 0.3 events per customer (300,000 for a million). */
+const SWEEP_EVENTS_PER_USER = 0.3
+
+/** Quick or full sizes with `--events N` (scenario 1) and `--users N` (stores, and the traffic on them) applied. */
 export function sizesFor(quick: boolean, events: number | undefined, users: number | undefined): Sizes {
   const base = quick ? QUICK_SIZES : FULL_SIZES
   return {
     ...base,
-    ...(events !== undefined ? { replayEvents: events, replayUsers: Math.max(1, Math.round(events / 5)), sweepEvents: Math.max(1000, Math.round(events / 5)) } : {}),
-    ...(users !== undefined ? { storeUsers: users } : {}),
+    ...(events !== undefined ? { replayEvents: events, replayUsers: Math.max(1, Math.round(events / 5)) } : {}),
+    ...(users !== undefined ? { storeUsers: users, sweepEvents: Math.max(1000, Math.round(users * SWEEP_EVENTS_PER_USER)) } : {}),
   }
 }

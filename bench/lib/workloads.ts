@@ -42,48 +42,89 @@ export const POPULATION_SPAN_MS = 20 * HOUR_MS
 
 /**
  * A customer base where every one of `users` users is stored and ranked: each has a profile update
- * and one to three purchases, in time order over 20 hours (before the first sweep instant at
- * local midnight in Europe/Berlin). The generator's own traffic is power-law: reaching a million
- * distinct users that way takes far more than ten million events.
+ * and one to three purchases, in time order, ending before the first sweep instant at local
+ * midnight in Europe/Berlin (20:00 UTC on POPULATION_START_TS's day). The generator's own traffic
+ * is power-law: reaching a million distinct users that way takes far more than ten million events.
  * User ids match the generator's for the same `users` (u + zero-padded index), so the generator's
  * traffic can follow on the same customers.
+ *
+ * `spanDays` 0 (the default): everything happens in those 20 hours, in rounds (profile updates,
+ * then first, second and third purchases, users in one shuffled order). Every customer then last
+ * bought on the same day or two: recency is tied across the whole base, so each sweep moves nearly
+ * every score, a worst case for re-scoring.
+ * `spanDays` > 0: customers were acquired over that many days before, each at a uniform instant,
+ * and made their purchases at uniform instants between then and the end: last purchases spread
+ * over the span, as a shop's customer base has them. A sweep then moves only the scores of
+ * customers near a quintile boundary or a mean.
  */
-export function populationFile(ctx: BenchContext, users: number): Promise<string> {
-  return cached(ctx, `population-s${SEED}-u${users}.ndjson`, async (tmp) => {
+export function populationFile(ctx: BenchContext, users: number, spanDays = 0): Promise<string> {
+  const name = spanDays === 0 ? `population-s${SEED}-u${users}.ndjson` : `population-s${SEED}-u${users}-span${spanDays}d.ndjson`
+  return cached(ctx, name, async (tmp) => {
     const prng = new Prng(SEED, 7)
     const width = Math.max(6, String(users - 1).length)
     const id = (u: number) => 'u' + String(u).padStart(width, '0')
     const purchases = new Uint8Array(users)
     for (let u = 0; u < users; u++) purchases[u] = 1 + prng.int(3)
-    // Rounds: profile updates, then first, second and third purchases; users in one shuffled order.
-    const order = new Uint32Array(users)
-    for (let i = 0; i < users; i++) order[i] = i
-    prng.shuffle(order)
     let total = users
     for (let u = 0; u < users; u++) total += purchases[u] as number
+    // Event i: user eventUser[i], round eventRound[i] (0: profile update, 1-3: purchases), at eventTs[i].
+    const eventUser = new Uint32Array(total)
+    const eventRound = new Uint8Array(total)
+    const eventTs = new Float64Array(total)
+    const end = POPULATION_START_TS + POPULATION_SPAN_MS
+    if (spanDays === 0) {
+      const order = new Uint32Array(users)
+      for (let i = 0; i < users; i++) order[i] = i
+      prng.shuffle(order)
+      let k = 0
+      for (let round = 0; round < 4; round++) {
+        for (let i = 0; i < users; i++) {
+          const u = order[i] as number
+          if (round > (purchases[u] as number)) continue
+          eventUser[k] = u
+          eventRound[k] = round
+          eventTs[k] = POPULATION_START_TS + Math.floor((k / total) * POPULATION_SPAN_MS)
+          k++
+        }
+      }
+    } else {
+      const start = end - spanDays * 24 * HOUR_MS
+      let k = 0
+      for (let u = 0; u < users; u++) {
+        const acquired = start + Math.floor(prng.next() * (end - start))
+        const times = [acquired]
+        for (let j = 0; j < (purchases[u] as number); j++) times.push(acquired + Math.floor(prng.next() * (end - acquired)))
+        times.sort((a, b) => a - b)
+        for (let round = 0; round < times.length; round++) {
+          eventUser[k] = u
+          eventRound[k] = round
+          eventTs[k] = times[round] as number
+          k++
+        }
+      }
+    }
+    // Time order; ties by position, so the file is the same on every run.
+    const order = new Uint32Array(total)
+    for (let i = 0; i < total; i++) order[i] = i
+    order.sort((a, b) => (eventTs[a] as number) - (eventTs[b] as number) || a - b)
     const fh = await open(tmp, 'w')
     let lines: string[] = []
-    let k = 0
-    let seq = 0
-    const ts = () => POPULATION_START_TS + Math.floor((k++ / total) * POPULATION_SPAN_MS)
     const flush = async () => {
       await fh.write(lines.join(''))
       lines = []
     }
     try {
-      for (let round = 0; round < 4; round++) {
-        for (let i = 0; i < users; i++) {
-          const u = order[i] as number
-          if (round > (purchases[u] as number)) continue
-          const eventId = 'b' + (seq++).toString(36)
-          const properties =
-            round === 0
-              ? { city: CITIES[prng.int(CITIES.length)], membership_level: MEMBERSHIP_LEVELS[prng.int(MEMBERSHIP_LEVELS.length)] }
-              : { amount: Math.round(prng.logNormal(40, 0.8) * 100) / 100, currency: 'EUR', category: CATEGORIES[prng.int(CATEGORIES.length)], items: 1 + prng.int(3) }
-          const event = { eventId, userId: id(u), type: round === 0 ? 'profile_update' : 'purchase', ts: ts(), properties }
-          lines.push(JSON.stringify(event) + '\n')
-          if (lines.length >= 10_000) await flush()
-        }
+      for (let seq = 0; seq < total; seq++) {
+        const i = order[seq] as number
+        const round = eventRound[i] as number
+        const eventId = 'b' + seq.toString(36)
+        const properties =
+          round === 0
+            ? { city: CITIES[prng.int(CITIES.length)], membership_level: MEMBERSHIP_LEVELS[prng.int(MEMBERSHIP_LEVELS.length)] }
+            : { amount: Math.round(prng.logNormal(40, 0.8) * 100) / 100, currency: 'EUR', category: CATEGORIES[prng.int(CATEGORIES.length)], items: 1 + prng.int(3) }
+        const event = { eventId, userId: id(eventUser[i] as number), type: round === 0 ? 'profile_update' : 'purchase', ts: eventTs[i], properties }
+        lines.push(JSON.stringify(event) + '\n')
+        if (lines.length >= 10_000) await flush()
       }
       await flush()
     } finally {
