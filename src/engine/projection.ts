@@ -2,7 +2,7 @@ import { Packr } from 'msgpackr'
 import type { TagValue } from '../contracts/tag-change.js'
 import type { Operator, OperatorContext, PopulationView } from '../operator-api.js'
 import type { RuleView, RuleViewPlan } from '../tags/rules.js'
-import type { StoredTag, UserRecord } from './user-record.js'
+import { TIMER_KEY_SEP, type StoredTag, type UserRecord } from './user-record.js'
 
 /**
  * A user's projection: the few values re-scoring sweeps and rule previews need, committed with the
@@ -96,10 +96,24 @@ class ByteWriter {
     this.buf[this.pos++] = v
   }
 
-  bytes(src: Uint8Array, start: number, end: number): void {
-    this.ensure(end - start)
-    this.buf.set(src.subarray(start, end), this.pos)
-    this.pos += end - start
+  bytes(src: Buffer, start: number, end: number): void {
+    const n = end - start
+    this.ensure(n)
+    // A few dozen bytes (one operator's view): a loop beats a native copy's call.
+    if (n <= 64) {
+      const buf = this.buf
+      for (let i = 0, at = this.pos; i < n; i++) buf[at + i] = src[start + i] as number
+    } else {
+      src.copy(this.buf, this.pos, start, end)
+    }
+    this.pos += n
+  }
+
+  /** A copy of the bytes written since `from` (kept beyond the next value). */
+  copy(from: number): Buffer {
+    const out = Buffer.allocUnsafe(this.pos - from)
+    this.buf.copy(out, 0, from, this.pos)
+    return out
   }
 
   cell(v: unknown): void {
@@ -160,8 +174,16 @@ class ByteWriter {
     // At most 3 bytes per UTF-16 unit: up to 21 units fit a FIXSTR, up to 85 a one-byte length.
     if (v.length <= 21) {
       this.ensure(1 + v.length * 3)
-      const n = this.buf.write(v, this.pos + 1, 'utf8')
-      this.buf[this.pos] = FIXSTR | n
+      const buf = this.buf
+      // ASCII (tag ids, segment names): written by a loop, the native UTF-8 encoder's call costs more.
+      let n = 0
+      for (; n < v.length; n++) {
+        const c = v.charCodeAt(n)
+        if (c >= 0x80) break
+        buf[this.pos + 1 + n] = c
+      }
+      if (n < v.length) n = buf.write(v, this.pos + 1, 'utf8')
+      buf[this.pos] = FIXSTR | n
       this.pos += 1 + n
       return
     }
@@ -324,6 +346,8 @@ export interface ProjectedOperator {
   readonly op: Operator
   readonly fields: readonly string[]
   readonly index: ReadonlyMap<string, number>
+  /** How the keys of the operator's timers in `rec.timers` start (`<operator>\u0000`). */
+  readonly prefix: string
 }
 
 /** An operator whose re-scored tag values come from its population values alone (see `Operator.rescoreTagValues`). */
@@ -341,10 +365,11 @@ export class ProjectionLayout {
   /** Sections per value: tags, tt, the re-scoring operators', the projected operators'. */
   readonly sections: number
   /**
-   * The encoded view section last computed for an operator state, and the user's next timer then:
-   * an event touches one or two operators of a user, and its commit recomputes only their views.
+   * The encoded view section last computed for an operator state, with the clock then and the
+   * operator's own next timer then: an event touches one or two operators of a user, and its
+   * commit recomputes only their views.
    */
-  private readonly projected = new WeakMap<object, { readonly until: number | null; readonly bytes: Buffer }>()
+  private readonly projected = new WeakMap<object, { readonly clock: number; readonly until: number | null; readonly bytes: Buffer }>()
   private readonly writer = new ByteWriter()
   /** Section starts of the value being encoded, relative to the writer's start. */
   private readonly starts: Int32Array
@@ -357,7 +382,7 @@ export class ProjectionLayout {
         const timer = new Set(op.viewTimerFields ?? [])
         // Undeclared clock fields: every field may move with the clock, none is kept.
         const fields = Object.keys(op.viewSchema ?? {}).filter((f) => clock !== undefined && (!clock.has(f) || timer.has(f)))
-        return { op, fields, index: new Map(fields.map((f, i) => [f, i])) }
+        return { op, fields, index: new Map(fields.map((f, i) => [f, i])), prefix: `${op.name}${TIMER_KEY_SEP}` }
       })
     this.byName = new Map(this.operators.map((o, i) => [o.op.name, i]))
     this.rescored = operators
@@ -406,15 +431,19 @@ export class ProjectionLayout {
       for (const d of dimensions) w.cell(values[d] ?? null)
     }
     const held = Number.isFinite(clock)
-    for (const { op, fields } of this.operators) {
+    for (const { op, fields, prefix } of this.operators) {
       starts[s++] = w.pos
       const state = rec.ops[op.name]
       if (state === undefined || !held) continue
-      // The fields of a state the user had at its last commit, with the same next timer, are what
-      // they were then: they hold until that timer (see above), and operators never mutate a state.
+      // The fields of a state computed at an earlier clock are what they are now when the
+      // operator's own first timer is still the same one, not yet due: the projected fields of an
+      // unchanged state do not depend on the clock, or move only when one of the operator's own
+      // timers is due (`viewTimerFields`), and operators never mutate a state. Other operators'
+      // timers (a user's next timer moves with nearly every purchase) do not matter.
       const keyed = typeof state === 'object' && state !== null
       const memo = keyed ? this.projected.get(state) : undefined
-      if (memo !== undefined && memo.until === validUntil) {
+      const until = keyed ? ownNextTimer(rec, prefix) : null
+      if (memo !== undefined && memo.until === until && memo.clock <= clock && (until === null || clock < until)) {
         w.bytes(memo.bytes, 0, memo.bytes.length)
         continue
       }
@@ -422,7 +451,7 @@ export class ProjectionLayout {
       const from = w.pos
       if (fields.length === 0) w.byte(NIL)
       for (const f of fields) w.cell(v[f])
-      if (keyed) this.projected.set(state, { until: validUntil, bytes: Buffer.from(w.buf.subarray(from, w.pos)) })
+      if (keyed) this.projected.set(state, { clock, until, bytes: w.copy(from) })
     }
     starts[s] = w.pos
     // No clock yet (a store converted before any event time): a projection that never holds.
@@ -804,6 +833,17 @@ export function projectedViewBuilder(plan: RuleViewPlan, layout: ProjectionLayou
     }
     return view
   }
+}
+
+/** The first pending timer of one operator, whose timer keys start with `prefix` (null: none). */
+function ownNextTimer(rec: UserRecord, prefix: string): number | null {
+  let next: number | null = null
+  for (const k in rec.timers) {
+    if (!k.startsWith(prefix)) continue
+    const due = rec.timers[k] as number
+    if (next === null || due < next) next = due
+  }
+  return next
 }
 
 /** The user's first pending timer (null: none): until then a projection's views hold. */

@@ -101,7 +101,7 @@ describe('flat binary projections', () => {
     expect(layout.decode(layout.unheld(rec))).toEqual([null, null, 900, { rfm_segment: ['Loyal', 2], vip: [true, 1], score: [4.5, 3] }, { big_quarter: true }, [null], [null, null]])
   })
 
-  it('copy an unchanged operator view as bytes, recompute it when the next timer moves, and keep views when only tags change', () => {
+  it('copy an unchanged operator view as bytes, recompute it when its own next timer moves, and keep views when only tags change', () => {
     const calls: string[] = []
     const counted = (name: string): Operator['view'] => (state) => {
       calls.push(name)
@@ -116,9 +116,18 @@ describe('flat binary projections', () => {
     const second = layout.project(rec, 2000, view)
     expect(calls).toEqual(['a', 'b', 'b'])
     expect(layout.decode(second)).toEqual([2000, 5000, null, {}, null, [], [['first'], [2]]])
+    // The operator's own next timer moved: its view is computed again; the other's is not.
     rec.timers = { 'a\u0000t': 6000 }
     layout.project(rec, 3000, view)
+    expect(calls).toEqual(['a', 'b', 'b', 'a'])
+    // Another operator's timer does not matter to a view; a timer of its own does.
+    rec.timers = { 'a\u0000t': 6000, 'b\u0000u': 7000 }
+    layout.project(rec, 3000, view)
     expect(calls).toEqual(['a', 'b', 'b', 'a', 'b'])
+    // Nor an earlier clock, or one that reached the timer (not fired yet): computed again.
+    layout.project(rec, 2000, view)
+    layout.project(rec, 6000, view)
+    expect(calls).toEqual(['a', 'b', 'b', 'a', 'b', 'a', 'b', 'a'])
 
     const ops = { ...rec.ops }
     rec.tags = { t: ['on', 3000, 4] }
