@@ -431,6 +431,7 @@ export class ProjectionLayout {
       for (const d of dimensions) w.cell(values[d] ?? null)
     }
     const held = Number.isFinite(clock)
+    let timerKeys: string[] | undefined
     for (const { op, fields, prefix } of this.operators) {
       starts[s++] = w.pos
       const state = rec.ops[op.name]
@@ -442,7 +443,7 @@ export class ProjectionLayout {
       // timers (a user's next timer moves with nearly every purchase) do not matter.
       const keyed = typeof state === 'object' && state !== null
       const memo = keyed ? this.projected.get(state) : undefined
-      const until = keyed ? ownNextTimer(rec, prefix) : null
+      const until = keyed ? ownNextTimer(rec.timers, timerKeys ??= Object.keys(rec.timers), prefix) : null
       if (memo !== undefined && memo.until === until && memo.clock <= clock && (until === null || clock < until)) {
         w.bytes(memo.bytes, 0, memo.bytes.length)
         continue
@@ -836,11 +837,12 @@ export function projectedViewBuilder(plan: RuleViewPlan, layout: ProjectionLayou
 }
 
 /** The first pending timer of one operator, whose timer keys start with `prefix` (null: none). */
-function ownNextTimer(rec: UserRecord, prefix: string): number | null {
+function ownNextTimer(timers: Readonly<Record<string, number>>, keys: readonly string[], prefix: string): number | null {
   let next: number | null = null
-  for (const k in rec.timers) {
+  for (let i = 0; i < keys.length; i++) {
+    const k = keys[i] as string
     if (!k.startsWith(prefix)) continue
-    const due = rec.timers[k] as number
+    const due = timers[k] as number
     if (next === null || due < next) next = due
   }
   return next
