@@ -17,6 +17,11 @@ export interface PreviewRun {
   readonly openMs: number
   /** Wall time of each preview, ms. */
   readonly previewMs: readonly number[]
+  /**
+   * CPU time of the process (every thread: LevelDB's reads run on libuv's pool) during each
+   * preview, ms: less dependent than wall time on what else the machine runs.
+   */
+  readonly previewCpuMs: readonly number[]
   readonly values: readonly { readonly value: unknown; readonly users: number }[]
 }
 
@@ -28,13 +33,17 @@ export async function runPreview(configPath: string, rule = DEFAULT_PREVIEW_RULE
   const openMs = performance.now() - t0
   try {
     const previewMs: number[] = []
+    const previewCpuMs: number[] = []
     let last: Awaited<ReturnType<typeof runtime.engine.preview>> | undefined
     for (let i = 0; i < runs; i++) {
+      const cpu = process.cpuUsage()
       last = await runtime.engine.preview(rule, { sample: 10 })
+      const used = process.cpuUsage(cpu)
       previewMs.push(last.elapsedMs)
+      previewCpuMs.push(Math.round((used.user + used.system) / 1000))
     }
     if (last === undefined) throw new Error('runs must be at least 1')
-    return { rule, users: last.users, matched: last.matched, openMs: Math.round(openMs), previewMs, values: last.values }
+    return { rule, users: last.users, matched: last.matched, openMs: Math.round(openMs), previewMs, previewCpuMs, values: last.values }
   } finally {
     await runtime.close()
   }

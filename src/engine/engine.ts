@@ -47,6 +47,7 @@ import {
   compileRule,
   isRuleErrors,
   ruleViewBuilder,
+  ruleViewPlan,
   type RuleViewSource,
   type RuleError,
   type CompiledRule,
@@ -56,7 +57,7 @@ import {
 } from '../tags/rules.js'
 import { partitionFor } from './partitioner.js'
 import { Populations, ScoredLayout, forgetPopulations, rebuildPopulations } from './population.js'
-import { ProjectionLayout, ScoreContext, projectionHoldsAt, type EncodedProjection } from './projection.js'
+import { ProjectionLayout, ProjectionReader, ScoreContext, projectedViewBuilder, type EncodedProjection } from './projection.js'
 import { TimerHeap, type TimerEntry } from './timer-heap.js'
 import { TIMER_KEY_SEP, newUserRecord, timerKeyOf, type StoredTag, type UserRecord } from './user-record.js'
 
@@ -388,6 +389,8 @@ export class Engine {
    * commit reuses the projection's views instead of computing them again.
    */
   private readonly sweptViews = new Map<UserRecord, { readonly ops: Readonly<Record<string, unknown>>; readonly projection: EncodedProjection }>()
+  /** Rule views built from projections, per compiled rule (see `projectedView`). */
+  private readonly projectedViews = new WeakMap<CompiledRule, (r: ProjectionReader) => RuleView | undefined>()
   private sweepMinutes: number | undefined
   private readonly calendar: Calendar
   private sweepStartedWallMs = 0
@@ -1412,6 +1415,7 @@ export class Engine {
     const outcome = new Int32Array(entries.length)
     const full: string[] = []
     const projections = new Map<string, EncodedProjection>()
+    const reader = new ProjectionReader(this.projection)
     for (let i = 0; i < entries.length; i++) {
       const [pkey, value] = entries[i] as [string, Buffer]
       const key = userKeyOfProjection(pkey)
@@ -1420,16 +1424,16 @@ export class Engine {
         outcome[i] = -1
         continue
       }
-      const p = this.store.decode<EncodedProjection>(value)
-      if ((p[2] ?? -Infinity) >= sweep.at) {
+      reader.load(value)
+      if ((reader.rs ?? -Infinity) >= sweep.at) {
         outcome[i] = -2
         continue
       }
-      const evaluations = this.sweepLeavesUnchanged(p, sweep, key.slice(USER_ID_OFFSET), plan)
+      const evaluations = this.sweepLeavesUnchanged(reader, sweep, key.slice(USER_ID_OFFSET), plan)
       outcome[i] = evaluations
       if (evaluations < 0) {
         full.push(key)
-        projections.set(key, p)
+        projections.set(key, value)
       }
     }
     const fromStore = await this.store.usersByKey(full)
@@ -1513,8 +1517,7 @@ export class Engine {
     let projection: EncodedProjection
     const swept = this.sweptViews.get(rec)
     if (swept !== undefined && this.projection.sameViews(rec, swept.ops, swept.projection)) {
-      projection = this.projection.withTags(rec, swept.projection)
-      return { type: 'put', key: projectionKey(rec.p, rec.u), value: this.store.encode(projection) }
+      return { type: 'put', key: projectionKey(rec.p, rec.u), value: this.projection.withTags(rec, swept.projection) }
     }
     try {
       const timeZone = this.config.timeZone
@@ -1527,10 +1530,9 @@ export class Engine {
       })
     } catch {
       // An operator's view failed: a projection that never holds sends sweeps and previews to the record.
-      projection = [null, null, rec.rs ?? null, {}, null, [], []]
-      projection[3] = Object.fromEntries(Object.entries(rec.tags).map(([id, t]) => [id, [t[0], t[2]]]))
+      projection = this.projection.unheld(rec)
     }
-    return { type: 'put', key: projectionKey(rec.p, rec.u), value: this.store.encode(projection) }
+    return { type: 'put', key: projectionKey(rec.p, rec.u), value: projection }
   }
 
   /**
@@ -1553,18 +1555,14 @@ export class Engine {
     return rule.wholeVariables.every((v) => v === 'tags') && rule.fields.every(([variable, field]) => variable === 'tags' || this.projection.has(variable, field))
   }
 
-  /** A rule view source over a projection: its view fields and tag values. */
-  private projectedViewSource(p: EncodedProjection): RuleViewSource {
-    const layout = this.projection
-    return {
-      operatorView: (variable) => layout.operatorView(p, variable),
-      tagValue: (id) => p[3][id]?.[0],
-      allTags: () => {
-        const out: Record<string, TagValue> = {}
-        for (const id in p[3]) out[id] = (p[3][id] as [TagValue, number])[0]
-        return out
-      },
+  /** The builder of a rule's view from projections (only for rules `projects` accepts), one per compiled rule. */
+  private projectedView(rule: CompiledRule): (r: ProjectionReader) => RuleView | undefined {
+    let build = this.projectedViews.get(rule)
+    if (build === undefined) {
+      build = projectedViewBuilder(ruleViewPlan(rule, this.ruleSchema), this.projection)
+      this.projectedViews.set(rule, build)
     }
+    return build
   }
 
   /**
@@ -1573,13 +1571,14 @@ export class Engine {
    * evaluations it took, or -1 when the full record must be re-scored (something moves, an error,
    * or a projection that does not hold at the instant).
    */
-  private sweepLeavesUnchanged(p: EncodedProjection, sweep: Sweep, userId: string, plan: SweepPlan): number {
+  private sweepLeavesUnchanged(p: ProjectionReader, sweep: Sweep, userId: string, plan: SweepPlan): number {
     const at = sweep.at
-    if (p[0] === null || p[0] > at) return -1
+    const clock = p.clock
+    if (clock === null || clock > at) return -1
     let ctx: ScoreContext | undefined
     for (let i = 0; i < this.rescoreSlots.length; i++) {
       const slot = this.rescoreSlots[i] as OperatorSlot
-      const scored = this.projection.scoredOf(p, plan.rescored[i] as number)
+      const scored = p.scoredOf(plan.rescored[i] as number)
       if (scored === undefined) continue // no state: rescoreUser skips the operator too
       ctx ??= new ScoreContext(at, this.config.timeZone, userId, (op, dim) => sweep.populations.get(op, dim))
       ctx.operator = slot.op.name
@@ -1592,10 +1591,9 @@ export class Engine {
       for (const lane of slot.tags) if (!laneHolds(p, lane, values[lane.id])) return -1
     }
     if (plan.rules.length === 0) return 0
-    if (!projectionHoldsAt(p, at)) return -1
-    const source = this.projectedViewSource(p)
+    if (!p.holdsAt(at)) return -1
     for (const slot of plan.rules) {
-      const next = projectedRuleValue(slot, source)
+      const next = projectedRuleValue(slot, this.projectedView((slot.rule as CompiledLaneRule).rule)(p))
       if (next === KEEP || !laneHolds(p, slot, next)) return -1
     }
     return plan.rules.length
@@ -2216,7 +2214,8 @@ export class Engine {
       partitions.map(async (p) => {
         const task = this.task(p)
         const sample: string[] = []
-        const tally = (view: RuleView | undefined, userId: string): void => {
+        // `idAt`: where the user id starts in `key` (the id itself is sliced only for a sample).
+        const tally = (view: RuleView | undefined, key: string, idAt: number): void => {
           users++
           if (view === undefined) return // a field it reads is missing: no value
           const result = rule.evaluate(view)
@@ -2227,11 +2226,11 @@ export class Engine {
           values.set(result.value, (values.get(result.value) ?? 0) + 1)
           if (result.value === false) return
           matched++
-          if (sample.length < sampleSize) sample.push(userId)
+          if (sample.length < sampleSize) sample.push(idAt === 0 ? key : key.slice(idAt))
         }
         const fromRecord = (rec: UserRecord): void => {
           const ctx = new CallContext(rec, task.watermark, this.config.timeZone, this.populations)
-          tally(buildView(this.viewSource(rec, ctx, new Map())), rec.u)
+          tally(buildView(this.viewSource(rec, ctx, new Map())), rec.u, 0)
         }
         if (!fromProjections || !task.projected) {
           for await (const chunk of this.store.userValues(p)) {
@@ -2240,32 +2239,37 @@ export class Engine {
           return sample
         }
         // The rule reads only what projections hold: the records of users whose projection does
-        // not hold at the clock are read, the cached users' newer state is used as it is.
-        for await (const chunk of this.store.projectionValues(p)) {
-          const projections: (EncodedProjection | UserRecord | undefined)[] = new Array(chunk.length)
+        // not hold at the clock are read, the cached users' newer state is used as it is. The
+        // projections are read in place (one reader, one view object reused when the rule allows).
+        const reader = new ProjectionReader(this.projection)
+        const projectedView = this.projectedView(rule)
+        const at = task.watermark
+        for await (const chunk of this.store.projectionValues(p, PREVIEW_CHUNK)) {
+          // Per entry: its cached record, or PROJECTED (the projection holds), or STALE (read the record).
+          const records: (UserRecord | typeof PROJECTED | typeof STALE)[] = new Array(chunk.length)
           const stale: string[] = []
           for (let i = 0; i < chunk.length; i++) {
             const [pkey, buf] = chunk[i] as [string, Buffer]
             const key = userKeyOfProjection(pkey)
             const cached = this.cache.get(key)
-            if (cached !== undefined) {
-              projections[i] = cached
-              continue
+            if (cached !== undefined) records[i] = cached
+            else if (reader.load(buf).holdsAt(at)) records[i] = PROJECTED
+            else {
+              records[i] = STALE
+              stale.push(key)
             }
-            const projection = this.store.decode<EncodedProjection>(buf)
-            if (projectionHoldsAt(projection, task.watermark)) projections[i] = projection
-            else stale.push(key)
           }
           const loaded = stale.length === 0 ? [] : await this.store.getUsers(stale)
           let next = 0
           for (let i = 0; i < chunk.length; i++) {
-            const projection = projections[i]
-            if (Array.isArray(projection)) {
-              tally(buildView(this.projectedViewSource(projection)), (chunk[i] as [string, Buffer])[0].slice(USER_ID_OFFSET))
+            const entry = records[i]
+            if (entry === PROJECTED) {
+              const [pkey, buf] = chunk[i] as [string, Buffer]
+              tally(projectedView(reader.load(buf)), pkey, USER_ID_OFFSET)
               continue
             }
             // A user cached when the chunk was read, else one whose record was read (absent: gone since).
-            const rec = projection ?? loaded[next++]
+            const rec = entry === STALE ? loaded[next++] : entry
             if (rec !== undefined) fromRecord(rec)
           }
         }
@@ -2381,6 +2385,13 @@ const RESCORE_CAUSE: TagChangeCause = Object.freeze({ kind: 'rescore' })
 /** What projected views see of the population: nothing (their fields do not depend on it). */
 const NO_POPULATIONS = new Populations()
 
+/** Projections a preview reads per native iterator call. */
+const PREVIEW_CHUNK = 4096
+/** A preview entry whose projection holds at the clock. */
+const PROJECTED = 1
+/** A preview entry whose record must be read. */
+const STALE = 2
+
 /** Projections written per batch while a store without them is converted at open. */
 const PROJECTION_BATCH = 10_000
 /** Where the user id starts in a `p0000!u!<id>` or `p0000!v!<id>` key. */
@@ -2395,18 +2406,14 @@ interface SweepPlan {
 }
 
 /** Whether a lane's value (and version) in a projection equals `value` (undefined: no value). */
-function laneHolds(p: EncodedProjection, lane: TagSlot, value: TagValue | undefined): boolean {
-  const to = value ?? null
-  if (!lane.emit) return (p[4]?.[lane.id] ?? null) === to
-  const current = p[3][lane.id]
-  if (current === undefined) return to === null
-  return current[0] === to && current[1] === lane.version
+function laneHolds(p: ProjectionReader, lane: TagSlot, value: TagValue | undefined): boolean {
+  if (!lane.emit) return p.testingValue(lane.id) === (value ?? null)
+  return p.tagHolds(lane.id, value, lane.version)
 }
 
 /** A strategy lane's value on a projected view, as `evaluateRule` decides it (without evidence or counters). */
-function projectedRuleValue(slot: TagSlot, source: RuleViewSource): TagValue | undefined | typeof KEEP {
+function projectedRuleValue(slot: TagSlot, view: RuleView | undefined): TagValue | undefined | typeof KEEP {
   const compiled = slot.rule as CompiledLaneRule
-  const view = compiled.view(source)
   if (view === undefined) return undefined
   const result = compiled.rule.evaluate(view)
   if (!result.ok) return result.code === 'no_such_field' ? undefined : KEEP

@@ -454,22 +454,34 @@ export interface RuleViewSource {
   allTags(): Readonly<Record<string, unknown>>
 }
 
+/** What a rule's view holds: per variable it reads, the fields (all declared ones when read whole) and their converters. */
+export interface RuleViewPlan {
+  readonly variables: readonly { readonly variable: string; readonly whole: boolean; readonly read: readonly (readonly [field: string, convert: (v: unknown) => unknown])[] }[]
+  /** The rule's `strictOnMissing`: a missing field read (not through a whole variable) means no value. */
+  readonly strict: boolean
+}
+
+/** The plan of the view one rule needs (see `ruleViewBuilder`), for builders over other sources. */
+export function ruleViewPlan(rule: CompiledRule, schema: RuleSchema): RuleViewPlan {
+  const prepared = prepare(schema)
+  if (Array.isArray(prepared)) throw new Error(`invalid rule schema: ${prepared.map((e) => e.message).join('; ')}`)
+  const declared = new Map(prepared.fields.map(([v, convs]) => [v, new Map(convs)]))
+  const whole = new Set(rule.wholeVariables)
+  const variables = rule.variables.map((variable) => {
+    const convs = declared.get(variable) ?? new Map<string, Convert>()
+    const read = whole.has(variable) ? [...convs] : rule.fields.filter(([v]) => v === variable).flatMap(([, f]) => (convs.has(f) ? [[f, convs.get(f) as Convert] as const] : []))
+    return { variable, read, whole: whole.has(variable) }
+  })
+  return { variables, strict: rule.strictOnMissing }
+}
+
 /**
  * A builder of the view one rule needs: only the variables and fields it reads, converted for CEL.
  * Returns undefined when the rule is `strictOnMissing` and a field it reads is absent: the result
  * could only be false or a missing-field error, i.e. no value, so the caller need not evaluate.
  */
 export function ruleViewBuilder(rule: CompiledRule, schema: RuleSchema): (source: RuleViewSource) => RuleView | undefined {
-  const prepared = prepare(schema)
-  if (Array.isArray(prepared)) throw new Error(`invalid rule schema: ${prepared.map((e) => e.message).join('; ')}`)
-  const declared = new Map(prepared.fields.map(([v, convs]) => [v, new Map(convs)]))
-  const whole = new Set(rule.wholeVariables)
-  const plan = rule.variables.map((variable) => {
-    const convs = declared.get(variable) ?? new Map<string, Convert>()
-    const read = whole.has(variable) ? [...convs] : rule.fields.filter(([v]) => v === variable).flatMap(([, f]) => (convs.has(f) ? [[f, convs.get(f) as Convert] as const] : []))
-    return { variable, read, whole: whole.has(variable) }
-  })
-  const strict = rule.strictOnMissing
+  const { variables: plan, strict } = ruleViewPlan(rule, schema)
   return (source) => {
     const view: Record<string, Record<string, unknown>> = {}
     for (const { variable, read, whole: all } of plan) {

@@ -6,7 +6,7 @@ import type { TagChange } from '../../src/contracts/tag-change.js'
 import { createOperators } from '../../src/engine/operators.js'
 import type { UserRecord } from '../../src/engine/user-record.js'
 import { Populations } from '../../src/engine/population.js'
-import { ProjectionLayout, type EncodedProjection } from '../../src/engine/projection.js'
+import { ProjectionLayout } from '../../src/engine/projection.js'
 import { projectionKey, projectionRange, userRange } from '../../src/store/keys.js'
 import { encodeNdjsonLine, generateWorkload } from '../../src/workload/generator.js'
 import { createFixture, type Fixture } from '../support/engine-fixture.js'
@@ -93,9 +93,9 @@ async function staleProjections(f: Fixture, partitions: number): Promise<string[
   for (let p = 0; p < partitions; p++) {
     for await (const rec of f.store.iterateUsers(p)) {
       const buf = await f.store.level.get(projectionKey(p, rec.u))
-      const stored = buf === undefined ? undefined : f.store.decode<EncodedProjection>(buf)
+      const stored = buf === undefined ? undefined : layout.decode(buf)
       const clock = stored?.[0] ?? NaN
-      const expected = layout.project(rec, clock, (op, state) =>
+      const expected = layout.decode(layout.project(rec, clock, (op, state) =>
         (op.view as NonNullable<typeof op.view>)(state, {
           now: clock,
           timeZone: config.timeZone,
@@ -105,7 +105,7 @@ async function staleProjections(f: Fixture, partitions: number): Promise<string[
           deleteTimer: () => undefined,
           timer: () => undefined,
         }),
-      )
+      ))
       checked++
       if (JSON.stringify(stored) !== JSON.stringify(expected)) stale.push(`${p}/${rec.u}`)
     }
