@@ -422,6 +422,9 @@ interface StoredPopulation {
   readonly seq: number
   /** Every `P!` key read. */
   readonly keys: readonly string[]
+  /** The head's sequence number, values in the snapshot, values in the deltas (added and removed). */
+  readonly headSeq: number
+  readonly snapshotValues: number
   readonly deltaValues: number
 }
 
@@ -584,7 +587,7 @@ async function readStored(store: Store, layout: ScoredLayout, partition: number)
     columns.push(column)
     start += n
   }
-  return { columns, seq, keys, deltaValues }
+  return { columns, seq, keys, headSeq: head.seq, snapshotValues: total, deltaValues }
 }
 
 function concat(arrays: readonly Float64Array[]): Float64Array {
@@ -663,6 +666,8 @@ function warnUnusable(partition: number, unusable: UnusablePopulation): void {
 /** What a restore found of a partition's stored population. */
 interface RestoredPartition {
   readonly seq: number
+  /** The snapshot head's sequence number. */
+  readonly foldedSeq: number
   readonly snapshotValues: number
   readonly deltaValues: number
 }
@@ -684,7 +689,7 @@ export async function rebuildPopulations(
   const partitions = [...partitionsIn]
   const restored = new Map<number, RestoredPartition>()
   if (layout.width === 0) {
-    for (const p of partitions) restored.set(p, { seq: 0, snapshotValues: 0, deltaValues: 0 })
+    for (const p of partitions) restored.set(p, { seq: 0, foldedSeq: 0, snapshotValues: 0, deltaValues: 0 })
     return restored
   }
   const { persist, progress } = options
@@ -699,14 +704,14 @@ export async function rebuildPopulations(
           const users = (await store.readClock(p))?.users ?? 0
           progress.usersRestored += users
         }
-        restored.set(p, { seq: stored.seq, snapshotValues: countValues(stored.columns) - stored.deltaValues, deltaValues: stored.deltaValues })
+        restored.set(p, { seq: stored.seq, foldedSeq: stored.headSeq, snapshotValues: stored.snapshotValues, deltaValues: stored.deltaValues })
         return stored.columns
       }
       warnUnusable(p, stored)
       // The s! values are current while their layout key is there (a store written before snapshots).
       const columns = stored.keys.length === 0 && legacyLayout === layout.id ? await columnsFromLegacy(store, layout, p, progress) : await columnsFromRecords(store, layout, p, progress)
       if (persist) await store.commit(snapshotOps(store, layout, p, columns, stored.seq, stored.keys), false)
-      restored.set(p, { seq: stored.seq, snapshotValues: countValues(columns), deltaValues: 0 })
+      restored.set(p, { seq: stored.seq, foldedSeq: stored.seq, snapshotValues: countValues(columns), deltaValues: 0 })
       return columns
     }),
   )
@@ -730,8 +735,13 @@ class PartitionLog implements PopulationJournal {
   /** The last delta sequence number taken into a commit (or found in the store). */
   seq: number
   snapshotValues: number
-  /** Values in the landed deltas not folded into the snapshot yet. */
-  deltaValues: number
+  /**
+   * Values in each landed delta not folded into the snapshot yet, by sequence number. A
+   * compaction may read a delta before its commit's `landed` runs: deltas up to `foldedSeq` are
+   * not counted again.
+   */
+  private readonly landedDeltas = new Map<number, number>()
+  private foldedSeq: number
   private readonly pending: Map<number, number>[]
   private dirty = false
 
@@ -741,7 +751,8 @@ class PartitionLog implements PopulationJournal {
   ) {
     this.seq = restored.seq
     this.snapshotValues = restored.snapshotValues
-    this.deltaValues = restored.deltaValues
+    this.foldedSeq = restored.foldedSeq
+    if (restored.deltaValues > 0) this.landedDeltas.set(restored.seq, restored.deltaValues)
     this.pending = layout.columns.map(() => new Map())
   }
 
@@ -755,6 +766,23 @@ class PartitionLog implements PopulationJournal {
     if (n === 0) counts.delete(value)
     else counts.set(value, n)
     this.dirty = true
+  }
+
+  get deltaValues(): number {
+    let n = 0
+    for (const values of this.landedDeltas.values()) n += values
+    return n
+  }
+
+  landed(seq: number, values: number): void {
+    if (seq > this.foldedSeq) this.landedDeltas.set(seq, values)
+  }
+
+  /** A compaction folded every delta up to `seq` into a snapshot of `snapshotValues` values. */
+  folded(seq: number, snapshotValues: number): void {
+    this.foldedSeq = Math.max(this.foldedSeq, seq)
+    for (const s of this.landedDeltas.keys()) if (s <= seq) this.landedDeltas.delete(s)
+    this.snapshotValues = snapshotValues
   }
 
   get hasPending(): boolean {
@@ -786,7 +814,7 @@ class PartitionLog implements PopulationJournal {
 /** The population deltas of one commit, taken synchronously at its start. */
 export interface TakenPopulationDeltas {
   readonly ops: readonly WriteOp[]
-  readonly logs: readonly (readonly [PartitionLog, number])[]
+  readonly logs: readonly (readonly [log: PartitionLog, seq: number, values: number])[]
 }
 
 /**
@@ -827,21 +855,21 @@ export class PopulationLog {
   take(): TakenPopulationDeltas {
     if (this.failure !== undefined) throw this.failure
     const ops: WriteOp[] = []
-    const logs: [PartitionLog, number][] = []
+    const logs: [PartitionLog, number, number][] = []
     for (const [p, log] of this.partitions) {
       if (!log.hasPending) continue
       const delta = log.drain()
       if (delta === undefined) continue
       log.seq++
       ops.push({ type: 'put', key: populationDeltaKey(p, log.seq), value: delta.value })
-      logs.push([log, delta.values])
+      logs.push([log, log.seq, delta.values])
     }
     return { ops, logs }
   }
 
   /** The commit holding `taken` is in the store: its deltas may be folded from now on. */
   landed(taken: TakenPopulationDeltas): void {
-    for (const [log, values] of taken.logs) log.deltaValues += values
+    for (const [log, seq, values] of taken.logs) log.landed(seq, values)
     this.compactIfDue()
   }
 
@@ -903,11 +931,10 @@ export class PopulationLog {
     if (!('columns' in stored)) {
       // Left as it is: the next start rebuilds it from the records.
       warnUnusable(partition, stored)
-      log.deltaValues = 0
+      log.folded(Number.MAX_SAFE_INTEGER, log.snapshotValues)
       return
     }
     await this.store.commit(snapshotOps(this.store, this.layout, partition, stored.columns, stored.seq, stored.keys), false)
-    log.deltaValues = Math.max(0, log.deltaValues - stored.deltaValues)
-    log.snapshotValues = countValues(stored.columns)
+    log.folded(stored.seq, countValues(stored.columns))
   }
 }
