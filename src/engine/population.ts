@@ -715,8 +715,9 @@ export async function rebuildPopulations(
       return columns
     }),
   )
-  if (persist) {
-    // Commits no longer write s! values: once anything is converted they are stale, for good.
+  if (persist && partitions.length > 0) {
+    // Commits no longer write s! values: once a partition is restored they are stale, for good
+    // (partitions restored later, e.g. assigned by Kafka, are rebuilt from their records).
     if (legacyLayout !== undefined) await store.dropScoredLayout()
     for (const p of partitions) await store.clearScored(p)
   }
