@@ -3,7 +3,14 @@ import { type CompactionPolicy, PopulationLog, Populations, ScoredLayout, readSt
 import type { DerivedTags, Operator } from '../../src/operator-api.js'
 import { populationDeltaKey, populationHeadKey, populationRange } from '../../src/store/keys.js'
 import type { Store } from '../../src/store/store.js'
-import { createFixture, type Fixture } from '../support/engine-fixture.js'
+import { mkdtempSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { validateConfig } from '../../src/config/load.js'
+import { Engine } from '../../src/engine/engine.js'
+import type { PartitionedSource, PartitionOffsets, Rebalance, SourceRecord } from '../../src/sources/source.js'
+import { Store as LevelStore } from '../../src/store/store.js'
+import { ArraySource, CaptureSink, createFixture, type Fixture } from '../support/engine-fixture.js'
 
 const T0 = Date.UTC(2024, 0, 1)
 const MINUTE = 60_000
@@ -217,6 +224,55 @@ describe('population snapshot and deltas', () => {
     await store.close()
   })
 
+  it('follow partitions revoked and assigned by a partitioned source, restored exactly after a restart', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'ts-poprebalance-'))
+    const store = await LevelStore.open(join(dir, 'store'))
+    const start = async (source: ScriptedPartitions): Promise<Engine> => {
+      const { config } = validateConfig(SMALL_COMMITS)
+      const engine = new Engine({
+        config: config!,
+        store,
+        operators: operators(),
+        sources: [source],
+        sinks: [new CaptureSink()],
+        deadLetters: new CaptureSink(),
+        now: () => Date.UTC(2030, 0, 1),
+        populationCompaction: { share: 0.5, minValues: 30 },
+      })
+      await engine.open()
+      return engine
+    }
+    const source = new ScriptedPartitions()
+    let engine = await start(source)
+    const events = stream(0, 1500)
+    const both = (from: number, to: number) => events.slice(from, to)
+    const onlyOne = (from: number, to: number) => events.slice(from, to).filter((e) => partitionOf(e) === 1)
+
+    source.assign([0, 1]).push(both(0, 500))
+    await engine.run({ untilEnd: true })
+    expectEqual(engine.populations, await fromRecords(store, [0, 1]), false)
+    const visitors = engine.populations.get('visits', 'n').count
+    expect(visitors).toBeGreaterThan(50)
+    // Partition 0 goes to another process: its users leave the statistics.
+    source.revoke([0]).push(onlyOne(500, 900))
+    await engine.run({ untilEnd: true })
+    expectEqual(engine.populations, await fromRecords(store, [1]), false)
+    expect(engine.populations.get('visits', 'n').count).toBeGreaterThan(20)
+    expect(engine.populations.get('visits', 'n').count).toBeLessThan(visitors - 20)
+    // And comes back, with what the store holds of it.
+    source.assign([0]).push(both(900, 1500))
+    await engine.run({ untilEnd: true })
+    const expected = await fromRecords(store, [0, 1])
+    expectEqual(engine.populations, expected, false)
+    await engine.close()
+    expectEqual(await fromSnapshots(store, PARTITIONS), expected, true)
+    engine = await start(new ScriptedPartitions().assign([0, 1]))
+    await engine.run({ untilEnd: true })
+    expectEqual(engine.populations, expected, true)
+    await engine.close()
+    await store.close()
+  })
+
   it('are rebuilt from the records when the deltas disagree with the snapshot', async () => {
     const f = await createFixture(operators(), SMALL_COMMITS, { populationCompaction: NEVER })
     f.source.push(...stream(0, 400))
@@ -240,3 +296,49 @@ describe('population snapshot and deltas', () => {
     await g.close()
   })
 })
+
+const partitionOf = (event: object): number => Number((event as { userId: string }).userId.slice(1)) % 2
+
+/** A partitioned source (like Kafka's) whose rebalances and records a test scripts; it ends when drained. */
+class ScriptedPartitions implements PartitionedSource {
+  readonly name = 'scripted'
+  readonly partitioned = true as const
+  readonly topics = ['events']
+  readonly decode = new ArraySource().decode
+  private readonly rebalances: Rebalance[] = []
+  private readonly records: SourceRecord[] = []
+  private offset = 0
+
+  assign(partitions: number[]): this {
+    this.rebalances.push({ kind: 'assigned', partitions, start: async (_offsets: PartitionOffsets) => undefined })
+    return this
+  }
+
+  revoke(partitions: number[]): this {
+    this.rebalances.push({ kind: 'revoked', partitions, release: () => undefined })
+    return this
+  }
+
+  push(events: object[]): this {
+    for (const e of events) {
+      const offset = this.offset++
+      this.records.push({ value: Buffer.from(JSON.stringify(e)), offset, nextOffset: offset + 1, partition: partitionOf(e), topic: 'events' })
+    }
+    return this
+  }
+
+  takeRebalance(): Rebalance | undefined {
+    return this.rebalances.shift()
+  }
+
+  committed(): void {}
+
+  async open(): Promise<void> {}
+
+  async poll(max: number): Promise<SourceRecord[] | null> {
+    if (this.records.length === 0) return null
+    return this.records.splice(0, max)
+  }
+
+  async close(): Promise<void> {}
+}
