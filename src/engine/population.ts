@@ -123,12 +123,13 @@ export class RankedMultiset implements PopulationView {
   }
 
   /**
-   * Fills an empty set with `values` at once (sorted here, in place): a million values in one sort
-   * instead of a million inserts. The sum is accumulated in sorted order.
+   * Fills an empty set with `values` at once (sorted here, in place, unless they already are): a
+   * million values in one sort instead of a million inserts. The sum is accumulated in sorted order.
    */
   load(values: Float64Array): void {
     if (this.size !== 0) throw new Error('load needs an empty set')
-    values.sort()
+    // Stored snapshots come sorted: a linear check instead of a sort (~150 ms per million here).
+    if (!isSorted(values)) values.sort()
     const buckets: number[][] = []
     for (let i = 0; i < values.length; i += BUCKET) {
       const bucket: number[] = []
@@ -154,13 +155,11 @@ export class RankedMultiset implements PopulationView {
     return out
   }
 
-  /** Adds many values at once (a partition's population joining): one sort, like `load`. */
+  /** Adds many values at once (a partition's population joining), merged with the values held. */
   addAll(values: Float64Array): void {
     if (values.length === 0) return
     if (this.size === 0) return this.load(values)
-    const all = new Float64Array(this.size + values.length)
-    all.set(this.values())
-    all.set(values, this.size)
+    const all = mergeSorted(this.values(), isSorted(values) ? values : values.slice().sort())
     this.reset()
     this.load(all)
   }
@@ -204,6 +203,11 @@ export class RankedMultiset implements PopulationView {
     else this.compensation += value - t + this.sum
     this.sum = t
   }
+}
+
+function isSorted(values: Float64Array): boolean {
+  for (let i = 1; i < values.length; i++) if ((values[i - 1] as number) > (values[i] as number)) return false
+  return true
 }
 
 function lowerBound(a: number[], v: number): number {
@@ -590,6 +594,18 @@ async function readStored(store: Store, layout: ScoredLayout, partition: number)
   return { columns, seq, keys, headSeq: head.seq, snapshotValues: total, deltaValues }
 }
 
+/** Ascending arrays merged into one, pairwise. */
+function mergeAll(arrays: readonly Float64Array[]): Float64Array {
+  let runs = [...arrays]
+  if (runs.length === 0) return new Float64Array(0)
+  while (runs.length > 1) {
+    const next: Float64Array[] = []
+    for (let i = 0; i < runs.length; i += 2) next.push(i + 1 < runs.length ? mergeSorted(runs[i] as Float64Array, runs[i + 1] as Float64Array) : (runs[i] as Float64Array))
+    runs = next
+  }
+  return runs[0] as Float64Array
+}
+
 function concat(arrays: readonly Float64Array[]): Float64Array {
   if (arrays.length === 1) return arrays[0] as Float64Array
   let n = 0
@@ -720,7 +736,8 @@ export async function rebuildPopulations(
     if (legacyLayout !== undefined) await store.dropScoredLayout()
     for (const p of partitions) await store.clearScored(p)
   }
-  layout.columns.forEach((c, i) => into.get(c.operator, c.dimension).addAll(concat(perPartition.map((columns) => columns[i] as Float64Array))))
+  // Each partition's column is sorted: merged, not sorted again.
+  layout.columns.forEach((c, i) => into.get(c.operator, c.dimension).addAll(mergeAll(perPartition.map((columns) => columns[i] as Float64Array))))
   return restored
 }
 
