@@ -84,7 +84,7 @@ export interface EngineStats {
   sweepStepMs: number
   /** Wall time of the last completed sweep, ms. */
   lastSweepMs: number
-  /** Users read back at open to rebuild population statistics (restore progress). */
+  /** Users of the partitions whose population statistics are restored (restore progress). */
   usersRestored: number
   /** Tag changes by tag and op: each tag's counters object is built once, at start. */
   tagChangesByTag: Record<string, Record<TagChangeOp, number>>
