@@ -24,7 +24,6 @@ import {
   memberRange,
   parseMemberKey,
   projectionKey,
-  scoredKey,
   partitionOffsetKey,
   timerKey,
   userKey,
@@ -56,7 +55,7 @@ import {
   type RuleView,
 } from '../tags/rules.js'
 import { partitionFor } from './partitioner.js'
-import { Populations, ScoredLayout, forgetPopulations, rebuildPopulations } from './population.js'
+import { type CompactionPolicy, PopulationLog, Populations } from './population.js'
 import { ProjectionLayout, ProjectionReader, ScoreContext, projectedViewBuilder, type EncodedProjection } from './projection.js'
 import { TimerHeap, type TimerEntry } from './timer-heap.js'
 import { TIMER_KEY_SEP, newUserRecord, timerKeyOf, type StoredTag, type UserRecord } from './user-record.js'
@@ -86,7 +85,7 @@ export interface EngineStats {
   sweepStepMs: number
   /** Wall time of the last completed sweep, ms. */
   lastSweepMs: number
-  /** Users read back at open to rebuild population statistics (restore progress). */
+  /** Users of the partitions whose population statistics are restored (restore progress). */
   usersRestored: number
   /** Tag changes by tag and op: each tag's counters object is built once, at start. */
   tagChangesByTag: Record<string, Record<TagChangeOp, number>>
@@ -276,6 +275,8 @@ export interface EngineOptions {
    * Projections are written either way.
    */
   readonly readProjections?: boolean
+  /** When a partition's population deltas are folded into its snapshot (default: population.ts). */
+  readonly populationCompaction?: CompactionPolicy
 }
 
 /** What a dry run of a rule over the stored users found (`Engine.preview`). */
@@ -374,10 +375,8 @@ export class Engine {
   private readonly rescoreSlots: readonly OperatorSlot[]
   /** Whether any operator keeps population statistics (else the per-event path skips them). */
   private readonly hasRankedOperators: boolean
-  /** How users' population values are kept in the store (s! keys), for a fast rebuild at start. */
-  private readonly scoredLayout: ScoredLayout
-  /** Users whose population values moved since the last commit: their s! value is rewritten. */
-  private readonly scoredDirty = new Set<string>()
+  /** The stored population statistics (per partition, a snapshot and per-commit deltas), for a fast restore. */
+  private readonly populationLog: PopulationLog
   /** What each user's projection (v! key, written with every user record) holds, for sweeps and previews. */
   private readonly projection: ProjectionLayout
   /** What a sweep can decide from projections, for the strategies installed (undefined: full records only). */
@@ -469,7 +468,7 @@ export class Engine {
     this.slotByName = new Map(this.slots.map((s) => [s.op.name, s]))
     this.rescoreSlots = this.slots.filter((s) => s.op.rescore === true)
     this.hasRankedOperators = this.slots.some((s) => s.op.scoredValues !== undefined)
-    this.scoredLayout = new ScoredLayout(this.slots.map((s) => s.op))
+    this.populationLog = new PopulationLog(this.store, this.slots.map((s) => s.op), options.populationCompaction)
     this.projection = new ProjectionLayout(this.slots.map((s) => s.op))
     this.readProjections = options.readProjections ?? true
     this.calendar = calendarFor(config.timeZone)
@@ -562,7 +561,7 @@ export class Engine {
       const clock = await this.store.readClock(p)
       this.tasks.set(p, new PartitionTask(p, clock?.maxTs ?? -Infinity, this.lateness, clock?.users ?? 0))
     }
-    await rebuildPopulations(this.store, this.slots.map((s) => s.op), partitions, this.populations, { persist: true, progress: this.stats })
+    await this.populationLog.restore(partitions, this.populations, this.stats)
     for (const p of partitions) await this.ensureProjections(this.task(p))
     for (const p of partitions) {
       for (const [key, count] of await this.store.readCounts(p)) {
@@ -622,7 +621,7 @@ export class Engine {
   /** Forgets committed partitions: what is in memory for them equals the store, which keeps it. */
   private async dropPartitions(partitions: readonly number[]): Promise<void> {
     const dropped = new Set(partitions)
-    await forgetPopulations(this.store, this.slots.map((s) => s.op), partitions, this.populations)
+    await this.populationLog.forget(partitions, this.populations)
     const partitionOf = (key: string): number => Number.parseInt(key.slice(1, 5), 16)
     for (const key of this.cache.keys()) if (dropped.has(partitionOf(key))) this.cache.delete(key)
     for (const key of this.memberCounts.keys()) if (dropped.has(partitionOf(key))) this.memberCounts.delete(key)
@@ -649,10 +648,6 @@ export class Engine {
     this.commitListeners.push(listener)
   }
 
-  private async rebuildPopulations(): Promise<void> {
-    await rebuildPopulations(this.store, this.slots.map((s) => s.op), this.tasks.keys(), this.populations, { persist: true, progress: this.stats })
-  }
-
   /** Runs until stopped (or, with `untilEnd`, until every source has ended), then commits. */
   run(options: RunOptions): Promise<void> {
     this.running = this.loop(options)
@@ -668,6 +663,7 @@ export class Engine {
   async close(): Promise<void> {
     // A commit still being written (the loop ended on an error) lands before the sinks close.
     await this.landed()
+    await this.populationLog.idle()
     for (const source of this.sources) await source.close()
     for (const sink of this.sinks) await sink.close()
     await this.deadLetters.close()
@@ -1170,14 +1166,14 @@ export class Engine {
         if (after !== before || stored === undefined) changed.push({ slot, before: stored, state: after, tags: NO_TAGS })
       }
       // The user's new values join the population before its tags are derived from it.
-      this.movePopulations(changed, false, key)
+      this.movePopulations(changed, false, task.partition)
       try {
         for (const c of changed) {
           ctx.operator = c.slot.op.name
           c.tags = c.slot.op.deriveTags(c.state, ctx)
         }
       } catch (err) {
-        this.movePopulations(changed, true, key)
+        this.movePopulations(changed, true, task.partition)
         throw err
       }
     } catch (err) {
@@ -1202,9 +1198,11 @@ export class Engine {
   /**
    * Moves the users' contributions to population statistics from `before` to `state` (or back).
    * All or nothing: every operator's values are computed first, and a move that throws is undone.
+   * Every move, undos included, is journaled for the partition's next population delta.
    */
-  private movePopulations(changed: readonly Change[], undo: boolean, key: string): void {
+  private movePopulations(changed: readonly Change[], undo: boolean, partition: number): void {
     if (!this.hasRankedOperators) return
+    const journal = this.populationLog.journal(partition)
     const moves: { op: string; from: Readonly<Record<string, number>> | undefined; to: Readonly<Record<string, number>> | undefined }[] = []
     for (const c of changed) {
       const scored = c.slot.op.scoredValues
@@ -1216,16 +1214,15 @@ export class Engine {
     for (let i = 0; i < moves.length; i++) {
       const m = moves[i] as (typeof moves)[number]
       try {
-        this.populations.update(m.op, m.from, m.to)
+        this.populations.update(m.op, m.from, m.to, journal)
       } catch (err) {
         for (let j = i - 1; j >= 0; j--) {
           const done = moves[j] as (typeof moves)[number]
-          this.populations.update(done.op, done.to, done.from)
+          this.populations.update(done.op, done.to, done.from, journal)
         }
         throw err
       }
     }
-    if (moves.length > 0) this.scoredDirty.add(key)
   }
 
   private dispatch(type: string): readonly OperatorSlot[] {
@@ -1627,11 +1624,11 @@ export class Engine {
     try {
       change.state = slot.op.onTimer(before, { name, dueMs: entry.due }, ctx)
       if (change.state === before) return
-      this.movePopulations([change], false, key)
+      this.movePopulations([change], false, task.partition)
       try {
         change.tags = slot.op.deriveTags(change.state, ctx)
       } catch (err) {
-        this.movePopulations([change], true, key)
+        this.movePopulations([change], true, task.partition)
         throw err
       }
     } catch {
@@ -2020,13 +2017,9 @@ export class Engine {
       const rec = this.cache.get(key)
       if (rec !== undefined) ops.push(this.projectionWrite(rec, this.task(rec.p).watermark))
     }
-    for (const key of this.scoredDirty) {
-      const rec = this.cache.get(key)
-      if (rec === undefined) continue
-      const value = this.scoredLayout.encode(rec.ops)
-      const sk = scoredKey(rec.p, rec.u)
-      ops.push(value === undefined ? { type: 'del', key: sk } : { type: 'put', key: sk, value })
-    }
+    // The population moves of the same events: snapshot + deltas stay equal to the records.
+    const populationDeltas = this.populationLog.take()
+    for (const op of populationDeltas.ops) ops.push(op)
     for (const [key, value] of this.timerWrites) {
       ops.push(value === null ? { type: 'del', key } : { type: 'put', key, value })
     }
@@ -2080,7 +2073,6 @@ export class Engine {
     this.sweptViews.clear()
     this.dirtyUsers.clear()
     this.definitionsDirty = false
-    this.scoredDirty.clear()
     this.timerWrites.clear()
     this.dirtyPositions.clear()
     this.dirtyPartitionOffsets.clear()
@@ -2093,6 +2085,7 @@ export class Engine {
     const land = async (): Promise<void> => {
       await Promise.all(flushes)
       await this.store.commit(ops, this.config.engine.syncWrites)
+      this.populationLog.landed(populationDeltas)
       // In the store now: scans find these users and timers, and counts read from there agree.
       for (const [key, n] of counts) {
         if (n === 0) this.committedCounts.delete(key)

@@ -1,5 +1,7 @@
+import { endianness } from 'node:os'
+import { ErrorCodes, TagstreamError } from '../errors.js'
 import type { Operator, PopulationView } from '../operator-api.js'
-import { scoredKey } from '../store/keys.js'
+import { populationChunkKey, populationDeltaKey, populationHeadKey, populationKeyKind, seqOfPopulationDelta } from '../store/keys.js'
 import type { Store, WriteOp } from '../store/store.js'
 
 const BUCKET = 512
@@ -121,12 +123,13 @@ export class RankedMultiset implements PopulationView {
   }
 
   /**
-   * Fills an empty set with `values` at once (sorted here, in place): a million values in one sort
-   * instead of a million inserts. The sum is accumulated in sorted order.
+   * Fills an empty set with `values` at once (sorted here, in place, unless they already are): a
+   * million values in one sort instead of a million inserts. The sum is accumulated in sorted order.
    */
   load(values: Float64Array): void {
     if (this.size !== 0) throw new Error('load needs an empty set')
-    values.sort()
+    // Stored snapshots come sorted: a linear check instead of a sort (~150 ms per million here).
+    if (!isSorted(values)) values.sort()
     const buckets: number[][] = []
     for (let i = 0; i < values.length; i += BUCKET) {
       const bucket: number[] = []
@@ -141,6 +144,42 @@ export class RankedMultiset implements PopulationView {
     }
     this.buckets = buckets
     this.size = values.length
+    this.invalidate()
+  }
+
+  /** Every value, sorted. */
+  values(): Float64Array {
+    const out = new Float64Array(this.size)
+    let n = 0
+    for (const bucket of this.buckets) for (const v of bucket) out[n++] = v
+    return out
+  }
+
+  /** Adds many values at once (a partition's population joining), merged with the values held. */
+  addAll(values: Float64Array): void {
+    if (values.length === 0) return
+    if (this.size === 0) return this.load(values)
+    const all = mergeSorted(this.values(), isSorted(values) ? values : values.slice().sort())
+    this.reset()
+    this.load(all)
+  }
+
+  /**
+   * Removes one occurrence of each of `sorted` (ascending) at once (a partition's population
+   * leaving), in one pass; values not there are skipped, as `remove` would.
+   */
+  removeAll(sorted: Float64Array): void {
+    if (sorted.length === 0 || this.size === 0) return
+    const kept = subtractSorted(this.values(), sorted, false) as Float64Array
+    this.reset()
+    this.load(kept)
+  }
+
+  private reset(): void {
+    this.buckets = []
+    this.size = 0
+    this.sum = 0
+    this.compensation = 0
     this.invalidate()
   }
 
@@ -166,6 +205,11 @@ export class RankedMultiset implements PopulationView {
   }
 }
 
+function isSorted(values: Float64Array): boolean {
+  for (let i = 1; i < values.length; i++) if ((values[i - 1] as number) > (values[i] as number)) return false
+  return true
+}
+
 function lowerBound(a: number[], v: number): number {
   let lo = 0
   let hi = a.length
@@ -188,6 +232,14 @@ function upperBound(a: number[], v: number): number {
   return lo
 }
 
+/**
+ * Where `Populations.update` reports every value it moves, so that what moved in memory is also
+ * written to the store (a partition's pending population delta).
+ */
+export interface PopulationJournal {
+  moved(operator: string, dimension: string, value: number, count: 1 | -1): void
+}
+
 /** The population statistics of every operator dimension. */
 export class Populations {
   // Nested maps: `get` runs for every ranked tag derivation, and builds no key string.
@@ -208,10 +260,16 @@ export class Populations {
   }
 
   /**
-   * Moves one user's contribution from `before` to `after` (either may be undefined). All or
-   * nothing: a non-finite new value throws before anything is moved.
+   * Moves one user's contribution from `before` to `after` (either may be undefined), and reports
+   * each value moved to `journal`. All or nothing: a non-finite new value throws before anything
+   * is moved.
    */
-  update(operator: string, before: Readonly<Record<string, number>> | undefined, after: Readonly<Record<string, number>> | undefined): void {
+  update(
+    operator: string,
+    before: Readonly<Record<string, number>> | undefined,
+    after: Readonly<Record<string, number>> | undefined,
+    journal?: PopulationJournal,
+  ): void {
     if (before === after) return
     if (after !== undefined) {
       for (const dim in after) {
@@ -224,6 +282,7 @@ export class Populations {
         const v = before[dim] as number
         if (after !== undefined && after[dim] === v) continue
         this.get(operator, dim).remove(v)
+        journal?.moved(operator, dim, v, -1)
       }
     }
     if (after !== undefined) {
@@ -231,6 +290,7 @@ export class Populations {
         const v = after[dim] as number
         if (before !== undefined && before[dim] === v) continue
         this.get(operator, dim).add(v)
+        journal?.moved(operator, dim, v, 1)
       }
     }
   }
@@ -243,49 +303,48 @@ export class Populations {
 }
 
 /**
- * Where each ranked operator's population values sit in a user's s! value: one Float64 per
- * (operator, dimension) in declaration order, NaN where the user is not scored. `id` is stored with
- * the values; a store written with another layout (operators or dimensions changed) is rebuilt.
+ * The columns of the stored population values: one per (operator, dimension) of every ranked
+ * operator, in declaration order. `id` is stored with the values; values written with another
+ * layout (operators or dimensions changed) are rebuilt from the user records.
  */
 export class ScoredLayout {
   readonly operators: readonly Operator[]
   readonly columns: readonly { readonly operator: string; readonly dimension: string }[]
   readonly id: string
+  /** Column index by operator and dimension. */
+  readonly columnOf: ReadonlyMap<string, ReadonlyMap<string, number>>
+  /** Index of each ranked operator's first column. */
+  private readonly firstColumn: readonly number[]
 
   constructor(operators: readonly Operator[]) {
     this.operators = operators.filter((op) => op.scoredValues !== undefined)
     this.columns = this.operators.flatMap((op) => (op.population ?? []).map((dimension) => ({ operator: op.name, dimension })))
     this.id = JSON.stringify({ v: 1, columns: this.columns.map((c) => [c.operator, c.dimension]) })
+    const columnOf = new Map<string, Map<string, number>>()
+    this.columns.forEach((c, i) => {
+      let byDimension = columnOf.get(c.operator)
+      if (byDimension === undefined) columnOf.set(c.operator, (byDimension = new Map()))
+      if (!byDimension.has(c.dimension)) byDimension.set(c.dimension, i)
+    })
+    this.columnOf = columnOf
+    let first = 0
+    this.firstColumn = this.operators.map((op) => {
+      const at = first
+      first += (op.population ?? []).length
+      return at
+    })
   }
 
   get width(): number {
     return this.columns.length
   }
 
-  /** A user's s! value from its operator states; undefined when the user is scored in no dimension. */
-  encode(states: Readonly<Record<string, unknown>>): Buffer | undefined {
-    let out: Buffer | undefined
-    let col = 0
-    for (const op of this.operators) {
-      const state = states[op.name]
-      const values = state === undefined ? undefined : op.scoredValues!(state)
-      for (const dim of op.population ?? []) {
-        const v = values?.[dim]
-        if (v !== undefined) {
-          out ??= Buffer.alloc(this.columns.length * 8, NAN_BYTES)
-          out.writeDoubleLE(v, col * 8)
-        }
-        col++
-      }
-    }
-    return out
+  firstColumnOf(operatorIndex: number): number {
+    return this.firstColumn[operatorIndex] as number
   }
 }
 
-// NaN, little-endian: what an unscored column holds.
-const NAN_BYTES = Buffer.from(new Float64Array([NaN]).buffer)
-
-/** Values per column, grown as they are read, loaded into the sets at the end. */
+/** Values per column, grown as they are read; `finish` sorts them. */
 class ColumnBuilder {
   private readonly values: Float64Array[]
   private readonly counts: number[]
@@ -295,7 +354,7 @@ class ColumnBuilder {
     this.counts = layout.columns.map(() => 0)
   }
 
-  add(column: number, v: number): void {
+  add(column: number, value: number): void {
     let arr = this.values[column] as Float64Array
     const n = this.counts[column] as number
     if (n === arr.length) {
@@ -304,10 +363,12 @@ class ColumnBuilder {
       this.values[column] = grown
       arr = grown
     }
-    arr[n] = v
+    // -0 as 0: the journal's net counts (Map keys) do the same, so every path stores the same bits.
+    arr[n] = value === 0 ? 0 : value
     this.counts[column] = n + 1
   }
 
+  /** A legacy s! value: one Float64 LE per column, NaN where the user is not scored. */
   addEncoded(buf: Buffer): void {
     const width = Math.min(this.layout.width, buf.length >> 3)
     for (let c = 0; c < width; c++) {
@@ -317,8 +378,7 @@ class ColumnBuilder {
   }
 
   addScored(operatorIndex: number, values: Readonly<Record<string, number>>): void {
-    let col = 0
-    for (let i = 0; i < operatorIndex; i++) col += (this.layout.operators[i]?.population ?? []).length
+    let col = this.layout.firstColumnOf(operatorIndex)
     for (const dim of this.layout.operators[operatorIndex]?.population ?? []) {
       const v = values[dim]
       if (v !== undefined) this.add(col, v)
@@ -326,85 +386,572 @@ class ColumnBuilder {
     }
   }
 
-  loadInto(into: Populations): void {
-    this.layout.columns.forEach((c, i) => {
-      into.get(c.operator, c.dimension).load((this.values[i] as Float64Array).subarray(0, this.counts[i]))
+  finish(): Float64Array[] {
+    return this.values.map((arr, i) => {
+      const column = arr.slice(0, this.counts[i])
+      for (const v of column) if (!Number.isFinite(v)) throw new RangeError(`population values must be finite, got ${v}`)
+      return column.sort()
     })
   }
 }
 
-/** s! writes per batch while a store without them is converted. */
-const CONVERT_BATCH = 10_000
+// ---------------------------------------------------------------- stored snapshot and deltas
 
-/**
- * Population statistics are derived data, rebuilt at start from the committed state. The fast way
- * reads the small s! values the engine commits with each user whose values moved; a store without
- * them (older, or with other ranked operators) is rebuilt from the user records, and, with
- * `persist`, given its s! values for the next start.
- */
-export async function rebuildPopulations(
-  store: Store,
-  operators: readonly Operator[],
-  partitionsIn: Iterable<number>,
-  into: Populations,
-  options: { persist: boolean; progress?: { usersRestored: number } } = { persist: false },
-): Promise<void> {
-  // Read by the progress reporter while the restore runs.
-  const progress = options.progress
-  const layout = new ScoredLayout(operators)
-  if (layout.operators.length === 0) return
-  const partitions = [...partitionsIn]
-  const columns = new ColumnBuilder(layout)
-  if ((await store.readScoredLayout()) === layout.id) {
-    // Partitions read concurrently: LevelDB's reads of one overlap with the decoding of another.
-    await Promise.all(
-      partitions.map(async (p) => {
-        for await (const chunk of store.iterateScored(p)) {
-          for (const buf of chunk) columns.addEncoded(buf)
-          if (progress !== undefined) progress.usersRestored += chunk.length
-        }
-      }),
-    )
-    columns.loadInto(into)
+/** Values per snapshot chunk (512 KiB): a million values in a few reads, each far below LevelDB's write buffer. */
+const CHUNK_VALUES = 65_536
+
+/** When a partition's deltas are folded into its snapshot. */
+export interface CompactionPolicy {
+  /** Fold once the landed deltas hold more values than this share of the snapshot's... */
+  readonly share: number
+  /** ...and more than this many values (added and removed). */
+  readonly minValues: number
+}
+
+export const DEFAULT_COMPACTION: CompactionPolicy = { share: 0.25, minValues: 16_384 }
+
+interface SnapshotHead {
+  readonly layout: string
+  /** The highest delta sequence number folded in. */
+  readonly seq: number
+  /** Values per column. */
+  readonly columns: readonly number[]
+  readonly chunks: number
+}
+
+/** A partition's population as stored: snapshot plus deltas, per column, sorted. */
+interface StoredPopulation {
+  readonly columns: Float64Array[]
+  /** The highest sequence number in the store (head or delta). */
+  readonly seq: number
+  /** Every `P!` key read. */
+  readonly keys: readonly string[]
+  /** The head's sequence number, values in the snapshot, values in the deltas (added and removed). */
+  readonly headSeq: number
+  readonly snapshotValues: number
+  readonly deltaValues: number
+}
+
+/** Why a partition's stored population cannot be used, and what is there (to replace it). */
+interface UnusablePopulation {
+  readonly reason: string
+  readonly seq: number
+  readonly keys: readonly string[]
+}
+
+const LITTLE_ENDIAN = endianness() === 'LE'
+
+/** A Float64Array's bytes, little-endian (a view of it on the usual little-endian hosts). */
+function float64Bytes(values: Float64Array): Buffer {
+  if (LITTLE_ENDIAN) return Buffer.from(values.buffer, values.byteOffset, values.byteLength)
+  const out = Buffer.allocUnsafe(values.length * 8)
+  for (let i = 0; i < values.length; i++) out.writeDoubleLE(values[i] as number, i * 8)
+  return out
+}
+
+/** Copies little-endian Float64 bytes into `into` at `at`. */
+function readFloat64s(bytes: Buffer, into: Float64Array, at: number): void {
+  if (LITTLE_ENDIAN) {
+    new Uint8Array(into.buffer, into.byteOffset + at * 8, bytes.length).set(bytes)
     return
   }
-  if (options.persist) await store.clearScored(partitions)
-  for (const p of partitions) {
-    let ops: WriteOp[] = []
-    for await (const rec of store.iterateUsers(p)) {
-      if (progress !== undefined) progress.usersRestored++
-      layout.operators.forEach((op, i) => {
-        const state = rec.ops[op.name]
-        if (state !== undefined) columns.addScored(i, op.scoredValues!(state))
-      })
-      if (!options.persist) continue
-      const value = layout.encode(rec.ops)
-      if (value !== undefined) ops.push({ type: 'put', key: scoredKey(p, rec.u), value })
-      if (ops.length >= CONVERT_BATCH) {
-        await store.commit(ops, false)
-        ops = []
-      }
-    }
-    if (options.persist) await store.commit(ops, false)
-  }
-  if (options.persist) await store.writeScoredLayout(layout.id)
-  columns.loadInto(into)
+  for (let i = 0; i < bytes.length >> 3; i++) into[at + i] = bytes.readDoubleLE(i * 8)
 }
 
 /**
- * Takes the stored users of `partitions` out of the statistics (a partition handed to another
- * process): the inverse of `rebuildPopulations`, called right after a commit, when the store holds
- * exactly what the statistics counted.
+ * A delta value: u32 width, u32 0, then per column u32 added and u32 removed counts, then per
+ * column its added values and its removed values (Float64), all little-endian.
  */
-export async function forgetPopulations(store: Store, operators: readonly Operator[], partitions: Iterable<number>, from: Populations): Promise<void> {
-  const ranked = operators.filter((op) => op.scoredValues !== undefined)
-  if (ranked.length === 0) return
-  for (const p of partitions) {
-    for await (const rec of store.iterateUsers(p)) {
-      for (const op of ranked) {
-        const state = rec.ops[op.name]
-        if (state !== undefined) from.update(op.name, op.scoredValues!(state), undefined)
-      }
+function encodeDelta(added: readonly number[][], removed: readonly number[][]): Buffer {
+  const width = added.length
+  let values = 0
+  for (let c = 0; c < width; c++) values += (added[c] as number[]).length + (removed[c] as number[]).length
+  const header = 8 + width * 8
+  const buf = Buffer.allocUnsafe(header + values * 8)
+  buf.writeUInt32LE(width, 0)
+  buf.writeUInt32LE(0, 4)
+  let at = header
+  for (let c = 0; c < width; c++) {
+    const a = added[c] as number[]
+    const r = removed[c] as number[]
+    buf.writeUInt32LE(a.length, 8 + c * 8)
+    buf.writeUInt32LE(r.length, 12 + c * 8)
+    for (const v of a) at = buf.writeDoubleLE(v, at)
+    for (const v of r) at = buf.writeDoubleLE(v, at)
+  }
+  return buf
+}
+
+function decodeDelta(buf: Buffer, width: number): { added: Float64Array[]; removed: Float64Array[] } | undefined {
+  if (buf.length < 8 || buf.readUInt32LE(0) !== width) return undefined
+  const header = 8 + width * 8
+  const added: Float64Array[] = []
+  const removed: Float64Array[] = []
+  let at = header
+  for (let c = 0; c < width; c++) {
+    const a = new Float64Array(buf.readUInt32LE(8 + c * 8))
+    const r = new Float64Array(buf.readUInt32LE(12 + c * 8))
+    if (at + (a.length + r.length) * 8 > buf.length) return undefined
+    readFloat64s(buf.subarray(at, at + a.length * 8), a, 0)
+    at += a.length * 8
+    readFloat64s(buf.subarray(at, at + r.length * 8), r, 0)
+    at += r.length * 8
+    added.push(a)
+    removed.push(r)
+  }
+  return at === buf.length ? { added, removed } : undefined
+}
+
+/** Two ascending arrays merged into one. */
+function mergeSorted(a: Float64Array, b: Float64Array): Float64Array {
+  if (b.length === 0) return a
+  const out = new Float64Array(a.length + b.length)
+  let i = 0
+  let j = 0
+  let k = 0
+  while (i < a.length && j < b.length) out[k++] = (a[i] as number) <= (b[j] as number) ? (a[i++] as number) : (b[j++] as number)
+  while (i < a.length) out[k++] = a[i++] as number
+  while (j < b.length) out[k++] = b[j++] as number
+  return out
+}
+
+/**
+ * `from` without one occurrence of each value of `removed` (both ascending). With `strict`, a value
+ * of `removed` that `from` lacks makes the result undefined; otherwise it is skipped.
+ */
+function subtractSorted(from: Float64Array, removed: Float64Array, strict: boolean): Float64Array | undefined {
+  if (removed.length === 0) return from
+  const out = new Float64Array(from.length)
+  let i = 0
+  let k = 0
+  for (let j = 0; j < removed.length; j++) {
+    const r = removed[j] as number
+    while (i < from.length && (from[i] as number) < r) out[k++] = from[i++] as number
+    if (i < from.length && from[i] === r) i++
+    else if (strict) return undefined
+  }
+  while (i < from.length) out[k++] = from[i++] as number
+  return out.subarray(0, k)
+}
+
+/** Reads a partition's snapshot and deltas (one consistent iterator) and applies the deltas. */
+async function readStored(store: Store, layout: ScoredLayout, partition: number): Promise<StoredPopulation | UnusablePopulation> {
+  const keys: string[] = []
+  const chunks: Buffer[] = []
+  const deltas: [seq: number, value: Buffer][] = []
+  let head: SnapshotHead | undefined
+  let chunksInOrder = true
+  for await (const entries of store.populationEntries(partition)) {
+    for (const [key, value] of entries) {
+      keys.push(key)
+      const kind = populationKeyKind(key)
+      if (kind === 'c') {
+        chunksInOrder &&= key === populationChunkKey(partition, chunks.length)
+        chunks.push(value)
+      } else if (kind === 'd') deltas.push([seqOfPopulationDelta(key), value])
+      else if (kind === 'h') head = store.decode<SnapshotHead>(value)
     }
+  }
+  let seq = head?.seq ?? 0
+  for (const [s] of deltas) seq = Math.max(seq, s)
+  const unusable = (reason: string): UnusablePopulation => ({ reason, seq, keys })
+  if (head === undefined) return unusable('no snapshot')
+  if (head.layout !== layout.id) return unusable('the ranked operators changed')
+  let total = 0
+  for (const n of head.columns) total += n
+  let bytes = 0
+  for (const c of chunks) bytes += c.length
+  if (!chunksInOrder || chunks.length !== head.chunks || bytes !== total * 8 || head.columns.length !== layout.width) return unusable('snapshot incomplete')
+  const all = new Float64Array(total)
+  let at = 0
+  for (const c of chunks) {
+    readFloat64s(c, all, at)
+    at += c.length >> 3
+  }
+  const added: Float64Array[][] = layout.columns.map(() => [])
+  const removed: Float64Array[][] = layout.columns.map(() => [])
+  let deltaValues = 0
+  for (const [s, value] of deltas) {
+    // A compaction deletes what it folds in the batch that writes the head.
+    if (s <= head.seq) return unusable(`delta ${s} is already in the snapshot`)
+    const delta = decodeDelta(value, layout.width)
+    if (delta === undefined) return unusable(`delta ${s} unreadable`)
+    for (let c = 0; c < layout.width; c++) {
+      ;(added[c] as Float64Array[]).push(delta.added[c] as Float64Array)
+      ;(removed[c] as Float64Array[]).push(delta.removed[c] as Float64Array)
+      deltaValues += (delta.added[c] as Float64Array).length + (delta.removed[c] as Float64Array).length
+    }
+  }
+  const columns: Float64Array[] = []
+  let start = 0
+  for (let c = 0; c < layout.width; c++) {
+    const n = head.columns[c] as number
+    const column = subtractSorted(mergeSorted(all.subarray(start, start + n), concat(added[c] as Float64Array[]).sort()), concat(removed[c] as Float64Array[]).sort(), true)
+    if (column === undefined) return unusable('the deltas remove values the snapshot does not hold')
+    columns.push(column)
+    start += n
+  }
+  return { columns, seq, keys, headSeq: head.seq, snapshotValues: total, deltaValues }
+}
+
+/** Ascending arrays merged into one, pairwise. */
+function mergeAll(arrays: readonly Float64Array[]): Float64Array {
+  let runs = [...arrays]
+  if (runs.length === 0) return new Float64Array(0)
+  while (runs.length > 1) {
+    const next: Float64Array[] = []
+    for (let i = 0; i < runs.length; i += 2) next.push(i + 1 < runs.length ? mergeSorted(runs[i] as Float64Array, runs[i + 1] as Float64Array) : (runs[i] as Float64Array))
+    runs = next
+  }
+  return runs[0] as Float64Array
+}
+
+function concat(arrays: readonly Float64Array[]): Float64Array {
+  if (arrays.length === 1) return arrays[0] as Float64Array
+  let n = 0
+  for (const a of arrays) n += a.length
+  const out = new Float64Array(n)
+  n = 0
+  for (const a of arrays) {
+    out.set(a, n)
+    n += a.length
+  }
+  return out
+}
+
+/**
+ * A partition's stored population (snapshot plus deltas) per layout column, sorted; or why there
+ * is none to use. For inspection: `rebuildPopulations` falls back to the user records instead.
+ */
+export async function readStoredPopulation(store: Store, layout: ScoredLayout, partition: number): Promise<{ columns: Float64Array[] } | { reason: string }> {
+  const stored = await readStored(store, layout, partition)
+  return 'columns' in stored ? { columns: stored.columns } : { reason: stored.reason }
+}
+
+/**
+ * The batch that replaces a partition's stored population with `columns` (sorted) as its snapshot,
+ * folding every delta up to `seq`: the head, the chunks, and deletes of the other `keys` read.
+ */
+function snapshotOps(store: Store, layout: ScoredLayout, partition: number, columns: readonly Float64Array[], seq: number, keys: readonly string[]): WriteOp[] {
+  const all = concat(columns)
+  const ops: WriteOp[] = []
+  const written = new Set<string>()
+  const chunks = Math.ceil(all.length / CHUNK_VALUES)
+  for (let i = 0; i < chunks; i++) {
+    const key = populationChunkKey(partition, i)
+    ops.push({ type: 'put', key, value: float64Bytes(all.subarray(i * CHUNK_VALUES, (i + 1) * CHUNK_VALUES)) })
+    written.add(key)
+  }
+  const head: SnapshotHead = { layout: layout.id, seq, columns: columns.map((c) => c.length), chunks }
+  const headKey = populationHeadKey(partition)
+  ops.push({ type: 'put', key: headKey, value: store.encode(head) })
+  written.add(headKey)
+  for (const key of keys) if (!written.has(key)) ops.push({ type: 'del', key })
+  return ops
+}
+
+/** A partition's population values from its user records. */
+async function columnsFromRecords(store: Store, layout: ScoredLayout, partition: number, progress: { usersRestored: number } | undefined): Promise<Float64Array[]> {
+  const columns = new ColumnBuilder(layout)
+  for await (const rec of store.iterateUsers(partition)) {
+    if (progress !== undefined) progress.usersRestored++
+    layout.operators.forEach((op, i) => {
+      const state = rec.ops[op.name]
+      if (state !== undefined) columns.addScored(i, op.scoredValues!(state))
+    })
+  }
+  return columns.finish()
+}
+
+/** A partition's population values from the s! values of a store written before snapshots. */
+async function columnsFromLegacy(store: Store, layout: ScoredLayout, partition: number, progress: { usersRestored: number } | undefined): Promise<Float64Array[]> {
+  const columns = new ColumnBuilder(layout)
+  for await (const chunk of store.iterateScored(partition)) {
+    for (const buf of chunk) columns.addEncoded(buf)
+    if (progress !== undefined) progress.usersRestored += chunk.length
+  }
+  return columns.finish()
+}
+
+function warnUnusable(partition: number, unusable: UnusablePopulation): void {
+  if (unusable.reason === 'no snapshot') return
+  process.emitWarning(`population snapshot of partition ${partition} not used (${unusable.reason}): rebuilt from the user records`)
+}
+
+/** What a restore found of a partition's stored population. */
+interface RestoredPartition {
+  readonly seq: number
+  /** The snapshot head's sequence number. */
+  readonly foldedSeq: number
+  readonly snapshotValues: number
+  readonly deltaValues: number
+}
+
+/**
+ * Population statistics are derived data, rebuilt from the committed state. The fast way reads
+ * each partition's snapshot and deltas (a few large values); a partition without a usable one
+ * (a new or older store, other ranked operators, an inconsistency) is rebuilt from its user
+ * records, or from a legacy store's s! values, and, with `persist`, given its snapshot.
+ */
+export async function rebuildPopulations(
+  store: Store,
+  operators: readonly Operator[] | ScoredLayout,
+  partitionsIn: Iterable<number>,
+  into: Populations,
+  options: { persist: boolean; progress?: { usersRestored: number } } = { persist: false },
+): Promise<Map<number, RestoredPartition>> {
+  const layout = operators instanceof ScoredLayout ? operators : new ScoredLayout(operators)
+  const partitions = [...partitionsIn]
+  const restored = new Map<number, RestoredPartition>()
+  if (layout.width === 0) {
+    for (const p of partitions) restored.set(p, { seq: 0, foldedSeq: 0, snapshotValues: 0, deltaValues: 0 })
+    return restored
+  }
+  const { persist, progress } = options
+  const legacyLayout = await store.readScoredLayout()
+  const perPartition = await Promise.all(
+    // Partitions read concurrently: LevelDB's reads of one overlap with the decoding of another.
+    partitions.map(async (p) => {
+      const stored = await readStored(store, layout, p)
+      if ('columns' in stored) {
+        if (progress !== undefined) {
+          // Read first: `+= await` would add to the count as it was before the await.
+          const users = (await store.readClock(p))?.users ?? 0
+          progress.usersRestored += users
+        }
+        restored.set(p, { seq: stored.seq, foldedSeq: stored.headSeq, snapshotValues: stored.snapshotValues, deltaValues: stored.deltaValues })
+        return stored.columns
+      }
+      warnUnusable(p, stored)
+      // The s! values are current while their layout key is there (a store written before snapshots).
+      const columns = stored.keys.length === 0 && legacyLayout === layout.id ? await columnsFromLegacy(store, layout, p, progress) : await columnsFromRecords(store, layout, p, progress)
+      if (persist) await store.commit(snapshotOps(store, layout, p, columns, stored.seq, stored.keys), false)
+      restored.set(p, { seq: stored.seq, foldedSeq: stored.seq, snapshotValues: countValues(columns), deltaValues: 0 })
+      return columns
+    }),
+  )
+  if (persist && partitions.length > 0) {
+    // Commits no longer write s! values: once a partition is restored they are stale, for good
+    // (partitions restored later, e.g. assigned by Kafka, are rebuilt from their records).
+    if (legacyLayout !== undefined) await store.dropScoredLayout()
+    for (const p of partitions) await store.clearScored(p)
+  }
+  // Each partition's column is sorted: merged, not sorted again.
+  layout.columns.forEach((c, i) => into.get(c.operator, c.dimension).addAll(mergeAll(perPartition.map((columns) => columns[i] as Float64Array))))
+  return restored
+}
+
+function countValues(columns: readonly Float64Array[]): number {
+  let n = 0
+  for (const c of columns) n += c.length
+  return n
+}
+
+/** A partition's population moves since the last commit: net counts per column and value. */
+class PartitionLog implements PopulationJournal {
+  /** The last delta sequence number taken into a commit (or found in the store). */
+  seq: number
+  snapshotValues: number
+  /**
+   * Values in each landed delta not folded into the snapshot yet, by sequence number. A
+   * compaction may read a delta before its commit's `landed` runs: deltas up to `foldedSeq` are
+   * not counted again.
+   */
+  private readonly landedDeltas = new Map<number, number>()
+  private foldedSeq: number
+  private readonly pending: Map<number, number>[]
+  private dirty = false
+
+  constructor(
+    private readonly layout: ScoredLayout,
+    restored: RestoredPartition,
+  ) {
+    this.seq = restored.seq
+    this.snapshotValues = restored.snapshotValues
+    this.foldedSeq = restored.foldedSeq
+    if (restored.deltaValues > 0) this.landedDeltas.set(restored.seq, restored.deltaValues)
+    this.pending = layout.columns.map(() => new Map())
+  }
+
+  moved(operator: string, dimension: string, value: number, count: 1 | -1): void {
+    const column = this.layout.columnOf.get(operator)?.get(dimension)
+    // Dimensions an operator scores but does not declare are not kept (a rebuild ignores them too).
+    if (column === undefined) return
+    const counts = this.pending[column] as Map<number, number>
+    // A Map key folds -0 into 0; a value moved and moved back within one commit cancels out.
+    const n = (counts.get(value) ?? 0) + count
+    if (n === 0) counts.delete(value)
+    else counts.set(value, n)
+    this.dirty = true
+  }
+
+  get deltaValues(): number {
+    let n = 0
+    for (const values of this.landedDeltas.values()) n += values
+    return n
+  }
+
+  landed(seq: number, values: number): void {
+    if (seq > this.foldedSeq) this.landedDeltas.set(seq, values)
+  }
+
+  /** A compaction folded every delta up to `seq` into a snapshot of `snapshotValues` values. */
+  folded(seq: number, snapshotValues: number): void {
+    this.foldedSeq = Math.max(this.foldedSeq, seq)
+    for (const s of this.landedDeltas.keys()) if (s <= seq) this.landedDeltas.delete(s)
+    this.snapshotValues = snapshotValues
+  }
+
+  get hasPending(): boolean {
+    return this.dirty
+  }
+
+  /** The pending moves as one delta value (undefined when they cancelled out), and clears them. */
+  drain(): { value: Buffer; values: number } | undefined {
+    this.dirty = false
+    const added: number[][] = []
+    const removed: number[][] = []
+    let values = 0
+    for (const counts of this.pending) {
+      const a: number[] = []
+      const r: number[] = []
+      for (const [v, n] of counts) {
+        if (n > 0) for (let i = 0; i < n; i++) a.push(v)
+        else for (let i = 0; i < -n; i++) r.push(v)
+      }
+      counts.clear()
+      added.push(a)
+      removed.push(r)
+      values += a.length + r.length
+    }
+    return values === 0 ? undefined : { value: encodeDelta(added, removed), values }
+  }
+}
+
+/** The population deltas of one commit, taken synchronously at its start. */
+export interface TakenPopulationDeltas {
+  readonly ops: readonly WriteOp[]
+  readonly logs: readonly (readonly [log: PartitionLog, seq: number, values: number])[]
+}
+
+/**
+ * Keeps the stored population statistics in step with the in-memory ones: restores partitions
+ * from their snapshots, journals every value `Populations.update` moves (per partition), hands
+ * each commit its deltas, and folds landed deltas into new snapshots between commits.
+ */
+export class PopulationLog {
+  readonly layout: ScoredLayout
+  private readonly partitions = new Map<number, PartitionLog>()
+  private compaction: Promise<void> | undefined
+  private failure: unknown
+
+  constructor(
+    private readonly store: Store,
+    operators: readonly Operator[],
+    private readonly policy: CompactionPolicy = DEFAULT_COMPACTION,
+  ) {
+    this.layout = new ScoredLayout(operators)
+  }
+
+  /** Restores the partitions' population statistics into `into` (adding to what it holds). */
+  async restore(partitions: readonly number[], into: Populations, progress?: { usersRestored: number }): Promise<void> {
+    await this.idle()
+    const restored = await rebuildPopulations(this.store, this.layout, partitions, into, { persist: true, ...(progress !== undefined ? { progress } : {}) })
+    for (const [p, r] of restored) this.partitions.set(p, new PartitionLog(this.layout, r))
+    this.compactIfDue()
+  }
+
+  /** Where a partition's population moves are journaled until the next commit takes them. */
+  journal(partition: number): PopulationJournal {
+    const log = this.partitions.get(partition)
+    if (log === undefined) throw new TagstreamError(ErrorCodes.ENGINE_STATE, `population of partition ${partition} moved before it was restored`)
+    return log
+  }
+
+  /** The commit's delta writes: one per partition whose population moved. Synchronous. */
+  take(): TakenPopulationDeltas {
+    if (this.failure !== undefined) throw this.failure
+    const ops: WriteOp[] = []
+    const logs: [PartitionLog, number, number][] = []
+    for (const [p, log] of this.partitions) {
+      if (!log.hasPending) continue
+      const delta = log.drain()
+      if (delta === undefined) continue
+      log.seq++
+      ops.push({ type: 'put', key: populationDeltaKey(p, log.seq), value: delta.value })
+      logs.push([log, log.seq, delta.values])
+    }
+    return { ops, logs }
+  }
+
+  /** The commit holding `taken` is in the store: its deltas may be folded from now on. */
+  landed(taken: TakenPopulationDeltas): void {
+    for (const [log, seq, values] of taken.logs) log.landed(seq, values)
+    this.compactIfDue()
+  }
+
+  /**
+   * Takes committed partitions out of `from` (handed to another process), from their stored
+   * population: the inverse of `restore`, called when the store holds all they moved.
+   */
+  async forget(partitions: readonly number[], from: Populations): Promise<void> {
+    for (const p of partitions) {
+      const log = this.partitions.get(p)
+      if (log?.hasPending === true) throw new TagstreamError(ErrorCodes.ENGINE_STATE, `partition ${p} forgotten with uncommitted population moves`)
+      this.partitions.delete(p)
+    }
+    // A compaction of one of them may still be writing.
+    await this.idle()
+    if (this.layout.width === 0) return
+    for (const p of partitions) {
+      const stored = await readStored(this.store, this.layout, p)
+      let columns: Float64Array[]
+      if ('columns' in stored) columns = stored.columns
+      else {
+        warnUnusable(p, stored)
+        columns = await columnsFromRecords(this.store, this.layout, p, undefined)
+      }
+      this.layout.columns.forEach((c, i) => from.get(c.operator, c.dimension).removeAll(columns[i] as Float64Array))
+    }
+  }
+
+  /** Resolves once no compaction is running. */
+  async idle(): Promise<void> {
+    while (this.compaction !== undefined) await this.compaction
+  }
+
+  /** Starts folding the deltas of a partition that has many, unless a compaction is running. */
+  private compactIfDue(): void {
+    if (this.compaction !== undefined || this.failure !== undefined || this.layout.width === 0) return
+    for (const [p, log] of this.partitions) {
+      if (log.deltaValues <= Math.max(this.policy.minValues, this.policy.share * log.snapshotValues)) continue
+      this.compaction = this.compact(p, log)
+        .catch((err: unknown) => {
+          // Nothing is lost (the batch is atomic); the next commit reports it.
+          this.failure ??= err
+        })
+        .finally(() => {
+          this.compaction = undefined
+          this.compactIfDue()
+        })
+      return
+    }
+  }
+
+  /**
+   * Folds the partition's landed deltas into a new snapshot: reads snapshot and deltas through one
+   * iterator, writes the merged snapshot and deletes exactly the deltas read, in one batch. A
+   * commit landing meanwhile adds a delta with a higher number, which neither read nor deleted.
+   */
+  private async compact(partition: number, log: PartitionLog): Promise<void> {
+    const stored = await readStored(this.store, this.layout, partition)
+    if (!('columns' in stored)) {
+      // Left as it is: the next start rebuilds it from the records.
+      warnUnusable(partition, stored)
+      log.folded(Number.MAX_SAFE_INTEGER, log.snapshotValues)
+      return
+    }
+    await this.store.commit(snapshotOps(this.store, this.layout, partition, stored.columns, stored.seq, stored.keys), false)
+    log.folded(stored.seq, countValues(stored.columns))
   }
 }

@@ -11,11 +11,25 @@
  *   p0003!m!<tag>!<value>!<userId>          segment membership: the user has tag = value
  *   p0003!k!<tag>!<value>                   number of the partition's users with tag = value
  *   p0003!h!<userId>!<seq: 12 hex>          the user's recent tag changes (the last history.perUser)
- *   p0003!s!<userId>                        the user's population values (Float64 LE, in the g!scored layout)
+ *   p0003!P!c!<index: 6 hex>                population snapshot chunk: Float64 LE values (see below)
+ *   p0003!P!d!<seq: 12 hex>                 population delta of one commit: values added and removed per column
+ *   p0003!P!h                               population snapshot head: msgpack { layout, seq, columns, chunks }
+ *   p0003!s!<userId>                        legacy: a user's population values (Float64 LE, in the g!scored layout);
+ *                                           no longer written, read once to convert a store, then cleared
  *   p0003!v!<userId>                        the user's projection for sweeps and previews (engine/projection.ts)
  *   g!o!<source>                            source offset of an embedded source (file, generator)
  *   g!meta                                  store format version and routing
- *   g!scored                                layout of the s! values: ranked operators and their dimensions
+ *   g!scored                                legacy: layout of the s! values (deleted once they are converted)
+ *
+ * Population statistics (engine/population.ts) are stored per partition as a snapshot plus deltas,
+ * so that a start reads a few large values instead of one small value per user. The snapshot's
+ * chunks, in index order, hold column 0's values sorted, then column 1's, ... (`columns` in the head
+ * gives each column's length; a column is one ranked operator dimension of the head's `layout`).
+ * Every commit that moves population values writes, in its atomic batch, one delta per partition
+ * (`seq` increasing); the values are snapshot + every delta's added - every delta's removed. A
+ * compaction folds the deltas into a new snapshot and deletes them in one batch; the head's `seq`
+ * is the highest delta folded in. All three share the `P!` range, so one iterator reads a
+ * consistent view of them.
  */
 export const KEY_SEP = '!'
 const HEX_DUE_WIDTH = 14 // 8.64e15 (the largest Date) < 16^14
@@ -78,9 +92,8 @@ export const META_KEY = 'g!meta'
 export const DEFINITIONS_KEY = 'g!defs'
 
 /**
- * The user's values in the population dimensions of every ranked operator: small fixed-size values
- * under their own range, so that a restart rebuilds population statistics without reading and
- * decoding every user record.
+ * Legacy (stores written before population snapshots): the user's values in the population
+ * dimensions of every ranked operator. Read once to convert such a store, then cleared.
  */
 export function scoredKey(partition: number, userId: string): string {
   return `${partitionPrefix(partition)}s!${userId}`
@@ -90,6 +103,35 @@ export function scoredRange(partition: number): { gte: string; lt: string } {
   const p = partitionPrefix(partition)
   return { gte: `${p}s!`, lt: `${p}s"` }
 }
+
+export function populationRange(partition: number): { gte: string; lt: string } {
+  const p = `${partitionPrefix(partition)}P!`
+  return { gte: p, lt: `${p.slice(0, -1)}"` }
+}
+
+export function populationHeadKey(partition: number): string {
+  return `${partitionPrefix(partition)}P!h`
+}
+
+export function populationChunkKey(partition: number, index: number): string {
+  return `${partitionPrefix(partition)}P!c!${index.toString(16).padStart(6, '0')}`
+}
+
+export function populationDeltaKey(partition: number, seq: number): string {
+  return `${partitionPrefix(partition)}P!d!${seq.toString(16).padStart(12, '0')}`
+}
+
+/** What a key of `populationRange` is: its letter after `P!` ('c' chunk, 'd' delta, 'h' head). */
+export function populationKeyKind(key: string): string {
+  return key.charAt(POPULATION_KIND_AT)
+}
+
+/** The sequence number of a `populationDeltaKey`. */
+export function seqOfPopulationDelta(key: string): number {
+  return Number.parseInt(key.slice(POPULATION_KIND_AT + 2), 16)
+}
+
+const POPULATION_KIND_AT = 'p0000!P!'.length
 
 /** The user's projection (what sweeps and rule previews read instead of the full record). */
 export function projectionKey(partition: number, userId: string): string {
@@ -112,7 +154,7 @@ export function projectionKeyOfUser(key: string): string {
 
 const PREFIX_LENGTH = 'p0000!'.length
 
-/** Which operator dimension each Float64 of an s! value holds (JSON); absent: the s! range is not kept. */
+/** Legacy: which operator dimension each Float64 of an s! value holds (JSON); present: the s! values are current. */
 export const SCORED_LAYOUT_KEY = 'g!scored'
 
 export function partitionRange(partition: number): { gte: string; lt: string } {

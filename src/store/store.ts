@@ -10,6 +10,7 @@ import {
   dueOfTimerKey,
   globalOffsetKey,
   partitionOffsetKey,
+  populationRange,
   projectionKeyOfUser,
   projectionRange,
   scoredRange,
@@ -169,25 +170,36 @@ export class Store {
     }
   }
 
-  /** The raw s! values of a partition (population values per user), in key order, in chunks. */
+  /** Legacy: the raw s! values of a partition (population values per user), in key order, in chunks. */
   async *iterateScored(partition: number): AsyncGenerator<Buffer[]> {
-    // nextv: one native call per chunk, not one per entry (a million small values at start).
+    // nextv: one native call per chunk, not one per entry (a million small values).
     yield* chunks(this.db.values({ ...scoredRange(partition) }), 4096)
   }
 
+  /** Legacy: the layout of the s! values, present while they are current. */
   async readScoredLayout(): Promise<string | undefined> {
     const buf = await this.db.get(SCORED_LAYOUT_KEY)
     return buf === undefined ? undefined : buf.toString('utf8')
   }
 
-  /** Drops every partition's s! range (its layout no longer matches the operators). */
-  async clearScored(partitions: Iterable<number>): Promise<void> {
+  /** Legacy: marks the s! values as no longer current (before any commit leaves them behind). */
+  async dropScoredLayout(): Promise<void> {
     await this.db.del(SCORED_LAYOUT_KEY, { sync: true })
-    for (const p of partitions) await this.db.clear({ ...scoredRange(p) })
   }
 
-  async writeScoredLayout(layout: string): Promise<void> {
-    await this.db.put(SCORED_LAYOUT_KEY, Buffer.from(layout, 'utf8'), { sync: true })
+  /** Legacy: deletes a partition's s! values, if it has any (one seek when it has none). */
+  async clearScored(partition: number): Promise<void> {
+    const range = scoredRange(partition)
+    if ((await this.db.keys({ ...range, limit: 1 }).all()).length === 0) return
+    await this.db.clear({ ...range })
+  }
+
+  /**
+   * A partition's population snapshot and deltas (`P!` keys), in key order, read through one
+   * iterator: a consistent view even while commits and compactions write.
+   */
+  async *populationEntries(partition: number): AsyncGenerator<[string, Buffer][]> {
+    yield* chunks(this.db.iterator({ ...populationRange(partition) }), 64)
   }
 
   /** Up to `limit` user keys of a key range after `afterKey`, in key order (values are not read). */

@@ -10,6 +10,10 @@ import type { BenchContext } from '../../bench/lib/scenario.js'
 import { QUICK_SIZES } from '../../bench/lib/sizes.js'
 import { decodeProjection } from '../../src/engine/projection.js'
 import { populationFile } from '../../bench/lib/workloads.js'
+import { ScoredLayout, readStoredPopulation } from '../../src/engine/population.js'
+import type { Operator } from '../../src/operator-api.js'
+import { partitionPrefix, populationHeadKey } from '../../src/store/keys.js'
+import { Store } from '../../src/store/store.js'
 import { assertBuilt } from '../support/cli.js'
 
 const ROOT = resolve(import.meta.dirname, '../..')
@@ -22,6 +26,8 @@ async function contents(path: string): Promise<Map<string, unknown>> {
   await db.open()
   const out = new Map<string, unknown>()
   for await (const [key, value] of db.iterator()) {
+    // Population snapshots and deltas follow the commit boundaries; the values they add up to do not (below).
+    if (/^p[0-9a-f]{4}!P!/.test(key)) continue
     // Raw values: s! (Float64s), membership (empty), the s! layout (JSON).
     if (/^p[0-9a-f]{4}!(s|m)!/.test(key) || key === 'g!scored') {
       out.set(key, value.toString('hex'))
@@ -41,6 +47,17 @@ async function contents(path: string): Promise<Map<string, unknown>> {
     out.set(key, key.startsWith('g!cat!') ? JSON.parse(JSON.stringify(decoded).replace(/"\d{4}-\d\d-\d\dT[\d:.]+Z"/g, '""')) : decoded)
   }
   await db.close()
+  const store = await Store.open(path)
+  for (const p of await store.partitionsInStore()) {
+    const head = await store.readValue<{ layout: string }>(populationHeadKey(p))
+    if (head === undefined) continue
+    // The layout the head names, as operators (only their names and dimensions make a layout).
+    const columns = (JSON.parse(head.layout) as { columns: [string, string][] }).columns
+    const operators = [...new Set(columns.map(([op]) => op))].map((name) => ({ name, population: columns.filter(([op]) => op === name).map(([, dim]) => dim), scoredValues: () => ({}) }) as unknown as Operator)
+    const stored = await readStoredPopulation(store, new ScoredLayout(operators), p)
+    out.set(`${partitionPrefix(p)}P (values)`, 'columns' in stored ? stored.columns.map((c) => Array.from(c)) : stored.reason)
+  }
+  await store.close()
   return out
 }
 
@@ -72,6 +89,10 @@ describe('the bench populated store', () => {
     const expected = await contents(storeDir(plain))
     const actual = await contents(storeDir(fast))
     expect([...actual.keys()]).toEqual([...expected.keys()])
+    // The RFM population of every partition, as its snapshot and deltas add up.
+    const populations = [...expected].filter(([key]) => key.endsWith('!P (values)'))
+    expect(populations).toHaveLength(4)
+    for (const [, columns] of populations) expect((columns as number[][])[0]?.length).toBeGreaterThan(100)
     for (const [key, value] of expected) expect(actual.get(key), key).toEqual(value)
   }, 300_000)
 })

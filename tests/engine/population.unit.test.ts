@@ -60,3 +60,43 @@ describe('Populations.update', () => {
     expect(pops.get('rfm', 'monetary').rank(2)).toBe(2)
   })
 })
+
+describe('RankedMultiset bulk changes (a partition joining or leaving)', () => {
+  it('adds and removes many values at once, as one by one would', () => {
+    const set = new RankedMultiset()
+    for (const v of [5, 1, 3, 3, 9]) set.add(v)
+    set.addAll(Float64Array.from([3, 7, 0.5]))
+    expect(Array.from(set.values())).toEqual([0.5, 1, 3, 3, 3, 5, 7, 9])
+    expect(set.rank(3)).toBe(3)
+    expect(set.maxRank()).toBe(8)
+    // One occurrence each; a value not there (42) is skipped, as remove() does.
+    set.removeAll(Float64Array.from([1, 3, 9, 42]))
+    expect(Array.from(set.values())).toEqual([0.5, 3, 3, 5, 7])
+    expect(set.count).toBe(5)
+    expect(set.mean()).toBe(18.5 / 5)
+    set.removeAll(set.values())
+    expect(set.count).toBe(0)
+    expect(set.mean()).toBeNaN()
+  })
+})
+
+describe('Populations.update journal', () => {
+  it('reports exactly the values it moves', () => {
+    const pops = new Populations()
+    const moved: [string, string, number, number][] = []
+    const journal = { moved: (op: string, dim: string, v: number, n: 1 | -1) => void moved.push([op, dim, v, n]) }
+    pops.update('rfm', undefined, { monetary: 10, frequency: 1 }, journal)
+    // frequency unchanged: not moved.
+    pops.update('rfm', { monetary: 10, frequency: 1 }, { monetary: 12, frequency: 1 }, journal)
+    pops.update('rfm', { monetary: 12, frequency: 1 }, {}, journal)
+    expect(() => pops.update('rfm', {}, { monetary: NaN }, journal)).toThrow(RangeError)
+    expect(moved).toEqual([
+      ['rfm', 'monetary', 10, 1],
+      ['rfm', 'frequency', 1, 1],
+      ['rfm', 'monetary', 10, -1],
+      ['rfm', 'monetary', 12, 1],
+      ['rfm', 'monetary', 12, -1],
+      ['rfm', 'frequency', 1, -1],
+    ])
+  })
+})

@@ -9,6 +9,7 @@ import type { TagChange } from '../../src/contracts/tag-change.js'
 import { createEventDecoder } from '../../src/contracts/validate-event.js'
 import { Engine } from '../../src/engine/engine.js'
 import type { EngineLifecycle } from '../../src/engine/lifecycle.js'
+import type { CompactionPolicy } from '../../src/engine/population.js'
 import type { Operator } from '../../src/operator-api.js'
 import type { DeadLetterSink, TagChangeSink } from '../../src/sinks/sink.js'
 import type { Source, SourceRecord } from '../../src/sources/source.js'
@@ -112,6 +113,8 @@ export async function createFixture(
     tags?: unknown[]
     /** False: sweeps and previews read full records only (the reference for the projection path). */
     readProjections?: boolean
+    /** When population deltas are folded into snapshots (default: the engine's). */
+    populationCompaction?: CompactionPolicy
   } = {},
 ): Promise<Fixture> {
   const { config, issues } = validateConfig({ engine: { partitions: 2, ...((overrides.engine as object) ?? {}) }, ...overrides, ...(overrides.engine ? {} : {}) })
@@ -145,6 +148,7 @@ export async function createFixture(
     ...(options.timerScanLimit !== undefined ? { timerScanLimit: options.timerScanLimit } : {}),
     ...(options.lifecycle !== undefined ? { lifecycle: options.lifecycle } : {}),
     ...(options.readProjections !== undefined ? { readProjections: options.readProjections } : {}),
+    ...(options.populationCompaction !== undefined ? { populationCompaction: options.populationCompaction } : {}),
   })
   await engine.open()
   const fixture: Fixture = {
