@@ -1355,8 +1355,8 @@ export class Engine {
 
   private async sweepStepFor(task: PartitionTask): Promise<void> {
     if (task.sweep === undefined) return
-    // The pass reads users from the store, and users created before its instant from
-    // `task.created` until they are there: no commit may land while a step runs.
+    // The pass reads the store and checks the cache: no commit lands while a step runs, so the
+    // two are one view of every user.
     await this.awaitLanding()
     const started = performance.now()
     try {
@@ -1379,7 +1379,7 @@ export class Engine {
       if (task.sweep !== sweep) return
       this.emittedAtIso = new Date(this.wallNow()).toISOString()
       for (const key of keys) {
-        if (sweep.wrapped && sweep.startKey !== undefined && key >= sweep.startKey) {
+        if (passBackAtStart(sweep, key)) {
           this.finishSweep(task)
           break
         }
@@ -1439,7 +1439,7 @@ export class Engine {
     this.emittedAtIso = new Date(this.wallNow()).toISOString()
     for (let i = 0; i < keys.length; i++) {
       const key = keys[i] as string
-      if (sweep.wrapped && sweep.startKey !== undefined && key >= sweep.startKey) {
+      if (passBackAtStart(sweep, key)) {
         this.finishSweep(task)
         break
       }
@@ -2396,6 +2396,11 @@ interface SweepPlan {
   readonly rescored: readonly number[]
   /** The rules a sweep re-evaluates (clock-dependent), in evaluation order. */
   readonly rules: readonly TagSlot[]
+}
+
+/** Whether a pass that wrapped around the key space is back where it started (a superseded sweep's position). */
+function passBackAtStart(sweep: Sweep, key: string): boolean {
+  return sweep.wrapped && sweep.startKey !== undefined && key >= sweep.startKey
 }
 
 /** Whether a lane's value (and version) in a projection equals `value` (undefined: no value). */

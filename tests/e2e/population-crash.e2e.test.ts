@@ -11,6 +11,7 @@ import { populationHeadKey } from '../../src/store/keys.js'
 import { Store } from '../../src/store/store.js'
 import { REPO_ROOT } from '../support/cli.js'
 import { CRASH_CHILD_CONFIG } from '../support/population-crash-child.js'
+import { columnsFromRecords } from '../support/population-reference.js'
 
 const CHILD = join(REPO_ROOT, 'tests/support/population-crash-child.ts')
 const USERS = 3000
@@ -43,20 +44,10 @@ async function checkStore(dir: string, layout: ScoredLayout): Promise<{ users: n
     let users = 0
     let headSeq = 0
     for (const p of [0, 1]) {
-      const fromRecords: number[][] = layout.columns.map(() => [])
-      for await (const rec of store.iterateUsers(p)) {
-        users++
-        let col = 0
-        for (const op of layout.operators) {
-          const state = rec.ops[op.name]
-          const values = state === undefined ? {} : op.scoredValues!(state)
-          for (const dim of op.population ?? []) {
-            const v = values[dim]
-            if (v !== undefined) (fromRecords[col] as number[]).push(v === 0 ? 0 : v)
-            col++
-          }
-        }
-      }
+      const reference = await columnsFromRecords(store, layout, [p])
+      users += reference.users
+      // -0 and 0 are one value to the statistics; the snapshot stores 0.
+      const fromRecords = reference.columns.map((column) => column.map((v) => (v === 0 ? 0 : v)))
       const stored = await readStoredPopulation(store, layout, p)
       if ('reason' in stored) {
         // Only a store killed before its first restore finished has no snapshot yet.

@@ -11,6 +11,7 @@ import { Engine } from '../../src/engine/engine.js'
 import type { PartitionedSource, PartitionOffsets, Rebalance, SourceRecord } from '../../src/sources/source.js'
 import { Store as LevelStore } from '../../src/store/store.js'
 import { ArraySource, CaptureSink, createFixture, type Fixture } from '../support/engine-fixture.js'
+import { columnsFromRecords } from '../support/population-reference.js'
 
 const T0 = Date.UTC(2024, 0, 1)
 const MINUTE = 60_000
@@ -88,21 +89,7 @@ function stream(from: number, count: number): object[] {
 
 /** The reference: every stored user's values, loaded per column (what a rebuild computes). */
 async function fromRecords(store: Store, partitions: readonly number[]): Promise<Populations> {
-  const columns: number[][] = layout.columns.map(() => [])
-  for (const p of partitions) {
-    for await (const rec of store.iterateUsers(p)) {
-      let col = 0
-      for (const op of layout.operators) {
-        const state = rec.ops[op.name]
-        const values = state === undefined ? {} : op.scoredValues!(state)
-        for (const dim of op.population ?? []) {
-          const v = values[dim]
-          if (v !== undefined) (columns[col] as number[]).push(v)
-          col++
-        }
-      }
-    }
-  }
+  const { columns } = await columnsFromRecords(store, layout, partitions)
   const pop = new Populations()
   layout.columns.forEach((c, i) => pop.get(c.operator, c.dimension).load(Float64Array.from(columns[i] as number[])))
   return pop

@@ -129,6 +129,11 @@ function byUser(changes: readonly TagChange[]): Map<string, TagChange[]> {
   return out
 }
 
+function expectSameChangesPerUser(actual: readonly TagChange[], expected: readonly TagChange[]): void {
+  expect(actual.length).toBe(expected.length)
+  expect(byUser(actual)).toEqual(byUser(expected))
+}
+
 async function previews(f: Fixture): Promise<unknown[]> {
   const out: unknown[] = []
   for (const rule of PREVIEW_RULES) {
@@ -170,8 +175,7 @@ describe('user projections (sweeps and previews without full records)', () => {
     // Strategy tags moved by sweeps, not only by events.
     const rescoredTags = new Set(reference.changes.filter((c) => c.cause.kind === 'rescore').map((c) => c.tag))
     expect([...rescoredTags].sort()).toEqual(expect.arrayContaining(['high_value_at_risk', 'rfm_score', 'rfm_segment', 'rfm_value_segment']))
-    expect(projected.changes.length).toBe(reference.changes.length)
-    expect(byUser(projected.changes)).toEqual(byUser(reference.changes))
+    expectSameChangesPerUser(projected.changes, reference.changes)
     expect(await storedUsers(projected.f, 3)).toEqual(await storedUsers(reference.f, 3))
     expect(projected.f.engine.coverage('champion_gone_silent')).toEqual(reference.f.engine.coverage('champion_gone_silent'))
     expect(projected.f.engine.testingCoverage('big_quarter')).toEqual(reference.f.engine.testingCoverage('big_quarter'))
@@ -198,8 +202,7 @@ describe('user projections (sweeps and previews without full records)', () => {
     const extra = [{ id: 'recent_buyer', rule: 'rfm.recencyDays <= 14' }]
     const reference = await replayInParts(false, input, 1, extra)
     const projected = await replayInParts(true, input, 1, extra)
-    expect(projected.changes.length).toBe(reference.changes.length)
-    expect(byUser(projected.changes)).toEqual(byUser(reference.changes))
+    expectSameChangesPerUser(projected.changes, reference.changes)
     expect(projected.changes.some((c) => c.tag === 'recent_buyer' && c.cause.kind === 'rescore')).toBe(true)
     expect(projected.f.engine.stats.usersRescoredFromProjections).toBe(0)
     await reference.f.close()
@@ -242,8 +245,7 @@ describe('user projections (sweeps and previews without full records)', () => {
     const projected = await run(true)
     expect(projected.users).toBeGreaterThan(200)
     expect(projected.projections).toBe(projected.users)
-    expect(projected.changes.length).toBe(reference.changes.length)
-    expect(byUser(projected.changes)).toEqual(byUser(reference.changes))
+    expectSameChangesPerUser(projected.changes, reference.changes)
     expect(projected.previews).toEqual(reference.previews)
     expect(projected.f.engine.stats.usersRescoredFromProjections).toBeGreaterThan(0)
     await reference.f.close()
