@@ -6,6 +6,8 @@
  *   --runs N            runs per figure (default 3)
  *   --events N          scenario 1 input size (and follow-up traffic); --users N: populated store size
  *   --profile           scenario 1 only, engine runs under --cpu-prof into bench/results/profiles/
+ *   --reuse-stores      reuse populated stores an earlier invocation built from the same src/,
+ *                       operators/ and config/ (committed, unchanged); default: build them again
  *   --work-dir DIR      cached inputs and stores (default bench/.work, gitignored)
  *   --results-dir DIR   where the results JSON goes (default bench/results)
  *
@@ -133,6 +135,7 @@ async function main(): Promise<void> {
       events: { type: 'string' },
       users: { type: 'string' },
       profile: { type: 'boolean', default: false },
+      'reuse-stores': { type: 'boolean', default: false },
       'work-dir': { type: 'string' },
       'results-dir': { type: 'string' },
     },
@@ -171,6 +174,7 @@ async function main(): Promise<void> {
     workDir,
     root: ROOT,
     profileDir,
+    reuseStores: values['reuse-stores'],
     shared: new Map(),
     log: (m) => process.stderr.write(`bench: ${m}\n`),
   }

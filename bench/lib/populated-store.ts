@@ -16,10 +16,13 @@
  * commits would otherwise stay in its log, replayed (and compacted) by every scenario's first open
  * of a copy: seconds of work and hundreds of MB of RSS that belong to the build, not to the engine.
  */
-import { readFileSync } from 'node:fs'
+import { execFileSync } from 'node:child_process'
+import { createHash } from 'node:crypto'
+import { existsSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { ClassicLevel } from 'classic-level'
 import { parse } from 'yaml'
+import { gitCommit } from './machine.js'
 import { dirBytes, freshDir, replay, storeDir, writeEngineConfig, type ReplaySummary } from './processes.js'
 import type { BenchContext } from './scenario.js'
 import { populationFile } from './workloads.js'
@@ -32,6 +35,8 @@ export interface PopulatedStore {
   readonly spanDays: number
   readonly storeBytes: number
   readonly build: ReplaySummary & { wallMs: number }
+  /** Commit the store was built at (an earlier one when reused, `--reuse-stores`). */
+  readonly builtAt: string
 }
 
 const KEY = 'populated-store'
@@ -74,16 +79,60 @@ async function compact(path: string): Promise<void> {
   }
 }
 
+/** Written beside a built store: what it was built from, and the build's figures. */
+const STAMP = 'built.json'
+
+/**
+ * What a store's content depends on: the committed trees of src/, operators/, config/ and bench/lib/ (the
+ * engine, its operators and default tags), the build settings and the input. Undefined when those
+ * directories have uncommitted changes: such a store is never reused.
+ */
+function buildFingerprint(ctx: BenchContext, settings: Record<string, unknown>, input: string): string | undefined {
+  const git = (...args: string[]): string => execFileSync('git', args, { cwd: ctx.root, encoding: 'utf8' }).trim()
+  try {
+    if (git('status', '--porcelain', '--', 'src', 'operators', 'config', 'bench/lib') !== '') return undefined
+    const trees = ['src', 'operators', 'config', 'bench/lib'].map((d) => git('rev-parse', `HEAD:${d}`))
+    return createHash('sha256').update(JSON.stringify({ trees, settings, input: input.slice(input.lastIndexOf('/') + 1) })).digest('hex')
+  } catch {
+    return undefined
+  }
+}
+
+interface Stamp extends Omit<PopulatedStore, 'dir'> {
+  readonly fingerprint: string
+}
+
+function reusable(ctx: BenchContext, dir: string, fingerprint: string | undefined): PopulatedStore | undefined {
+  if (!ctx.reuseStores || fingerprint === undefined || !existsSync(join(dir, STAMP))) return undefined
+  const stamp = JSON.parse(readFileSync(join(dir, STAMP), 'utf8')) as Stamp
+  if (stamp.fingerprint !== fingerprint) return undefined
+  const { fingerprint: _, ...store } = stamp
+  return { ...store, dir }
+}
+
 export async function buildPopulatedStore(ctx: BenchContext, spanDays = 0): Promise<PopulatedStore> {
   const users = ctx.sizes.storeUsers
   const input = await populationFile(ctx, users, spanDays)
-  const dir = freshDir(join(ctx.workDir, spanDays === 0 ? 'populated' : `populated-span${spanDays}d`))
-  const config = writeEngineConfig(ctx, dir, buildEngineSettings(ctx, users, spanDays))
+  const settings = buildEngineSettings(ctx, users, spanDays)
+  // One directory per size, so a --quick run leaves a full-size store to reuse.
+  const dirName = join(ctx.workDir, `populated-u${users}${spanDays === 0 ? '' : `-span${spanDays}d`}`)
+  const fingerprint = buildFingerprint(ctx, settings, input)
+  const reused = reusable(ctx, dirName, fingerprint)
+  if (reused !== undefined) {
+    ctx.log(`reusing the populated store of ${users.toLocaleString('en')} users built at ${reused.builtAt} from the same code (--reuse-stores)`)
+    ctx.shared.set(`${KEY}-${spanDays}`, reused)
+    return reused
+  }
+  if (ctx.reuseStores) ctx.log(fingerprint === undefined ? 'src/, operators/ or config/ have uncommitted changes: building the store again' : 'no store built from this code: building it')
+  const dir = freshDir(dirName)
+  const config = writeEngineConfig(ctx, dir, settings)
   ctx.log(`building the populated store: ${users.toLocaleString('en')} users, histories over ${spanDays === 0 ? 'one day' : `${spanDays} days`}`)
   const build = await replay(ctx, config, [input])
   if (build.users !== users) throw new Error(`the populated store holds ${build.users} users, expected ${users}`)
   await compact(storeDir(dir))
-  const store: PopulatedStore = { dir, users, spanDays, storeBytes: dirBytes(storeDir(dir)), build }
+  const store: PopulatedStore = { dir, users, spanDays, storeBytes: dirBytes(storeDir(dir)), build, builtAt: gitCommit(ctx.root).short }
+  // Scenarios work on copies: the store as built stays as the stamp describes it.
+  if (fingerprint !== undefined) writeFileSync(join(dir, STAMP), JSON.stringify({ ...store, dir: undefined, fingerprint }))
   ctx.log(`built the populated store in ${(build.wallMs / 1000).toFixed(0)} s (${Math.round(build.records / build.seconds)} events/s), ${(store.storeBytes / users).toFixed(0)} B/user`)
   ctx.shared.set(`${KEY}-${spanDays}`, store)
   return store

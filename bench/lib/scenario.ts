@@ -41,6 +41,11 @@ export interface BenchContext {
   readonly root: string
   /** Write CPU profiles of the engine processes here (only when --profile). */
   readonly profileDir: string | undefined
+  /**
+   * Reuse a populated store an earlier invocation built from the same code (`--reuse-stores`):
+   * a 1,000,000-user store takes half an hour to build.
+   */
+  readonly reuseStores: boolean
   /** State shared between scenarios of one invocation (e.g. a populated store built once). */
   readonly shared: Map<string, unknown>
   log(message: string): void

@@ -73,6 +73,7 @@ describe('the bench populated store', () => {
       workDir: work,
       root: ROOT,
       profileDir: undefined,
+      reuseStores: false,
       shared: new Map(),
       log: () => {},
     }
