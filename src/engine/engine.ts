@@ -59,7 +59,6 @@ import { partitionFor } from './partitioner.js'
 import { type CompactionPolicy, PopulationLog, Populations } from './population.js'
 import { ProjectionLayout, ProjectionReader, ScoreContext, projectedViewBuilder, type EncodedProjection } from './projection.js'
 import {
-  NO_VIEW,
   PREVIEW_CHUNK,
   countResult,
   emptyCounts,
@@ -2226,7 +2225,7 @@ export class Engine {
     const maxValues = options.maxValues ?? 20
     const counts = emptyCounts()
     const partitions = [...this.tasks.keys()].sort((a, b) => a - b)
-    const fromRecord = (rec: UserRecord): RuleResult | typeof NO_VIEW => {
+    const fromRecord = (rec: UserRecord): RuleResult | undefined => {
       const ctx = new CallContext(rec, this.task(rec.p).watermark, this.config.timeZone, this.populations)
       return evaluateView(rule, buildView(this.viewSource(rec, ctx, new Map())))
     }
@@ -2264,30 +2263,26 @@ export class Engine {
   }
 
   /**
-   * The projection part of a preview (see preview.ts): users with uncommitted or landing state are
-   * evaluated from it now; every partition's projections are scanned, in worker threads when
-   * configured and the store is large enough, else here (partitions read concurrently: LevelDB
-   * reads one while this thread evaluates another); users whose projection does not hold at the
-   * clock are evaluated from their records.
+   * The projection part of a preview (see preview.ts): every partition's projections are scanned,
+   * in worker threads when configured and the store is large enough, else here (partitions read
+   * concurrently: LevelDB reads one while this thread evaluates another), except for users with
+   * uncommitted or landing state; those, and users whose projection does not hold at the clock, are
+   * evaluated from their records (newest state in memory, else the store).
    */
   private async previewFromProjections(
     partitions: readonly number[],
     rule: CompiledRule,
-    fromRecord: (rec: UserRecord) => RuleResult | typeof NO_VIEW,
+    fromRecord: (rec: UserRecord) => RuleResult | undefined,
     sampleSize: number,
     counts: PreviewCounts,
     bySample: Map<number, string[]>,
   ): Promise<void> {
     if (partitions.length === 0) return
-    const newer = new Map<string, RuleResult | typeof NO_VIEW>()
     const skip = new Map<number, Set<string>>(partitions.map((p) => [p, new Set<string>()]))
     for (const users of [this.dirtyUsers, this.landingUsers]) {
       for (const key of users) {
         const rec = this.cache.get(key)
-        const ids = rec === undefined ? undefined : skip.get(rec.p)
-        if (rec === undefined || ids === undefined || newer.has(key)) continue
-        newer.set(key, fromRecord(rec))
-        ids.add(rec.u)
+        if (rec !== undefined) skip.get(rec.p)?.add(rec.u)
       }
     }
     const at = (p: number): number => this.task(p).watermark
@@ -2321,15 +2316,17 @@ export class Engine {
     for (const scan of scans) {
       const p = scan.partition
       mergeCounts(counts, scan)
+      const keys = scan.fromRecords.map((id) => userKey(p, id))
+      const cached = keys.map((key) => this.cache.get(key))
+      const missing = keys.filter((_, i) => cached[i] === undefined)
+      const loaded = missing.length === 0 ? [] : await this.store.getUsers(missing)
       const matched = [...scan.sample]
-      for (const id of scan.skipped) if (countResult(counts, newer.get(userKey(p, id)))) matched.push(id)
-      const staleKeys = scan.stale.map((id) => userKey(p, id))
-      const loaded = staleKeys.length === 0 ? [] : await this.store.getUsers(staleKeys)
-      staleKeys.forEach((key, i) => {
-        // Newer state if the user is cached by now; absent: deleted since the scan read it.
-        const rec = this.cache.get(key) ?? loaded[i]
+      let next = 0
+      for (let i = 0; i < keys.length; i++) {
+        // Absent from both: deleted since the scan read it.
+        const rec = cached[i] ?? loaded[next++]
         if (rec !== undefined && countResult(counts, fromRecord(rec))) matched.push(rec.u)
-      })
+      }
       bySample.set(p, matched.length === scan.sample.length ? matched : inKeyOrder(matched).slice(0, sampleSize))
     }
   }

@@ -6,9 +6,9 @@
  * entry into a JS key and Buffer. That work is done where the projections are read, so worker
  * threads (each opening the same store, `Store.attach`) take it off the engine's thread, which keeps
  * ingesting, and spread it over the machine's cores. The engine gives each scan the users whose
- * in-memory state is newer than the store (`skip`): the scan reports the ones it meets, and the
- * engine counts them from that state. Users whose projection does not hold at the partition's clock
- * come back `stale`: the engine reads their records.
+ * in-memory state is newer than the store (`skip`). The scan hands back, as `fromRecords`, the ones
+ * it meets and the users whose projection does not hold at the partition's clock: the engine
+ * evaluates those from their records (in memory, or read from the store).
  */
 import { Worker } from 'node:worker_threads'
 import { existsSync } from 'node:fs'
@@ -29,16 +29,13 @@ export function emptyCounts(): PreviewCounts {
   return { users: 0, matched: 0, values: new Map(), errors: {} }
 }
 
-/** What no view gives (a field the rule reads is missing): no value, no error. */
-export const NO_VIEW = undefined
-
 /**
- * Counts one user's result (`NO_VIEW`: no value). Returns whether it matched: a value other than
+ * Counts one user's result (undefined: no view, a field the rule reads is missing: no value). Returns whether it matched: a value other than
  * `false`. An absent field is not an error (`no_such_field`), as the engine's rule lanes treat it.
  */
-export function countResult(counts: PreviewCounts, result: RuleResult | typeof NO_VIEW): boolean {
+export function countResult(counts: PreviewCounts, result: RuleResult | undefined): boolean {
   counts.users++
-  if (result === NO_VIEW) return false
+  if (result === undefined) return false
   if (!result.ok) {
     if (result.code !== 'no_such_field') counts.errors[result.code] = (counts.errors[result.code] ?? 0) + 1
     return false
@@ -49,8 +46,8 @@ export function countResult(counts: PreviewCounts, result: RuleResult | typeof N
   return true
 }
 
-export function evaluateView(rule: CompiledRule, view: RuleView | undefined): RuleResult | typeof NO_VIEW {
-  return view === undefined ? NO_VIEW : rule.evaluate(view)
+export function evaluateView(rule: CompiledRule, view: RuleView | undefined): RuleResult | undefined {
+  return view === undefined ? undefined : rule.evaluate(view)
 }
 
 export function mergeCounts(into: PreviewCounts, from: { users: number; matched: number; values: Iterable<[RuleValue, number]>; errors: Readonly<Record<string, number>> }): void {
@@ -69,10 +66,11 @@ export interface PartitionScan {
   readonly errors: Record<string, number>
   /** The first `sampleSize` matching user ids of the scan, in key order. */
   readonly sample: string[]
-  /** Ids of users in `skip` the scan met (stored users whose newer state the engine has). */
-  readonly skipped: string[]
-  /** Ids of users whose projection does not hold at the clock: their records decide. */
-  readonly stale: string[]
+  /**
+   * Ids of stored users the scan did not count, in key order: users in `skip` (the engine has newer
+   * state), and users whose projection does not hold at the clock. Their records decide.
+   */
+  readonly fromRecords: string[]
 }
 
 export interface ScanOptions {
@@ -101,8 +99,7 @@ export async function scanProjections(
   const { at, skip, sampleSize } = options
   const counts = emptyCounts()
   const sample: string[] = []
-  const skipped: string[] = []
-  const stale: string[] = []
+  const fromRecords: string[] = []
   const checkSkip = skip.size > 0
   for await (const chunk of chunks) {
     for (let i = 0; i < chunk.length; i++) {
@@ -110,18 +107,18 @@ export async function scanProjections(
       if (checkSkip) {
         const id = key.slice(ID_AT)
         if (skip.has(id)) {
-          skipped.push(id)
+          fromRecords.push(id)
           continue
         }
       }
       if (!reader.load(value).holdsAt(at)) {
-        stale.push(key.slice(ID_AT))
+        fromRecords.push(key.slice(ID_AT))
         continue
       }
       if (countResult(counts, evaluateView(rule, view(reader))) && sample.length < sampleSize) sample.push(key.slice(ID_AT))
     }
   }
-  return { partition: options.partition, users: counts.users, matched: counts.matched, values: [...counts.values], errors: counts.errors, sample, skipped, stale }
+  return { partition: options.partition, users: counts.users, matched: counts.matched, values: [...counts.values], errors: counts.errors, sample, fromRecords }
 }
 
 /** What a preview worker is asked (`preview-worker.ts`): plain data, cloned into the thread. */
