@@ -179,6 +179,13 @@ export const ConfigSchema = Type.Object(
             'Table files LevelDB keeps open (its own default: 1000). Each open table is memory-mapped, and what reads touch of it counts in the RSS until it is closed (about 2 MB per table): this bounds that part of the RSS, at the cost of reopening tables on reads spread over a store larger than about 200 MB',
         }),
         shutdownTimeoutMs: Type.Integer({ minimum: 100, default: 10000 }),
+        previewThreads: Type.Integer({
+          minimum: 0,
+          maximum: 64,
+          default: 2,
+          description:
+            'Worker threads a rule preview (POST /v1/tags/preview) reads the stored projections with, off the thread that ingests, started for each preview over at least 50,000 stored users (0: on the engine thread). More than the machine has cores does not help',
+        }),
       },
       { default: {}, additionalProperties: false },
     ),

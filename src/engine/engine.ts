@@ -53,10 +53,23 @@ import {
   type RuleSchema,
   type RuleValue,
   type RuleView,
+  type RuleResult,
 } from '../tags/rules.js'
 import { partitionFor } from './partitioner.js'
 import { type CompactionPolicy, PopulationLog, Populations } from './population.js'
 import { ProjectionLayout, ProjectionReader, ScoreContext, projectedViewBuilder, type EncodedProjection } from './projection.js'
+import {
+  PREVIEW_CHUNK,
+  countResult,
+  emptyCounts,
+  evaluateView,
+  mergeCounts,
+  PreviewPool,
+  scanProjections,
+  type PartitionScan,
+  type PreviewCounts,
+  type PreviewJob,
+} from './preview.js'
 import { TimerHeap, type TimerEntry } from './timer-heap.js'
 import { TIMER_KEY_SEP, newUserRecord, timerKeyOf, type StoredTag, type UserRecord } from './user-record.js'
 
@@ -83,6 +96,8 @@ export interface EngineStats {
   usersRescoredFromProjections: number
   /** Wall time spent in sweep steps (store reads included, the ingestion between them not), ms. */
   sweepStepMs: number
+  /** Partitions rule previews read in worker threads (`engine.previewThreads`). */
+  previewScansInThreads: number
   /** Wall time of the last completed sweep, ms. */
   lastSweepMs: number
   /** Users of the partitions whose population statistics are restored (restore progress). */
@@ -121,6 +136,7 @@ function newStats(): EngineStats {
     sweepsCompleted: 0,
     usersRescored: 0,
     usersRescoredFromProjections: 0,
+    previewScansInThreads: 0,
     sweepStepMs: 0,
     lastSweepMs: 0,
     usersRestored: 0,
@@ -277,6 +293,12 @@ export interface EngineOptions {
   readonly readProjections?: boolean
   /** When a partition's population deltas are folded into its snapshot (default: population.ts). */
   readonly populationCompaction?: CompactionPolicy
+  /**
+   * Stored users from which a preview reads projections in `engine.previewThreads` worker threads
+   * (default PREVIEW_WORKER_MIN_USERS; tests lower it): below, starting the threads costs more than
+   * they save.
+   */
+  readonly previewWorkerMinUsers?: number
 }
 
 /** What a dry run of a rule over the stored users found (`Engine.preview`). */
@@ -382,6 +404,9 @@ export class Engine {
   /** What a sweep can decide from projections, for the strategies installed (undefined: full records only). */
   private sweepPlan: { readonly strategies: readonly TagSlot[]; readonly plan: SweepPlan | undefined } | undefined
   private readonly readProjections: boolean
+  private readonly previewThreads: number
+  private readonly previewWorkerMinUsers: number
+  private readonly previewPool = new PreviewPool()
   /**
    * Users a sweep read from the store since the last commit, with their operator states then and
    * their stored projection: when the states are still those (the sweep changed only tags), the
@@ -471,6 +496,8 @@ export class Engine {
     this.populationLog = new PopulationLog(this.store, this.slots.map((s) => s.op), options.populationCompaction)
     this.projection = new ProjectionLayout(this.slots.map((s) => s.op))
     this.readProjections = options.readProjections ?? true
+    this.previewThreads = this.config.engine.previewThreads ?? 0
+    this.previewWorkerMinUsers = options.previewWorkerMinUsers ?? PREVIEW_WORKER_MIN_USERS
     this.calendar = calendarFor(config.timeZone)
     this.installLanes(desiredLanes(this.catalog, options.operators))
     this.catalog?.onChange(() => {
@@ -664,6 +691,7 @@ export class Engine {
     // A commit still being written (the loop ended on an error) lands before the sinks close.
     await this.landed()
     await this.populationLog.idle()
+    await this.previewPool.close()
     for (const source of this.sources) await source.close()
     for (const sink of this.sinks) await sink.close()
     await this.deadLetters.close()
@@ -2195,93 +2223,111 @@ export class Engine {
     const buildView = ruleViewBuilder(rule, this.ruleSchema)
     const sampleSize = options.sample ?? 20
     const maxValues = options.maxValues ?? 20
-    const values = new Map<RuleValue, number>()
-    const errors: Record<string, number> = {}
-    let users = 0
-    let matched = 0
-    // Partitions are read concurrently: LevelDB reads one while this thread evaluates another.
-    // Samples are kept per partition and merged in partition order, so they do not depend on timing.
+    const counts = emptyCounts()
     const partitions = [...this.tasks.keys()].sort((a, b) => a - b)
-    const fromProjections = this.readProjections && this.projects(rule)
-    const samples = await Promise.all(
-      partitions.map(async (p) => {
-        const task = this.task(p)
+    const fromRecord = (rec: UserRecord): RuleResult | undefined => {
+      const ctx = new CallContext(rec, this.task(rec.p).watermark, this.config.timeZone, this.populations)
+      return evaluateView(rule, buildView(this.viewSource(rec, ctx, new Map())))
+    }
+    // The rule reads only what projections hold: partitions whose projections are written are read
+    // from them, the others (and every partition, for other rules) from the records.
+    const projected = this.readProjections && this.projects(rule) ? partitions.filter((p) => this.task(p).projected) : []
+    const bySample = new Map<number, string[]>()
+    const fromRecords = partitions
+      .filter((p) => !projected.includes(p))
+      .map(async (p) => {
         const sample: string[] = []
-        // `idAt`: where the user id starts in `key` (the id itself is sliced only for a sample).
-        const tally = (view: RuleView | undefined, key: string, idAt: number): void => {
-          users++
-          if (view === undefined) return // a field it reads is missing: no value
-          const result = rule.evaluate(view)
-          if (!result.ok) {
-            if (result.code !== 'no_such_field') errors[result.code] = (errors[result.code] ?? 0) + 1
-            return
-          }
-          values.set(result.value, (values.get(result.value) ?? 0) + 1)
-          if (result.value === false) return
-          matched++
-          if (sample.length < sampleSize) sample.push(idAt === 0 ? key : key.slice(idAt))
-        }
-        const fromRecord = (rec: UserRecord): void => {
-          const ctx = new CallContext(rec, task.watermark, this.config.timeZone, this.populations)
-          tally(buildView(this.viewSource(rec, ctx, new Map())), rec.u, 0)
-        }
-        if (!fromProjections || !task.projected) {
-          for await (const chunk of this.store.userValues(p)) {
-            for (const [key, buf] of chunk) fromRecord(this.cache.get(key) ?? this.store.decode<UserRecord>(buf))
-          }
-          return sample
-        }
-        // The rule reads only what projections hold: the records of users whose projection does
-        // not hold at the clock are read, the cached users' newer state is used as it is. The
-        // projections are read in place (one reader, one view object reused when the rule allows).
-        const reader = new ProjectionReader(this.projection)
-        const projectedView = this.projectedView(rule)
-        const at = task.watermark
-        for await (const chunk of this.store.projectionValues(p, PREVIEW_CHUNK)) {
-          // Per entry: its cached record, or PROJECTED (the projection holds), or STALE (read the record).
-          const records: (UserRecord | typeof PROJECTED | typeof STALE)[] = new Array(chunk.length)
-          const stale: string[] = []
-          for (let i = 0; i < chunk.length; i++) {
-            const [pkey, buf] = chunk[i] as [string, Buffer]
-            const key = userKeyOfProjection(pkey)
-            const cached = this.cache.get(key)
-            if (cached !== undefined) records[i] = cached
-            else if (reader.load(buf).holdsAt(at)) records[i] = PROJECTED
-            else {
-              records[i] = STALE
-              stale.push(key)
-            }
-          }
-          const loaded = stale.length === 0 ? [] : await this.store.getUsers(stale)
-          let next = 0
-          for (let i = 0; i < chunk.length; i++) {
-            const entry = records[i]
-            if (entry === PROJECTED) {
-              const [pkey, buf] = chunk[i] as [string, Buffer]
-              tally(projectedView(reader.load(buf)), pkey, USER_ID_OFFSET)
-              continue
-            }
-            // A user cached when the chunk was read, else one whose record was read (absent: gone since).
-            const rec = entry === STALE ? loaded[next++] : entry
-            if (rec !== undefined) fromRecord(rec)
+        bySample.set(p, sample)
+        for await (const chunk of this.store.userValues(p)) {
+          for (const [key, buf] of chunk) {
+            const rec = this.cache.get(key) ?? this.store.decode<UserRecord>(buf)
+            if (countResult(counts, fromRecord(rec)) && sample.length < sampleSize) sample.push(rec.u)
           }
         }
-        return sample
-      }),
-    )
-    const sample = samples.flat().slice(0, sampleSize)
+      })
+    await Promise.all([...fromRecords, this.previewFromProjections(projected, rule, fromRecord, sampleSize, counts, bySample)])
+    const sample = partitions.flatMap((p) => bySample.get(p) ?? []).slice(0, sampleSize)
     return {
       expression,
       resultType: rule.resultType,
-      users,
-      matched,
+      users: counts.users,
+      matched: counts.matched,
       sample,
-      values: [...values]
+      values: [...counts.values]
         .map(([value, n]) => ({ value, users: n }))
         .sort((a, b) => b.users - a.users || String(a.value).localeCompare(String(b.value)))
         .slice(0, maxValues),
-      errors,
+      errors: counts.errors,
       elapsedMs: Math.round(performance.now() - started),
+    }
+  }
+
+  /**
+   * The projection part of a preview (see preview.ts): every partition's projections are scanned,
+   * in worker threads when configured and the store is large enough, else here (partitions read
+   * concurrently: LevelDB reads one while this thread evaluates another), except for users with
+   * uncommitted or landing state; those, and users whose projection does not hold at the clock, are
+   * evaluated from their records (newest state in memory, else the store).
+   */
+  private async previewFromProjections(
+    partitions: readonly number[],
+    rule: CompiledRule,
+    fromRecord: (rec: UserRecord) => RuleResult | undefined,
+    sampleSize: number,
+    counts: PreviewCounts,
+    bySample: Map<number, string[]>,
+  ): Promise<void> {
+    if (partitions.length === 0) return
+    const skip = new Map<number, Set<string>>(partitions.map((p) => [p, new Set<string>()]))
+    for (const users of [this.dirtyUsers, this.landingUsers]) {
+      for (const key of users) {
+        const rec = this.cache.get(key)
+        if (rec !== undefined) skip.get(rec.p)?.add(rec.u)
+      }
+    }
+    const at = (p: number): number => this.task(p).watermark
+    const stored = partitions.reduce((n, p) => n + this.task(p).users, 0)
+    const threads = Math.min(this.previewThreads, partitions.length)
+    let scans: PartitionScan[]
+    if (threads > 0 && stored >= this.previewWorkerMinUsers) {
+      const jobs: PreviewJob[] = Array.from({ length: threads }, (_, t) => ({
+        location: this.store.path,
+        layoutId: this.projection.id,
+        schema: this.ruleSchema,
+        expression: rule.expression,
+        sampleSize,
+        partitions: partitions.filter((_, i) => i % threads === t).map((p) => ({ partition: p, at: at(p), skip: [...(skip.get(p) as Set<string>)] })),
+      }))
+      scans = await this.previewPool.run(jobs)
+      this.stats.previewScansInThreads += scans.length
+    } else {
+      const view = this.projectedView(rule)
+      scans = await Promise.all(
+        partitions.map((p) =>
+          scanProjections(this.store.projectionValues(p, PREVIEW_CHUNK), new ProjectionReader(this.projection), rule, view, {
+            partition: p,
+            at: at(p),
+            skip: skip.get(p) as Set<string>,
+            sampleSize,
+          }),
+        ),
+      )
+    }
+    for (const scan of scans) {
+      const p = scan.partition
+      mergeCounts(counts, scan)
+      const keys = scan.fromRecords.map((id) => userKey(p, id))
+      const cached = keys.map((key) => this.cache.get(key))
+      const missing = keys.filter((_, i) => cached[i] === undefined)
+      const loaded = missing.length === 0 ? [] : await this.store.getUsers(missing)
+      const matched = [...scan.sample]
+      let next = 0
+      for (let i = 0; i < keys.length; i++) {
+        // Absent from both: deleted since the scan read it.
+        const rec = cached[i] ?? loaded[next++]
+        if (rec !== undefined && countResult(counts, fromRecord(rec))) matched.push(rec.u)
+      }
+      bySample.set(p, matched.length === scan.sample.length ? matched : inKeyOrder(matched).slice(0, sampleSize))
     }
   }
 
@@ -2375,15 +2421,23 @@ function decodeCursor(cursor: string | undefined): [number, string | undefined] 
 }
 const RESCORE_CAUSE: TagChangeCause = Object.freeze({ kind: 'rescore' })
 
+/**
+ * Stored users from which previews use worker threads: a preview over fewer takes well under a
+ * second on the engine's thread, and starting a thread (loading the rule library) about 100 ms.
+ */
+const PREVIEW_WORKER_MIN_USERS = 50_000
+
+/** User ids in the order of their keys in the store (LevelDB compares bytes, UTF-8). */
+function inKeyOrder(ids: readonly string[]): string[] {
+  return ids
+    .map((id) => [id, Buffer.from(id, 'utf8')] as const)
+    .sort((a, b) => Buffer.compare(a[1], b[1]))
+    .map(([id]) => id)
+}
+
 /** What projected views see of the population: nothing (their fields do not depend on it). */
 const NO_POPULATIONS = new Populations()
 
-/** Projections a preview reads per native iterator call. */
-const PREVIEW_CHUNK = 4096
-/** A preview entry whose projection holds at the clock. */
-const PROJECTED = 1
-/** A preview entry whose record must be read. */
-const STALE = 2
 
 /** Projections written per batch while a store without them is converted at open. */
 const PROJECTION_BATCH = 10_000

@@ -365,7 +365,35 @@ export interface RescoredOperator {
   readonly dimensions: readonly string[]
 }
 
-export class ProjectionLayout {
+/**
+ * What reading a projection needs of its layout: which fields each section holds. A
+ * `ProjectionLayout` is one; `projectionShapeOf` rebuilds one from a layout's `id` (plain data, so
+ * a worker thread can read projections without the operators that wrote them).
+ */
+export interface ProjectionShape {
+  readonly byName: ReadonlyMap<string, number>
+  readonly operators: readonly { readonly fields: readonly string[]; readonly index: ReadonlyMap<string, number> }[]
+  readonly rescored: readonly { readonly dimensions: readonly string[] }[]
+  viewSection(operator: number): number
+}
+
+/** The shape of the layout whose `id` this is (see `ProjectionLayout.id`). */
+export function projectionShapeOf(id: string): ProjectionShape {
+  const { v, views, scored } = JSON.parse(id) as { v: number; views: [string, string[]][]; scored: [string, string[]][] }
+  if (v !== LAYOUT_VERSION) throw new Error(`projection: layout version ${v}, this code reads ${LAYOUT_VERSION}`)
+  const rescored = scored.map(([, dimensions]) => ({ dimensions }))
+  return {
+    byName: new Map(views.map(([name], i) => [name, i])),
+    operators: views.map(([, fields]) => ({ fields, index: new Map(fields.map((f, i) => [f, i])) })),
+    rescored,
+    viewSection: (operator) => FIRST_SCORED + rescored.length + operator,
+  }
+}
+
+/** Bumped when the encoding changes: stores written with another rebuild their projections at open. */
+const LAYOUT_VERSION = 2
+
+export class ProjectionLayout implements ProjectionShape {
   readonly operators: readonly ProjectedOperator[]
   readonly byName: ReadonlyMap<string, number>
   readonly rescored: readonly RescoredOperator[]
@@ -400,7 +428,7 @@ export class ProjectionLayout {
     this.sections = FIRST_SCORED + this.rescored.length + this.operators.length
     this.starts = new Int32Array(this.sections + 1)
     this.id = JSON.stringify({
-      v: 2,
+      v: LAYOUT_VERSION,
       views: this.operators.map((o) => [o.op.name, o.fields]),
       scored: this.rescored.map((r) => [r.op.name, r.dimensions]),
     })
@@ -633,7 +661,7 @@ function bytesOf(id: string): Buffer | null {
  */
 export class ProjectionReader {
   private buf: Buffer = EMPTY
-  constructor(readonly layout: ProjectionLayout) {}
+  constructor(readonly layout: ProjectionShape) {}
 
   load(buf: EncodedProjection): this {
     if (buf[0] !== FORMAT_U16 && buf[0] !== FORMAT_U32) throw new Error(`projection: unknown format ${String(buf[0])}`)
@@ -733,7 +761,7 @@ export class ProjectionReader {
     if (i === undefined) return NO_FIELDS
     const start = this.sectionCells(this.layout.viewSection(i))
     if (start < 0) return NO_FIELDS
-    const fields = (this.layout.operators[i] as ProjectedOperator).fields
+    const fields = (this.layout.operators[i] as ProjectionShape['operators'][number]).fields
     const out: Record<string, unknown> = {}
     for (let f = 0, pos = start; f < fields.length; f++, pos = skipCell(this.buf, pos)) {
       const v = readCell(this.buf, pos)
@@ -746,7 +774,7 @@ export class ProjectionReader {
   scoredOf(index: number): Readonly<Record<string, number>> | undefined {
     const start = this.sectionCells(FIRST_SCORED + index)
     if (start < 0) return undefined
-    const dims = (this.layout.rescored[index] as RescoredOperator).dimensions
+    const dims = (this.layout.rescored[index] as ProjectionShape['rescored'][number]).dimensions
     const out: Record<string, number> = {}
     for (let d = 0, pos = start; d < dims.length; d++, pos = skipCell(this.buf, pos)) {
       const v = readCell(this.buf, pos)
@@ -765,11 +793,11 @@ const NO_FIELDS: Readonly<Record<string, unknown>> = Object.freeze({})
  * one view object is filled per user and reused: nothing is allocated but the values read.
  * Returns undefined as `ruleViewBuilder` does (a strict rule with a missing field).
  */
-export function projectedViewBuilder(plan: RuleViewPlan, layout: ProjectionLayout): (r: ProjectionReader) => RuleView | undefined {
+export function projectedViewBuilder(plan: RuleViewPlan, layout: ProjectionShape): (r: ProjectionReader) => RuleView | undefined {
   const variables = plan.variables.map(({ variable, whole, read }) => {
     if (variable === 'tags') return { variable, whole, tags: true as const, section: -1, read: read.map(([field, conv]) => ({ field, conv, index: -1 })) }
     const op = layout.byName.get(variable)
-    const fields = op === undefined ? undefined : (layout.operators[op] as ProjectedOperator).index
+    const fields = op === undefined ? undefined : (layout.operators[op] as ProjectionShape['operators'][number]).index
     // Fields in section order: each is found by skipping cells forward from the previous one.
     const reads = read
       .map(([field, conv]) => {

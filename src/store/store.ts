@@ -1,3 +1,4 @@
+import { resolve } from 'node:path'
 import { ClassicLevel } from 'classic-level'
 import { Packr } from 'msgpackr'
 import { ErrorCodes, TagstreamError } from '../errors.js'
@@ -62,12 +63,25 @@ export class Store {
   private readonly db: ClassicLevel<string, Buffer>
   private readonly packr = new Packr({ useRecords: false, mapsAsObjects: true })
 
-  private constructor(path: string, db: ClassicLevel<string, Buffer>) {
+  /** `path` resolved, for a store this process opened (not attached to). */
+  private readonly location: string | undefined
+
+  private constructor(path: string, db: ClassicLevel<string, Buffer>, location: string | undefined) {
     this.path = path
     this.db = db
+    this.location = location
   }
 
   static async open(path: string, options: { readOnly?: boolean; maxOpenFiles?: number } = {}): Promise<Store> {
+    // Opened for worker threads too (`attach`), so LevelDB's lock no longer refuses a second open in
+    // this process: refuse it here, as it refuses one from another process.
+    const location = resolve(path)
+    if (OPEN_IN_THIS_PROCESS.has(location)) {
+      throw new TagstreamError(ErrorCodes.STORE_UNAVAILABLE, `store ${path} is locked: it is already open in this process`, {
+        retriable: true,
+        details: { path, reason: 'locked' },
+      })
+    }
     const db = new ClassicLevel<string, Buffer>(path, {
       keyEncoding: 'utf8',
       valueEncoding: 'buffer',
@@ -79,6 +93,7 @@ export class Store {
       // read touches stay in the process's RSS until the table is closed. The open-table bound is
       // what bounds them (about 2 MB per table).
       maxOpenFiles: options.maxOpenFiles ?? DEFAULT_MAX_OPEN_FILES,
+      multithreading: true,
     })
     try {
       await db.open()
@@ -98,7 +113,18 @@ export class Store {
         { cause: err, retriable: locked, details: { path, reason: missing ? 'missing' : locked ? 'locked' : 'error' } },
       )
     }
-    return new Store(path, db)
+    OPEN_IN_THIS_PROCESS.add(location)
+    return new Store(path, db, location)
+  }
+
+  /**
+   * The store a thread of this process has open, from a worker thread (preview workers): LevelDB's
+   * handle is shared, so this reads what the engine commits. Only for reads; close it when done.
+   */
+  static async attach(path: string): Promise<Store> {
+    const db = new ClassicLevel<string, Buffer>(path, { keyEncoding: 'utf8', valueEncoding: 'buffer', createIfMissing: false, multithreading: true })
+    await db.open()
+    return new Store(path, db, undefined)
   }
 
   encode(value: unknown): Buffer {
@@ -111,6 +137,7 @@ export class Store {
 
   async close(): Promise<void> {
     await this.db.close()
+    if (this.location !== undefined) OPEN_IN_THIS_PROCESS.delete(this.location)
   }
 
   async readMeta(): Promise<StoreMeta | undefined> {
@@ -319,6 +346,8 @@ export class Store {
 
 /** Bytes one native iterator read may return (the default, 16 KiB, makes a round trip per ~30 small values). */
 const SCAN_CHUNK_BYTES = 4 << 20
+/** Stores opened (not attached to) in this process, by resolved path. */
+const OPEN_IN_THIS_PROCESS = new Set<string>()
 
 /** An iterator's entries in chunks of `size` (one native `nextv` call each), closed at the end or on an early exit. */
 async function* chunks<T>(it: { nextv(size: number): Promise<T[]>; close(): Promise<void> }, size: number): AsyncGenerator<T[]> {

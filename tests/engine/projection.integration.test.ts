@@ -54,7 +54,13 @@ const PREVIEW_RULES = [
 const records = (seed: number, users: number, events: number, days: number): Buffer[] =>
   [...generateWorkload({ seed, users, events, days, invalidRatio: 0 })].map((r) => encodeNdjsonLine(r).subarray(0, -1))
 
-async function open(dir: string | undefined, readProjections: boolean, extra: typeof PROJECTED_RULES, overrides: Record<string, unknown> = {}): Promise<Fixture> {
+async function open(
+  dir: string | undefined,
+  readProjections: boolean,
+  extra: typeof PROJECTED_RULES,
+  overrides: Record<string, unknown> = {},
+  options: { previewWorkerMinUsers?: number } = {},
+): Promise<Fixture> {
   const { config } = loadConfig(DEFAULT_CONFIG, {})
   const operators = await createOperators(config)
   return createFixture(
@@ -66,7 +72,7 @@ async function open(dir: string | undefined, readProjections: boolean, extra: ty
       rescore: { chunkUsers: 37 },
       ...overrides,
     },
-    { ...(dir !== undefined ? { dir } : {}), tags: tags(extra), readProjections },
+    { ...(dir !== undefined ? { dir } : {}), tags: tags(extra), readProjections, ...options },
   )
 }
 
@@ -251,6 +257,35 @@ describe('user projections (sweeps and previews without full records)', () => {
     await reference.f.close()
     await projected.f.close()
   }, 120_000)
+  it('previews count users with uncommitted state from it: the same from records, on the engine thread and in worker threads', async () => {
+    const input = records(34, 500, 12_000, 60)
+    const cut = Math.floor(input.length * 0.8)
+    // No commit but the one at the end of the drain: the last fifth stays in memory, uncommitted.
+    const engine = { partitions: 3, commitEvents: 1_000_000, commitIntervalMs: 3_600_000, cacheMaxUsers: 40, batchSize: 256 }
+    const run = async (readProjections: boolean, previewThreads: number): Promise<{ committed: unknown[]; uncommitted: unknown[]; f: Fixture }> => {
+      const f = await open(undefined, readProjections, PROJECTED_RULES, { engine: { ...engine, previewThreads } }, { previewWorkerMinUsers: 0 })
+      f.source.push(...input.slice(0, cut))
+      await f.drain()
+      const committed = await previews(f)
+      f.source.push(...input.slice(cut))
+      for (let batch = await f.source.poll(256); batch !== null && batch.length > 0; batch = await f.source.poll(256)) await f.engine.processRecords(f.source, batch)
+      return { committed, uncommitted: await previews(f), f }
+    }
+    const reference = await run(false, 0)
+    const inThread = await run(true, 0)
+    const inWorkers = await run(true, 2)
+    // The uncommitted events change what the rules give: the previews see the engine's newer state.
+    expect(reference.uncommitted).not.toEqual(reference.committed)
+    expect(inThread.committed).toEqual(reference.committed)
+    expect(inThread.uncommitted).toEqual(reference.uncommitted)
+    expect(inWorkers.committed).toEqual(reference.committed)
+    expect(inWorkers.uncommitted).toEqual(reference.uncommitted)
+    expect(inThread.f.engine.stats.previewScansInThreads).toBe(0)
+    // 5 of the rules read projected fields only; each preview scans 3 partitions, twice.
+    expect(inWorkers.f.engine.stats.previewScansInThreads).toBe(5 * 3 * 2)
+    for (const r of [reference, inThread, inWorkers]) await r.f.close()
+  }, 120_000)
+
   it('gives every user the same changes, with the same ids, whatever the sweep chunk and batch sizes', async () => {
     // 120 days of the default operators with a 40-user cache: users are created shortly before a
     // sweep instant and land while its pass runs, and how far a pass gets between two commits

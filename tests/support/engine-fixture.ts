@@ -115,6 +115,8 @@ export async function createFixture(
     readProjections?: boolean
     /** When population deltas are folded into snapshots (default: the engine's). */
     populationCompaction?: CompactionPolicy
+    /** Stored users from which previews use `engine.previewThreads` worker threads (default: the engine's). */
+    previewWorkerMinUsers?: number
   } = {},
 ): Promise<Fixture> {
   const { config, issues } = validateConfig({ engine: { partitions: 2, ...((overrides.engine as object) ?? {}) }, ...overrides, ...(overrides.engine ? {} : {}) })
@@ -149,6 +151,7 @@ export async function createFixture(
     ...(options.lifecycle !== undefined ? { lifecycle: options.lifecycle } : {}),
     ...(options.readProjections !== undefined ? { readProjections: options.readProjections } : {}),
     ...(options.populationCompaction !== undefined ? { populationCompaction: options.populationCompaction } : {}),
+    ...(options.previewWorkerMinUsers !== undefined ? { previewWorkerMinUsers: options.previewWorkerMinUsers } : {}),
   })
   await engine.open()
   const fixture: Fixture = {

@@ -1,0 +1,220 @@
+/**
+ * Rule previews over stored projections, on the engine's thread or in worker threads.
+ *
+ * A preview of a rule that reads only projected fields reads every user's projection once: about
+ * 3.4 µs per user on this project's 2-core machines, most of it classic-level turning each LevelDB
+ * entry into a JS key and Buffer. That work is done where the projections are read, so worker
+ * threads (each opening the same store, `Store.attach`) take it off the engine's thread, which keeps
+ * ingesting, and spread it over the machine's cores. The engine gives each scan the users whose
+ * in-memory state is newer than the store (`skip`). The scan hands back, as `fromRecords`, the ones
+ * it meets and the users whose projection does not hold at the partition's clock: the engine
+ * evaluates those from their records (in memory, or read from the store).
+ */
+import { Worker } from 'node:worker_threads'
+import { existsSync } from 'node:fs'
+import { createRequire } from 'node:module'
+import { fileURLToPath, pathToFileURL } from 'node:url'
+import type { CompiledRule, RuleResult, RuleSchema, RuleValue, RuleView } from '../tags/rules.js'
+import { ProjectionReader, type EncodedProjection } from './projection.js'
+
+/** Counts of one preview, or of one partition's part of it. */
+export interface PreviewCounts {
+  users: number
+  matched: number
+  readonly values: Map<RuleValue, number>
+  readonly errors: Record<string, number>
+}
+
+export function emptyCounts(): PreviewCounts {
+  return { users: 0, matched: 0, values: new Map(), errors: {} }
+}
+
+/**
+ * Counts one user's result (undefined: no view, a field the rule reads is missing: no value). Returns whether it matched: a value other than
+ * `false`. An absent field is not an error (`no_such_field`), as the engine's rule lanes treat it.
+ */
+export function countResult(counts: PreviewCounts, result: RuleResult | undefined): boolean {
+  counts.users++
+  if (result === undefined) return false
+  if (!result.ok) {
+    if (result.code !== 'no_such_field') counts.errors[result.code] = (counts.errors[result.code] ?? 0) + 1
+    return false
+  }
+  counts.values.set(result.value, (counts.values.get(result.value) ?? 0) + 1)
+  if (result.value === false) return false
+  counts.matched++
+  return true
+}
+
+export function evaluateView(rule: CompiledRule, view: RuleView | undefined): RuleResult | undefined {
+  return view === undefined ? undefined : rule.evaluate(view)
+}
+
+export function mergeCounts(into: PreviewCounts, from: { users: number; matched: number; values: Iterable<[RuleValue, number]>; errors: Readonly<Record<string, number>> }): void {
+  into.users += from.users
+  into.matched += from.matched
+  for (const [value, n] of from.values) into.values.set(value, (into.values.get(value) ?? 0) + n)
+  for (const [code, n] of Object.entries(from.errors)) into.errors[code] = (into.errors[code] ?? 0) + n
+}
+
+/** One partition's scan: counts of the users read from projections, and who the engine must count. */
+export interface PartitionScan {
+  readonly partition: number
+  readonly users: number
+  readonly matched: number
+  readonly values: [RuleValue, number][]
+  readonly errors: Record<string, number>
+  /** The first `sampleSize` matching user ids of the scan, in key order. */
+  readonly sample: string[]
+  /**
+   * Ids of stored users the scan did not count, in key order: users in `skip` (the engine has newer
+   * state), and users whose projection does not hold at the clock. Their records decide.
+   */
+  readonly fromRecords: string[]
+}
+
+export interface ScanOptions {
+  readonly partition: number
+  /** The partition's clock: a projection decides only when it holds at it. */
+  readonly at: number
+  /** User ids the scan must not count (the engine has newer state for them). */
+  readonly skip: ReadonlySet<string>
+  readonly sampleSize: number
+}
+
+/** Projections a preview reads per native iterator call. */
+export const PREVIEW_CHUNK = 4096
+
+/** Where the user id starts in a `p0000!v!<id>` key. */
+const ID_AT = 'p0000!v!'.length
+
+/** Reads one partition's projections (chunks of [key, value] in key order) and counts the rule over them. */
+export async function scanProjections(
+  chunks: AsyncIterable<readonly (readonly [string, EncodedProjection])[]>,
+  reader: ProjectionReader,
+  rule: CompiledRule,
+  view: (r: ProjectionReader) => RuleView | undefined,
+  options: ScanOptions,
+): Promise<PartitionScan> {
+  const { at, skip, sampleSize } = options
+  const counts = emptyCounts()
+  const sample: string[] = []
+  const fromRecords: string[] = []
+  const checkSkip = skip.size > 0
+  for await (const chunk of chunks) {
+    for (let i = 0; i < chunk.length; i++) {
+      const [key, value] = chunk[i] as readonly [string, EncodedProjection]
+      if (checkSkip) {
+        const id = key.slice(ID_AT)
+        if (skip.has(id)) {
+          fromRecords.push(id)
+          continue
+        }
+      }
+      if (!reader.load(value).holdsAt(at)) {
+        fromRecords.push(key.slice(ID_AT))
+        continue
+      }
+      if (countResult(counts, evaluateView(rule, view(reader))) && sample.length < sampleSize) sample.push(key.slice(ID_AT))
+    }
+  }
+  return { partition: options.partition, users: counts.users, matched: counts.matched, values: [...counts.values], errors: counts.errors, sample, fromRecords }
+}
+
+/** What a preview worker is asked (`preview-worker.ts`): plain data, cloned into the thread. */
+export interface PreviewJob {
+  /** The store's directory: the worker attaches to the engine's open store. */
+  readonly location: string
+  /** `ProjectionLayout.id` of the engine: the worker reads projections with its shape. */
+  readonly layoutId: string
+  readonly schema: RuleSchema
+  readonly expression: string
+  readonly sampleSize: number
+  readonly partitions: readonly { readonly partition: number; readonly at: number; readonly skip: readonly string[] }[]
+}
+
+export type PreviewWorkerReply = { readonly ok: true; readonly scans: PartitionScan[] } | { readonly ok: false; readonly message: string }
+
+/**
+ * A preview worker: the module compiled next to this one (`.js`), or, running from sources
+ * (tests), the TypeScript module loaded through tsx (a development dependency).
+ */
+function startWorker(): Worker {
+  const js = new URL('./preview-worker.js', import.meta.url)
+  if (existsSync(fileURLToPath(js))) return new Worker(js)
+  const tsx = pathToFileURL(createRequire(import.meta.url).resolve('tsx/esm/api').replace(/\.cjs$/, '.mjs')).href
+  const ts = new URL('./preview-worker.ts', import.meta.url).href
+  return new Worker(`import(${JSON.stringify(tsx)}).then((api) => { api.register(); return import(${JSON.stringify(ts)}) })`, { eval: true })
+}
+
+/**
+ * Preview worker threads, started by the first preview and stopped `idleMs` after the last: an
+ * operator previews a rule several times in a row while editing it, and a thread takes a few
+ * hundred milliseconds of CPU to start (loading the rule library), while an idle one holds its heap.
+ */
+export class PreviewPool {
+  private readonly workers: Worker[] = []
+  private idle: NodeJS.Timeout | undefined
+  private closed = false
+
+  constructor(private readonly idleMs = 60_000) {}
+
+  /** Runs each job in a thread of its own; rejects when a thread fails (it is then replaced next time). */
+  async run(jobs: readonly PreviewJob[]): Promise<PartitionScan[]> {
+    if (this.closed) throw new Error('the preview pool is closed')
+    clearTimeout(this.idle)
+    while (this.workers.length < jobs.length) this.workers.push(startWorker())
+    try {
+      const replies = await Promise.all(jobs.map((job, i) => this.ask(this.workers[i] as Worker, job)))
+      return replies.flat()
+    } finally {
+      if (!this.closed) {
+        this.idle = setTimeout(() => void this.stop(), this.idleMs)
+        this.idle.unref()
+      }
+    }
+  }
+
+  private ask(worker: Worker, job: PreviewJob): Promise<PartitionScan[]> {
+    return new Promise((resolve, reject) => {
+      const done = (): void => {
+        worker.off('message', onMessage)
+        worker.off('error', onError)
+        worker.off('exit', onExit)
+      }
+      const onMessage = (reply: PreviewWorkerReply): void => {
+        done()
+        if (reply.ok) resolve(reply.scans)
+        else reject(new Error(`preview worker: ${reply.message}`))
+      }
+      const fail = (err: Error): void => {
+        done()
+        this.forget(worker)
+        reject(err)
+      }
+      const onError = (err: Error): void => fail(err)
+      const onExit = (code: number): void => fail(new Error(`preview worker exited with code ${code} before replying`))
+      worker.on('message', onMessage)
+      worker.on('error', onError)
+      worker.on('exit', onExit)
+      worker.postMessage(job)
+    })
+  }
+
+  private forget(worker: Worker): void {
+    const i = this.workers.indexOf(worker)
+    if (i >= 0) this.workers.splice(i, 1)
+    void worker.terminate()
+  }
+
+  /** Stops the threads (the next preview starts them again). */
+  async stop(): Promise<void> {
+    clearTimeout(this.idle)
+    await Promise.all(this.workers.splice(0).map((w) => w.terminate()))
+  }
+
+  async close(): Promise<void> {
+    this.closed = true
+    await this.stop()
+  }
+}
