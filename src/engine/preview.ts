@@ -30,8 +30,9 @@ export function emptyCounts(): PreviewCounts {
 }
 
 /**
- * Counts one user's result (undefined: no view, a field the rule reads is missing: no value). Returns whether it matched: a value other than
- * `false`. An absent field is not an error (`no_such_field`), as the engine's rule lanes treat it.
+ * Counts one user's result (undefined: no view, a field the rule reads is missing: no value).
+ * Returns whether it matched: a value other than `false`. An absent field is not an error
+ * (`no_such_field`), as the engine's rule lanes treat it.
  */
 export function countResult(counts: PreviewCounts, result: RuleResult | undefined): boolean {
   counts.users++
