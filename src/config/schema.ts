@@ -184,7 +184,7 @@ export const ConfigSchema = Type.Object(
           maximum: 64,
           default: 2,
           description:
-            'Worker threads a rule preview (POST /v1/tags/preview) reads the stored projections with, off the thread that ingests, started for each preview over at least 50,000 stored users (0: on the engine thread). More than the machine has cores does not help',
+            'Worker threads a rule preview (POST /v1/tags/preview) reads the stored projections with, off the thread that ingests, when the store holds at least 50,000 users: started by the first such preview, stopped a minute after the last (0: on the engine thread). More than the machine has cores does not help',
         }),
       },
       { default: {}, additionalProperties: false },
