@@ -1429,8 +1429,10 @@ export class Engine {
 
   /**
    * One chunk of a sweep's pass read from the users' projections: a user whose projection shows
-   * that the sweep changes nothing is done without reading its record; the others (and cached
-   * users) are re-scored from their full records, in key order, as `rescoreUser` always does.
+   * that the sweep changes nothing is done without reading its record; the others are re-scored
+   * from their full records, in key order, as `rescoreUser` always does. A cached user is decided
+   * from its projection too when it is clean (no change since its last commit landed, so the
+   * stored projection is its record's); a dirty or landing one is re-scored from its record.
    */
   private async sweepStepFromProjections(task: PartitionTask, sweep: Sweep, plan: SweepPlan): Promise<void> {
     const chunk = this.config.rescore.chunkUsers
@@ -1445,18 +1447,20 @@ export class Engine {
       const [pkey, value] = entries[i] as [string, Buffer]
       const key = userKeyOfProjection(pkey)
       keys[i] = key
-      if (this.cache.has(key)) {
+      const cached = this.cache.get(key)
+      if (cached !== undefined && !this.isClean(key)) {
         outcome[i] = -1
         continue
       }
       reader.load(value)
-      if ((reader.rs ?? -Infinity) >= sweep.at) {
+      // A cached user's `rs` may be newer than its stored one (a sweep that changed nothing).
+      if (((cached === undefined ? reader.rs : cached.rs) ?? -Infinity) >= sweep.at) {
         outcome[i] = -2
         continue
       }
       const evaluations = this.sweepLeavesUnchanged(reader, sweep, key.slice(USER_ID_OFFSET), plan)
       outcome[i] = evaluations
-      if (evaluations < 0) {
+      if (evaluations < 0 && cached === undefined) {
         full.push(key)
         projections.set(key, value)
       }
@@ -1473,15 +1477,17 @@ export class Engine {
       }
       sweep.cursor = key
       let rec = this.cache.get(key)
+      const evaluations = outcome[i] as number
+      if (evaluations >= 0 && (rec === undefined || this.isClean(key))) {
+        // Exactly what rescoreUser would have counted, and nothing it would have written.
+        this.stats.usersRescored++
+        this.stats.usersRescoredFromProjections++
+        this.stats.ruleEvaluations += evaluations
+        // As rescoreUser leaves a user it does not change: swept, in memory only.
+        if (rec !== undefined) rec.rs = sweep.at
+        continue
+      }
       if (rec === undefined) {
-        const evaluations = outcome[i] as number
-        if (evaluations >= 0) {
-          // Exactly what rescoreUser would have counted, and nothing it would have written.
-          this.stats.usersRescored++
-          this.stats.usersRescoredFromProjections++
-          this.stats.ruleEvaluations += evaluations
-          continue
-        }
         rec = fromStore.get(key)
         if (rec === undefined || (rec.rs ?? -Infinity) >= sweep.at) continue
         this.cache.set(key, rec)
@@ -1491,6 +1497,11 @@ export class Engine {
       this.rescoreUser(task, rec, key)
     }
     this.endSweepChunk(task, sweep, entries.length < chunk)
+  }
+
+  /** Whether a user's stored record (and projection) is its current state: no change since its last commit landed. */
+  private isClean(key: string): boolean {
+    return !this.dirtyUsers.has(key) && !this.landingUsers.has(key)
   }
 
   /** After a chunk of a sweep's pass: at the end of the key space, wrap around once, then finish. */
@@ -2148,7 +2159,7 @@ export class Engine {
     if (excess <= 0) return
     for (const key of this.cache.keys()) {
       if (excess <= 0) break
-      if (this.dirtyUsers.has(key) || this.landingUsers.has(key)) continue
+      if (!this.isClean(key)) continue
       this.cache.delete(key)
       excess--
     }

@@ -203,6 +203,34 @@ describe('user projections (sweeps and previews without full records)', () => {
     await projected.f.close()
   }, 240_000)
 
+  it('with every user cached, sweeps decide clean users from their projections, with the changes and records of full-record sweeps', async () => {
+    const input = records(34, 300, 9000, 60)
+    const everyoneCached = { engine: { partitions: 3, commitEvents: 400, cacheMaxUsers: 100_000, batchSize: 256 } }
+    const run = async (readProjections: boolean): Promise<{ f: Fixture; changes: TagChange[] }> => {
+      const f = await open(undefined, readProjections, PROJECTED_RULES, everyoneCached)
+      f.source.push(...input)
+      await f.drain()
+      return { f, changes: f.changes.changes.splice(0) }
+    }
+    const reference = await run(false)
+    const projected = await run(true)
+    expect(reference.f.engine.stats.sweepsCompleted).toBeGreaterThan(50)
+    expect(reference.changes.filter((c) => c.cause.kind === 'rescore').length).toBeGreaterThan(50)
+    expect(projected.f.engine.cachedUsers).toBe(projected.f.engine.userCount)
+    expectSameChangesPerUser(projected.changes, reference.changes)
+    expect(await storedUsers(projected.f, 3)).toEqual(await storedUsers(reference.f, 3))
+    expect(projected.f.engine.coverage('champion_gone_silent')).toEqual(reference.f.engine.coverage('champion_gone_silent'))
+    expect(projected.f.engine.testingCoverage('big_quarter')).toEqual(reference.f.engine.testingCoverage('big_quarter'))
+    // Nothing is evicted, so every user reached by a pass is in the cache: most are decided from
+    // their projections all the same (the dirty and landing ones are not).
+    const ps = projected.f.engine.stats
+    expect(ps.usersRescored).toBe(reference.f.engine.stats.usersRescored)
+    expect(ps.usersRescoredFromProjections).toBeGreaterThan(ps.usersRescored / 2)
+    expect(await staleProjections(projected.f, 3)).toEqual([])
+    await reference.f.close()
+    await projected.f.close()
+  }, 120_000)
+
   it('a sweep re-evaluating a rule over a field projections do not hold reads full records, with the same results', async () => {
     const input = records(32, 300, 6000, 60)
     const extra = [{ id: 'recent_buyer', rule: 'rfm.recencyDays <= 14' }]
