@@ -92,13 +92,14 @@ export const scenario: Scenario = {
             peakRssBeforePreviewBytes: previewMemory('peakRssBeforePreviewBytes'),
             sampledPeakRssDuringPreviewBytes: previewMemory('sampledPeakRssDuringPreviewBytes'),
             rssAfterPreviewBytes: previewMemory('rssAfterPreviewBytes'),
+            addedByPreviewBytes: previews.map((p) => p.memory.sampledPeakRssDuringPreviewBytes - p.memory.rssBeforePreviewBytes),
             previewMs: previews.map((p) => p.previewMs[0]),
             matched: previews[0]?.matched,
             method:
               'getrusage maxRSS of one process (bench/preview-run.ts --replay-first) that opens the engine with the default settings on a copy of the populated store, ' +
               'replays the same one-event-per-user input as memory.peakRssBytes to its end, then runs one Engine.preview of the rule with the default engine.previewThreads; ' +
               'rssBeforePreviewBytes: RSS once the replay committed; peakRssBeforePreviewBytes: maxRSS then (the pass alone); sampledPeakRssDuringPreviewBytes: highest RSS sampled every 10 ms during the preview; ' +
-              'rssAfterPreviewBytes: RSS after it, the idle threads still alive',
+              'rssAfterPreviewBytes: RSS after it, the idle threads still alive; addedByPreviewBytes: sampledPeakRssDuringPreviewBytes - rssBeforePreviewBytes',
             ...(previews.some((p) => p.previewThreadsStarted === 0)
               ? { threadsNote: 'below 50,000 stored users the preview runs on the engine thread: no preview thread started' }
               : {}),
