@@ -1,20 +1,49 @@
 /**
  * Rule preview (dry run) over every user of an existing store: opens the engine of a config (its
  * sources are not read), runs `Engine.preview` `runs` times and prints one JSON line with the
- * timings. Scenario 7 of the bench suite runs it on the populated 1,000,000-user store.
+ * timings and the process's RSS around the previews. Scenario 7 of the bench suite runs it on the
+ * populated 1,000,000-user store.
  *
- *   node dist/bench/preview-run.js CONFIG [RULE] [RUNS]
+ * With `--replay-first FILE...`, the engine first replays those NDJSON files to their end in the same
+ * process, as `tagstream replay` does, then previews: scenario 4 runs it with one event per stored
+ * user, so the preview threads start while the user cache is full to its bound.
+ *
+ *   node dist/bench/preview-run.js CONFIG [RULE] [RUNS] [--replay-first FILE...]
  */
+import { parseArgs } from 'node:util'
 import { loadConfig } from '../src/config/load.js'
 import { openRuntime } from '../src/runtime.js'
 
 export const DEFAULT_PREVIEW_RULE = 'rfm.monetary >= 100.0 && lifecycle.stage in ["new", "active", "reactivated"]'
+
+/** How often the RSS is sampled while the previews run. */
+const RSS_SAMPLE_MS = 10
+
+export interface PreviewMemory {
+  /** RSS right before the first preview (in replay-first mode: after the replay's last commit). */
+  readonly rssBeforePreviewBytes: number
+  /** getrusage maxRSS right before the first preview: the peak of the open (and the replay). */
+  readonly peakRssBeforePreviewBytes: number
+  /** Highest RSS sampled every RSS_SAMPLE_MS ms while the previews ran: what they add, even when the replay set the peak. */
+  readonly sampledPeakRssDuringPreviewBytes: number
+  /** RSS right after the last preview, its worker threads still alive (they stop a minute after it). */
+  readonly rssAfterPreviewBytes: number
+  /** getrusage maxRSS after the last preview: the peak of the whole process. */
+  readonly peakRssBytes: number
+}
 
 export interface PreviewRun {
   readonly rule: string
   readonly users: number
   readonly matched: number
   readonly openMs: number
+  /** Records the engine replayed before the first preview (0 without --replay-first). */
+  readonly replayedRecords: number
+  readonly replayMs: number
+  /** `engine.previewThreads` of the config. */
+  readonly previewThreads: number
+  /** Worker threads the previews ran in: 0 when they ran on the engine thread (fewer than 50,000 stored users). */
+  readonly previewThreadsStarted: number
   /** Wall time of each preview, ms. */
   readonly previewMs: readonly number[]
   /**
@@ -22,39 +51,93 @@ export interface PreviewRun {
    * preview, ms: less dependent than wall time on what else the machine runs.
    */
   readonly previewCpuMs: readonly number[]
+  readonly memory: PreviewMemory
   readonly values: readonly { readonly value: unknown; readonly users: number }[]
 }
 
-export async function runPreview(configPath: string, rule = DEFAULT_PREVIEW_RULE, runs = 3): Promise<PreviewRun> {
+export interface PreviewRunOptions {
+  readonly rule?: string
+  readonly runs?: number
+  /** NDJSON files replayed to their end before the first preview. */
+  readonly replayFirst?: readonly string[]
+}
+
+const peakRss = (): number => process.resourceUsage().maxRSS * 1024
+
+export async function runPreview(configPath: string, options: PreviewRunOptions = {}): Promise<PreviewRun> {
+  const { rule = DEFAULT_PREVIEW_RULE, runs = 3, replayFirst = [] } = options
+  if (runs < 1) throw new Error('runs must be at least 1')
   const { config } = loadConfig(configPath)
   const t0 = performance.now()
-  // Replay mode with no files: the configured sources are not opened, nothing is ingested.
-  const runtime = await openRuntime({ ...config, http: { ...config.http, enabled: false } }, { live: false, replayFiles: [] })
+  // Replay mode: the configured sources are not opened; only `replayFirst` (if any) is ingested.
+  const runtime = await openRuntime({ ...config, http: { ...config.http, enabled: false } }, { live: false, replayFiles: replayFirst })
   const openMs = performance.now() - t0
   try {
+    const engine = runtime.engine
+    const r0 = performance.now()
+    if (replayFirst.length > 0) await engine.run({ untilEnd: true })
+    const replayMs = performance.now() - r0
+    const rssBeforePreviewBytes = process.memoryUsage.rss()
+    const peakRssBeforePreviewBytes = peakRss()
+    let sampledPeakRssDuringPreviewBytes = rssBeforePreviewBytes
+    const sampler = setInterval(() => {
+      sampledPeakRssDuringPreviewBytes = Math.max(sampledPeakRssDuringPreviewBytes, process.memoryUsage.rss())
+    }, RSS_SAMPLE_MS)
+    const scansInThreadsBefore = engine.stats.previewScansInThreads
     const previewMs: number[] = []
     const previewCpuMs: number[] = []
-    let last: Awaited<ReturnType<typeof runtime.engine.preview>> | undefined
-    for (let i = 0; i < runs; i++) {
-      const cpu = process.cpuUsage()
-      last = await runtime.engine.preview(rule, { sample: 10 })
-      const used = process.cpuUsage(cpu)
-      previewMs.push(last.elapsedMs)
-      previewCpuMs.push(Math.round((used.user + used.system) / 1000))
+    let last: Awaited<ReturnType<typeof engine.preview>> | undefined
+    try {
+      for (let i = 0; i < runs; i++) {
+        const cpu = process.cpuUsage()
+        last = await engine.preview(rule, { sample: 10 })
+        const used = process.cpuUsage(cpu)
+        previewMs.push(last.elapsedMs)
+        previewCpuMs.push(Math.round((used.user + used.system) / 1000))
+      }
+    } finally {
+      clearInterval(sampler)
     }
-    if (last === undefined) throw new Error('runs must be at least 1')
-    return { rule, users: last.users, matched: last.matched, openMs: Math.round(openMs), previewMs, previewCpuMs, values: last.values }
+    const rssAfterPreviewBytes = process.memoryUsage.rss()
+    const memory: PreviewMemory = {
+      rssBeforePreviewBytes,
+      peakRssBeforePreviewBytes,
+      sampledPeakRssDuringPreviewBytes: Math.max(sampledPeakRssDuringPreviewBytes, rssAfterPreviewBytes),
+      rssAfterPreviewBytes,
+      peakRssBytes: peakRss(),
+    }
+    if (last === undefined) throw new Error('no preview ran')
+    const threads = Math.min(config.engine.previewThreads, config.engine.partitions)
+    return {
+      rule,
+      users: last.users,
+      matched: last.matched,
+      openMs: Math.round(openMs),
+      replayedRecords: engine.stats.recordsIn,
+      replayMs: Math.round(replayMs),
+      previewThreads: config.engine.previewThreads,
+      previewThreadsStarted: engine.stats.previewScansInThreads > scansInThreadsBefore ? threads : 0,
+      previewMs,
+      previewCpuMs,
+      memory,
+      values: last.values,
+    }
   } finally {
     await runtime.close()
   }
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {
-  const [configPath, rule, runs] = process.argv.slice(2)
+  const { values, positionals } = parseArgs({ allowPositionals: true, options: { 'replay-first': { type: 'string', multiple: true } } })
+  const [configPath, rule, runs] = positionals
   if (configPath === undefined) {
-    process.stderr.write('usage: preview-run CONFIG [RULE] [RUNS]\n')
+    process.stderr.write('usage: preview-run CONFIG [RULE] [RUNS] [--replay-first FILE...]\n')
     process.exit(2)
   }
-  const result = await runPreview(configPath, rule ?? DEFAULT_PREVIEW_RULE, runs === undefined ? 3 : Number(runs))
+  const result = await runPreview(configPath, {
+    rule: rule ?? DEFAULT_PREVIEW_RULE,
+    runs: runs === undefined ? 3 : Number(runs),
+    replayFirst: values['replay-first'] ?? [],
+  })
   process.stdout.write(`${JSON.stringify(result)}\n`)
 }

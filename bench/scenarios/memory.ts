@@ -7,12 +7,14 @@
  * The limit is the bare loop holding one small Map entry per user of the same input.
  */
 import { join } from 'node:path'
+import { DEFAULT_PREVIEW_RULE, type PreviewRun } from '../preview-run.js'
 import { barePath, copyDir, dirBytes, replay, runNodeJson, storeDir, writeEngineConfig } from '../lib/processes.js'
 import { populatedStore } from '../lib/populated-store.js'
 import type { BenchContext, Scenario, ScenarioOutcome } from '../lib/scenario.js'
 import { touchEveryUserFile } from '../lib/workloads.js'
 
 const GIB = 1024 ** 3
+const mib = (bytes: number): string => (bytes / 2 ** 20).toFixed(0)
 
 export const scenario: Scenario = {
   name: 'memory',
@@ -27,6 +29,7 @@ export const scenario: Scenario = {
     const rss: number[] = []
     const bareRss: number[] = []
     const rates: number[] = []
+    const previews: PreviewRun[] = []
     let touchedStoreBytes = 0
     for (let run = 0; run < ctx.runs; run++) {
       const bare = await runNodeJson<{ peakRssBytes: number }>([barePath(ctx, 'replay-loop'), input], 'bare loop')
@@ -38,7 +41,21 @@ export const scenario: Scenario = {
       rates.push(pass.records / pass.seconds)
       touchedStoreBytes = dirBytes(storeDir(dir))
       ctx.log(`run ${run + 1}/${ctx.runs}: peak RSS ${(pass.peakRssBytes / 2 ** 20).toFixed(0)} MiB (bare ${(bare.peakRssBytes / 2 ** 20).toFixed(0)} MiB), ${Math.round(pass.records / pass.seconds)} ev/s`)
+      copyDir(join(populated.dir, 'data', 'store'), storeDir(dir))
+      const withPreview = await runNodeJson<PreviewRun>(
+        [join(ctx.root, 'dist/bench/preview-run.js'), config, DEFAULT_PREVIEW_RULE, '1', '--replay-first', input],
+        'replay, then a rule preview',
+      )
+      if (withPreview.replayedRecords !== pass.records) throw new Error(`the pass before the preview replayed ${withPreview.replayedRecords} records, expected ${pass.records}`)
+      if (withPreview.users !== users) throw new Error(`the preview evaluated ${withPreview.users} users, the store holds ${users}`)
+      previews.push(withPreview)
+      const m = withPreview.memory
+      ctx.log(
+        `run ${run + 1}/${ctx.runs} with a preview: peak RSS ${mib(m.peakRssBytes)} MiB; before the preview ${mib(m.rssBeforePreviewBytes)} MiB (peak so far ${mib(m.peakRssBeforePreviewBytes)}), ` +
+          `during it up to ${mib(m.sampledPeakRssDuringPreviewBytes)} MiB, after it ${mib(m.rssAfterPreviewBytes)} MiB; ${withPreview.previewThreadsStarted} preview thread(s), ${withPreview.previewMs[0]} ms`,
+      )
     }
+    const previewMemory = (key: keyof PreviewRun['memory']): number[] => previews.map((p) => p.memory[key])
     const build = populated.build
     return {
       status: 'ok',
@@ -55,6 +72,37 @@ export const scenario: Scenario = {
             users,
             method:
               'getrusage maxRSS of `tagstream replay` with the default engine settings (cacheMaxUsers, cacheMaxBytes, durable commits) on a copy of the populated store, over one view event per user in a shuffled order',
+            ...(users !== 1_000_000 ? { note: `target (< 1 GiB) applies at 1,000,000 users; this run has ${users}` } : {}),
+          },
+        },
+        {
+          id: 'memory.peakRssWithPreviewBytes',
+          title: `Peak RSS, ${users.toLocaleString('en')} users passing through, then a rule preview (engine.previewThreads)`,
+          unit: 'bytes',
+          samples: previewMemory('peakRssBytes'),
+          better: 'lower',
+          limit: { title: 'bare loop holding one Map entry per user of the same input', samples: bareRss },
+          ...(users === 1_000_000 ? { target: { kind: 'at-most', value: GIB } as const } : {}),
+          details: {
+            users,
+            rule: DEFAULT_PREVIEW_RULE,
+            previewThreads: previews[0]?.previewThreads,
+            previewThreadsStarted: previews.map((p) => p.previewThreadsStarted),
+            rssBeforePreviewBytes: previewMemory('rssBeforePreviewBytes'),
+            peakRssBeforePreviewBytes: previewMemory('peakRssBeforePreviewBytes'),
+            sampledPeakRssDuringPreviewBytes: previewMemory('sampledPeakRssDuringPreviewBytes'),
+            rssAfterPreviewBytes: previewMemory('rssAfterPreviewBytes'),
+            addedByPreviewBytes: previews.map((p) => p.memory.sampledPeakRssDuringPreviewBytes - p.memory.rssBeforePreviewBytes),
+            previewMs: previews.map((p) => p.previewMs[0]),
+            matched: previews[0]?.matched,
+            method:
+              'getrusage maxRSS of one process (bench/preview-run.ts --replay-first) that opens the engine with the default settings on a copy of the populated store, ' +
+              'replays the same one-event-per-user input as memory.peakRssBytes to its end, then runs one Engine.preview of the rule with the default engine.previewThreads; ' +
+              'rssBeforePreviewBytes: RSS once the replay committed; peakRssBeforePreviewBytes: maxRSS then (the pass alone); sampledPeakRssDuringPreviewBytes: highest RSS sampled every 10 ms during the preview; ' +
+              'rssAfterPreviewBytes: RSS after it, the idle threads still alive; addedByPreviewBytes: sampledPeakRssDuringPreviewBytes - rssBeforePreviewBytes',
+            ...(previews.some((p) => p.previewThreadsStarted === 0)
+              ? { threadsNote: 'below 50,000 stored users the preview runs on the engine thread: no preview thread started' }
+              : {}),
             ...(users !== 1_000_000 ? { note: `target (< 1 GiB) applies at 1,000,000 users; this run has ${users}` } : {}),
           },
         },
