@@ -37,6 +37,7 @@ import type { Config } from '../src/config/schema.js'
 import { openRuntime } from '../src/runtime.js'
 import { createLiveWorkload, encodeNdjsonLine, generateWorkload } from '../src/workload/generator.js'
 import { FOUNDATION_OPERATORS, REPO_ROOT, startCli, writeConfig } from '../tests/support/cli.js'
+import { ENGINE_ENV } from './lib/processes.js'
 import { endOffsets, produceMessages, startKafkaMock, type KafkaMock } from '../tests/support/kafka-mock.js'
 
 const PARTITIONS = 4
@@ -309,7 +310,7 @@ export async function measureKafkaLatency(options: KafkaLatencyOptions = {}): Pr
       sinks: { tagChanges: [{ type: 'kafka', brokers: bootstrap, topic: output }], deadLetter: { type: 'ndjson-file' } },
       http: { enabled: true, port },
     })
-    const engine = startCli(['run', '--config', configPath])
+    const engine = startCli(['run', '--config', configPath], { env: ENGINE_ENV })
     const stopEngine = async (): Promise<void> => {
       engine.child.kill('SIGTERM')
       const r = await engine.done

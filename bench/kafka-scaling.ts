@@ -18,6 +18,7 @@ import { join } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { generateWorkload } from '../src/workload/generator.js'
 import { startCli, writeConfig } from '../tests/support/cli.js'
+import { ENGINE_ENV } from './lib/processes.js'
 import { endOffsets, produceMessages, waitForGroupOffsets } from '../tests/support/kafka-mock.js'
 import { freePort, median, operatorConfig, withCluster, type OperatorSet } from './kafka-pipeline.js'
 
@@ -65,7 +66,7 @@ async function oneRound(bootstrap: string, members: number, events: number, user
       },
       mkdtempSync(join(tmpdir(), `ts-scale-${i}-`)),
     )
-    procs.push({ port, run: startCli(['run', '--config', configPath]) })
+    procs.push({ port, run: startCli(['run', '--config', configPath], { env: ENGINE_ENV }) })
   }
   try {
     const settleBy = Date.now() + 60_000

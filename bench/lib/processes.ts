@@ -50,9 +50,18 @@ export interface ProcessResult {
   readonly wallMs: number
 }
 
+/**
+ * The malloc arenas `bin/tagstream` (the tagstream command) runs the engine with, unless the
+ * environment sets them: every measured process, engine and bare loops, runs as a deployment does.
+ */
+const MALLOC_ARENA_MAX = process.env.MALLOC_ARENA_MAX ?? '2'
+
+/** What the environment of a measured engine process adds (for processes started elsewhere, e.g. `startCli`). */
+export const ENGINE_ENV: NodeJS.ProcessEnv = { MALLOC_ARENA_MAX }
+
 export function startNode(args: readonly string[], options: { cwd?: string } = {}): { child: ChildProcess; done: Promise<ProcessResult> } {
   const t0 = performance.now()
-  const child = spawn(process.execPath, args, { cwd: options.cwd, stdio: ['ignore', 'pipe', 'pipe'] })
+  const child = spawn(process.execPath, args, { cwd: options.cwd, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...ENGINE_ENV } })
   let stdout = ''
   let stderr = ''
   child.stdout?.setEncoding('utf8').on('data', (d: string) => (stdout += d))
