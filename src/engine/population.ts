@@ -6,6 +6,12 @@ import type { Store, WriteOp } from '../store/store.js'
 
 const BUCKET = 512
 
+/** Populations in one shared array of sorted values (`Populations.toShared`), for worker threads. */
+export interface SharedPopulations {
+  readonly sets: readonly { readonly operator: string; readonly dimension: string; readonly start: number; readonly size: number; readonly sumState: readonly [number, number] }[]
+  readonly values: Float64Array
+}
+
 /**
  * A multiset of numbers with rank queries, for population statistics: insert, remove and "how
  * many values are smaller than x" in O(sqrt n) (sorted buckets of at most 2 * BUCKET values), so
@@ -120,6 +126,26 @@ export class RankedMultiset implements PopulationView {
     copy.sum = this.sum
     copy.compensation = this.compensation
     return copy
+  }
+
+  /** Writes the values, in order, at `into[at...]`; returns the count written. */
+  writeSorted(into: Float64Array, at: number): number {
+    let i = at
+    for (const b of this.buckets) for (const v of b) into[i++] = v
+    return i - at
+  }
+
+  /** The exact running sum (and its compensation): a set rebuilt elsewhere gives the same mean. */
+  get sumState(): readonly [sum: number, compensation: number] {
+    return [this.sum, this.compensation]
+  }
+
+  /** A set of sorted `values` (a shared array: copied) with the sum state of the set they came from. */
+  static fromSorted(values: Float64Array, sumState: readonly [number, number]): RankedMultiset {
+    const set = new RankedMultiset()
+    set.load(values)
+    ;[set.sum, set.compensation] = sumState
+    return set
   }
 
   /**
@@ -293,6 +319,36 @@ export class Populations {
         journal?.moved(operator, dim, v, 1)
       }
     }
+  }
+
+  /**
+   * Every set's values in one shared array, for worker threads: a message carries the shared
+   * memory, not a copy, and each thread rebuilds the sets from it (`fromShared`), the same ones.
+   */
+  toShared(): SharedPopulations {
+    let total = 0
+    for (const dims of this.sets.values()) for (const set of dims.values()) total += set.count
+    const values = new Float64Array(new SharedArrayBuffer(total * Float64Array.BYTES_PER_ELEMENT))
+    const sets: SharedPopulations['sets'][number][] = []
+    let at = 0
+    for (const [operator, dims] of this.sets) {
+      for (const [dimension, set] of dims) {
+        const size = set.writeSorted(values, at)
+        sets.push({ operator, dimension, start: at, size, sumState: set.sumState })
+        at += size
+      }
+    }
+    return { sets, values }
+  }
+
+  static fromShared(shared: SharedPopulations): Populations {
+    const populations = new Populations()
+    for (const { operator, dimension, start, size, sumState } of shared.sets) {
+      let byDimension = populations.sets.get(operator)
+      if (byDimension === undefined) populations.sets.set(operator, (byDimension = new Map()))
+      byDimension.set(dimension, RankedMultiset.fromSorted(shared.values.subarray(start, start + size), sumState))
+    }
+    return populations
   }
 
   snapshot(): Populations {
