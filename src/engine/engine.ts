@@ -1726,7 +1726,7 @@ export class Engine {
     const decider = new SweepDecider(
       sweep.at,
       this.config.timeZone,
-      sweep.populations,
+      (op, dim) => sweep.populations.get(op, dim),
       this.rescoreSlots.map((slot, i) => ({ op: slot.op, scoredIndex: plan.rescored[i] as number, lanes: slot.tags })),
       plan.rules.map((slot) => {
         const rule = (slot.rule as CompiledLaneRule).rule

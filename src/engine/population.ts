@@ -140,14 +140,6 @@ export class RankedMultiset implements PopulationView {
     return [this.sum, this.compensation]
   }
 
-  /** A set of sorted `values` (a shared array: copied) with the sum state of the set they came from. */
-  static fromSorted(values: Float64Array, sumState: readonly [number, number]): RankedMultiset {
-    const set = new RankedMultiset()
-    set.load(values)
-    ;[set.sum, set.compensation] = sumState
-    return set
-  }
-
   /**
    * Fills an empty set with `values` at once (sorted here, in place, unless they already are): a
    * million values in one sort instead of a million inserts. The sum is accumulated in sorted order.
@@ -234,6 +226,58 @@ export class RankedMultiset implements PopulationView {
 function isSorted(values: Float64Array): boolean {
   for (let i = 1; i < values.length; i++) if ((values[i - 1] as number) > (values[i] as number)) return false
   return true
+}
+
+/**
+ * A population dimension over its sorted values in shared memory (`Populations.toShared`): the
+ * queries of a RankedMultiset of the same values, by binary search, with nothing copied.
+ */
+class SortedValuesView implements PopulationView {
+  private readonly meanValue: number
+
+  constructor(
+    private readonly values: Float64Array,
+    sumState: readonly [sum: number, compensation: number],
+  ) {
+    this.meanValue = values.length === 0 ? NaN : (sumState[0] + sumState[1]) / values.length
+  }
+
+  get count(): number {
+    return this.values.length
+  }
+
+  rank(value: number): number {
+    const a = this.values
+    let lo = 0
+    let hi = a.length
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1
+      if ((a[mid] as number) < value) lo = mid + 1
+      else hi = mid
+    }
+    return 1 + lo
+  }
+
+  maxRank(): number {
+    const n = this.values.length
+    return n === 0 ? 0 : this.rank(this.values[n - 1] as number)
+  }
+
+  mean(): number {
+    return this.meanValue
+  }
+}
+
+/** The population views of shared populations, by operator and dimension (an absent one is empty). */
+export function sharedPopulationViews(shared: SharedPopulations): (operator: string, dimension: string) => PopulationView {
+  const views = new Map<string, Map<string, PopulationView>>()
+  for (const { operator, dimension, start, size, sumState } of shared.sets) {
+    let byDimension = views.get(operator)
+    if (byDimension === undefined) views.set(operator, (byDimension = new Map()))
+    byDimension.set(dimension, new SortedValuesView(shared.values.subarray(start, start + size), sumState))
+  }
+  const empty = new SortedValuesView(new Float64Array(0), [0, 0])
+  return (operator, dimension) => views.get(operator)?.get(dimension) ?? empty
 }
 
 function lowerBound(a: number[], v: number): number {
@@ -323,7 +367,7 @@ export class Populations {
 
   /**
    * Every set's values in one shared array, for worker threads: a message carries the shared
-   * memory, not a copy, and each thread rebuilds the sets from it (`fromShared`), the same ones.
+   * memory, not a copy, and a thread reads the sets there (`sharedPopulationViews`).
    */
   toShared(): SharedPopulations {
     let total = 0
@@ -341,15 +385,6 @@ export class Populations {
     return { sets, values }
   }
 
-  static fromShared(shared: SharedPopulations): Populations {
-    const populations = new Populations()
-    for (const { operator, dimension, start, size, sumState } of shared.sets) {
-      let byDimension = populations.sets.get(operator)
-      if (byDimension === undefined) populations.sets.set(operator, (byDimension = new Map()))
-      byDimension.set(dimension, RankedMultiset.fromSorted(shared.values.subarray(start, start + size), sumState))
-    }
-    return populations
-  }
 
   snapshot(): Populations {
     const copy = new Populations()

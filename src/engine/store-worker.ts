@@ -9,7 +9,7 @@ import type { Operator } from '../operator-api.js'
 import { Store } from '../store/store.js'
 import { compileRule, isRuleErrors, ruleViewPlan, type CompiledRule, type RuleSchema } from '../tags/rules.js'
 import { createOperators } from './operators.js'
-import { Populations } from './population.js'
+import { sharedPopulationViews } from './population.js'
 import { ProjectionReader, projectedViewBuilder, projectionShapeOf, type ProjectionShape } from './projection.js'
 import { PREVIEW_CHUNK, scanProjections, type PartitionScan, type PreviewJob } from './preview.js'
 import { SweepDecider } from './sweep-decider.js'
@@ -56,7 +56,7 @@ async function sweep(job: SweepJob): Promise<SweepScan> {
   const decider = new SweepDecider(
     job.at,
     job.timeZone,
-    Populations.fromShared(job.populations),
+    sharedPopulationViews(job.populations),
     job.rescored.map((r) => {
       const op = byName.get(r.op)
       if (op === undefined) throw new Error(`operator ${r.op} is not in the configuration`)

@@ -5,9 +5,8 @@
  * decisions (`SweepDecider`); a user it cannot clear is re-scored from the full record.
  */
 import type { TagValue } from '../contracts/tag-change.js'
-import type { Operator } from '../operator-api.js'
+import type { Operator, PopulationView } from '../operator-api.js'
 import type { CompiledRule, RuleView } from '../tags/rules.js'
-import type { Populations } from './population.js'
 import { ScoreContext, type ProjectionReader } from './projection.js'
 
 /** The part of a tag lane a decision compares with. */
@@ -58,8 +57,8 @@ export class SweepDecider {
     /** The sweep's instant. */
     readonly at: number,
     private readonly timeZone: string,
-    /** The population as it was at the sweep's start. */
-    private readonly populations: Populations,
+    /** The population as it was at the sweep's start, by operator and dimension. */
+    private readonly population: (operator: string, dimension: string) => PopulationView,
     private readonly rescored: readonly DecisionRescored[],
     private readonly rules: readonly DecisionRule[],
   ) {}
@@ -77,7 +76,7 @@ export class SweepDecider {
     for (const r of this.rescored) {
       const scored = p.scoredOf(r.scoredIndex)
       if (scored === undefined) continue // no state: the record's re-scoring skips the operator too
-      ctx ??= new ScoreContext(at, this.timeZone, userId, (op, dim) => this.populations.get(op, dim))
+      ctx ??= new ScoreContext(at, this.timeZone, userId, this.population)
       ctx.operator = r.op.name
       let values: Readonly<Record<string, TagValue>>
       try {
