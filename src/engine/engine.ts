@@ -60,7 +60,7 @@ import { partitionFor } from './partitioner.js'
 import { type CompactionPolicy, PopulationLog, Populations, type SharedPopulations } from './population.js'
 import { ProjectionLayout, ProjectionReader, projectedViewBuilder, type EncodedProjection } from './projection.js'
 import { SweepDecider, type DecisionLane } from './sweep-decider.js'
-import type { SweepJob, SweepScan } from './sweep-scan.js'
+import type { SweepChunk, SweepJob, SweepScan } from './sweep-scan.js'
 import { WorkerPool } from './worker-pool.js'
 import {
   PREVIEW_CHUNK,
@@ -1572,32 +1572,37 @@ export class Engine {
       await this.sweepStepFromProjections(task, sweep, plan)
       return
     }
-    const chunk = scan.result.chunks[scan.next]
-    if (chunk === undefined) {
-      task.sweepScan = undefined
-      this.endSweepChunk(task, sweep, true)
-      return
-    }
-    scan.next++
-    const keys = chunk.undecided
-    const fromStore = await this.store.usersByKey(keys.filter((key) => !this.cache.has(key)))
+    // Chunks the thread cleared cost only a count: a step takes chunks until it has as many users to
+    // re-score from records as a step on the engine's thread reads, or the thread's part is done.
+    const chunks = scan.result.chunks
+    const budget = this.config.rescore.chunkUsers
+    const from = scan.next
+    let undecided = 0
+    while (scan.next < chunks.length && (scan.next === from || undecided < budget)) undecided += (chunks[scan.next++] as SweepChunk).undecided.length
+    const taken = chunks.slice(from, scan.next)
+    const keys = taken.flatMap((c) => c.undecided)
+    const fromStore = keys.length === 0 ? new Map<string, UserRecord>() : await this.store.usersByKey(keys.filter((key) => !this.cache.has(key)))
     if (task.sweep !== sweep) return
     this.emittedAtIso = new Date(this.wallNow()).toISOString()
-    // Exactly what rescoreUser would have counted for the users the thread cleared, and nothing written.
-    this.stats.usersRescored += chunk.unchanged
-    this.stats.usersRescoredFromProjections += chunk.unchanged
-    this.stats.ruleEvaluations += chunk.evaluations
-    for (const key of keys) {
-      let rec = this.cache.get(key)
-      if (rec === undefined) {
-        rec = fromStore.get(key)
-        if (rec === undefined || (rec.rs ?? -Infinity) >= sweep.at) continue
-        this.cache.set(key, rec)
-      } else if ((rec.rs ?? -Infinity) >= sweep.at) continue
-      this.rescoreUser(task, rec, key)
+    for (const chunk of taken) {
+      // Exactly what rescoreUser would have counted for the users the thread cleared, and nothing written.
+      this.stats.usersRescored += chunk.unchanged
+      this.stats.usersRescoredFromProjections += chunk.unchanged
+      this.stats.ruleEvaluations += chunk.evaluations
+      for (const key of chunk.undecided) {
+        let rec = this.cache.get(key)
+        if (rec === undefined) {
+          rec = fromStore.get(key)
+          if (rec === undefined || (rec.rs ?? -Infinity) >= sweep.at) continue
+          this.cache.set(key, rec)
+        } else if ((rec.rs ?? -Infinity) >= sweep.at) continue
+        this.rescoreUser(task, rec, key)
+      }
+      sweep.cursor = chunk.lastKey
     }
-    sweep.cursor = chunk.lastKey
-    this.endSweepChunk(task, sweep, false)
+    const done = scan.next >= chunks.length
+    if (done) task.sweepScan = undefined
+    this.endSweepChunk(task, sweep, done)
   }
 
   /** Hands the rest of a partition's pass to a sweep worker thread. */
