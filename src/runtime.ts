@@ -237,6 +237,7 @@ export async function openRuntime(config: Readonly<Config>, options: RuntimeOpti
       sources,
       sinks,
       deadLetters,
+      operatorEntries: config.operators,
       idleAdvance: options.live,
       catalog,
       // Called only once the engine runs: `engine` is assigned by then.
@@ -361,6 +362,9 @@ function engineLifecycle(engine: () => Engine, logger: Logger, progress: Progres
     definitionPassesFinished() {
       logger.info('definition passes finished')
       publish?.finish()
+    },
+    sweepThreadFailed(error) {
+      logger.error({ err: error }, 'a sweep worker thread failed: sweeps continue on the engine thread (same results, slower ingestion during sweeps)')
     },
     commitFailed(error) {
       logger.error({ err: error }, 'commit failed: nothing of the batch is stored, the engine stops and resumes from the last commit on restart')

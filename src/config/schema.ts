@@ -186,6 +186,13 @@ export const ConfigSchema = Type.Object(
           description:
             'Worker threads a rule preview (POST /v1/tags/preview) reads the stored projections with, off the thread that ingests, when the store holds at least 50,000 users: started by the first such preview, stopped a minute after the last (0: on the engine thread). More than the machine has cores does not help',
         }),
+        sweepThreads: Type.Integer({
+          minimum: 0,
+          maximum: 64,
+          default: 1,
+          description:
+            'Worker threads a re-scoring sweep decides users from their stored projections in, off the thread that ingests, when the store holds at least 50,000 users: started by a sweep, stopped a minute after it (0: on the engine thread, a chunk between batches). The engine thread re-scores only the users the threads could not clear',
+        }),
       },
       { default: {}, additionalProperties: false },
     ),

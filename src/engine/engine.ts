@@ -28,6 +28,7 @@ import {
   timerKey,
   userKey,
   userKeyOfProjection,
+  partitionPrefix,
   userRange,
 } from '../store/keys.js'
 import { calendarFor, DAY_MS, type Calendar } from '../time/calendar.js'
@@ -56,15 +57,17 @@ import {
   type RuleResult,
 } from '../tags/rules.js'
 import { partitionFor } from './partitioner.js'
-import { type CompactionPolicy, PopulationLog, Populations } from './population.js'
-import { ProjectionLayout, ProjectionReader, ScoreContext, projectedViewBuilder, type EncodedProjection } from './projection.js'
+import { type CompactionPolicy, PopulationLog, Populations, type SharedPopulations } from './population.js'
+import { ProjectionLayout, ProjectionReader, projectedViewBuilder, type EncodedProjection } from './projection.js'
+import { SweepDecider, type DecisionLane } from './sweep-decider.js'
+import type { SweepChunk, SweepJob, SweepScan } from './sweep-scan.js'
+import { WorkerPool } from './worker-pool.js'
 import {
   PREVIEW_CHUNK,
   countResult,
   emptyCounts,
   evaluateView,
   mergeCounts,
-  PreviewPool,
   scanProjections,
   type PartitionScan,
   type PreviewCounts,
@@ -98,6 +101,10 @@ export interface EngineStats {
   sweepStepMs: number
   /** Partitions rule previews read in worker threads (`engine.previewThreads`). */
   previewScansInThreads: number
+  /** Parts of sweep passes decided in worker threads (`engine.sweepThreads`): one per partition, two when a pass wraps around. */
+  sweepScansInThreads: number
+  /** Sweep worker threads that failed (sweeps then went on on the engine's thread). */
+  sweepThreadErrors: number
   /** Wall time of the last completed sweep, ms. */
   lastSweepMs: number
   /** Users of the partitions whose population statistics are restored (restore progress). */
@@ -137,6 +144,8 @@ function newStats(): EngineStats {
     usersRescored: 0,
     usersRescoredFromProjections: 0,
     previewScansInThreads: 0,
+    sweepScansInThreads: 0,
+    sweepThreadErrors: 0,
     sweepStepMs: 0,
     lastSweepMs: 0,
     usersRestored: 0,
@@ -238,6 +247,8 @@ class PartitionTask {
   readonly created = new Set<string>()
   /** Whether every stored user of the partition has a projection in the engine's layout (v! keys). */
   projected = true
+  /** The part of the running sweep's pass a worker thread decides (`engine.sweepThreads`). */
+  sweepScan: SweepScanInFlight | undefined
 
   constructor(partition: number, maxTs: number, lateness: number, users: number) {
     this.partition = partition
@@ -261,6 +272,10 @@ interface Sweep {
   /** Where the pass started; it wraps around the key space and stops there (a superseded sweep's position). */
   readonly startKey: string | undefined
   wrapped: boolean
+  /** The sweep's population in shared memory, for sweep worker threads (built at first use). */
+  shared?: SharedPopulations
+  /** What the sweep decides from projections, for the plan it was made with (built at first use). */
+  decider?: { readonly plan: SweepPlan; readonly decider: SweepDecider }
 }
 
 export interface EngineOptions {
@@ -299,6 +314,13 @@ export interface EngineOptions {
    * they save.
    */
   readonly previewWorkerMinUsers?: number
+  /** The same for sweeps in `engine.sweepThreads` (default: the same 50,000). */
+  readonly sweepWorkerMinUsers?: number
+  /**
+   * The configuration `operators` were created from. Sweep worker threads create the same operators
+   * from it: without it, sweeps stay on the engine's thread.
+   */
+  readonly operatorEntries?: Config['operators']
 }
 
 /** What a dry run of a rule over the stored users found (`Engine.preview`). */
@@ -406,7 +428,13 @@ export class Engine {
   private readonly readProjections: boolean
   private readonly previewThreads: number
   private readonly previewWorkerMinUsers: number
-  private readonly previewPool = new PreviewPool()
+  private previewPool: WorkerPool | undefined
+  private sweepPool: WorkerPool | undefined
+  private readonly sweepThreads: number
+  private readonly sweepWorkerMinUsers: number
+  private readonly operatorEntries: Config['operators'] | undefined
+  /** A sweep thread failed: sweeps stay on the engine's thread from then on. */
+  private sweepThreadsFailed = false
   /**
    * Users a sweep read from the store since the last commit, with their operator states then and
    * their stored projection: when the states are still those (the sweep changed only tags), the
@@ -498,6 +526,9 @@ export class Engine {
     this.readProjections = options.readProjections ?? true
     this.previewThreads = this.config.engine.previewThreads ?? 0
     this.previewWorkerMinUsers = options.previewWorkerMinUsers ?? PREVIEW_WORKER_MIN_USERS
+    this.sweepThreads = this.config.engine.sweepThreads ?? 0
+    this.sweepWorkerMinUsers = options.sweepWorkerMinUsers ?? PREVIEW_WORKER_MIN_USERS
+    this.operatorEntries = options.operatorEntries
     this.calendar = calendarFor(config.timeZone)
     this.installLanes(desiredLanes(this.catalog, options.operators))
     this.catalog?.onChange(() => {
@@ -691,7 +722,7 @@ export class Engine {
     // A commit still being written (the loop ended on an error) lands before the sinks close.
     await this.landed()
     await this.populationLog.idle()
-    await this.previewPool.close()
+    await Promise.all([this.previewPool?.close(), this.sweepPool?.close()])
     for (const source of this.sources) await source.close()
     for (const sink of this.sinks) await sink.close()
     await this.deadLetters.close()
@@ -728,7 +759,8 @@ export class Engine {
         await this.processRecords(source, records)
         this.observer?.batch(performance.now() - t0, records.length)
       }
-      await this.sweepStep()
+      // With nothing received, a step may wait for a sweep worker thread: else the loop would spin.
+      await this.sweepStep(received === 0)
       await this.definitionStep()
       const now = this.wallNow()
       if (received === 0 && this.idleAdvance) await this.advanceIdlePartitions(now)
@@ -943,7 +975,7 @@ export class Engine {
         if (task.sweep !== undefined && (events[next] as InputEvent).ts - this.lateness >= (task.nextSweepAt as number)) {
           // The next sweep instant is due while this one's pass is not done: finish it first, so
           // that every sweep sees every user at its own instant.
-          while (task.sweep !== undefined) await this.sweepStepFor(task)
+          while (task.sweep !== undefined) await this.sweepStepFor(task, true)
           continue
         }
         // More timers are due before this event than one scan reads: fire the loaded ones first.
@@ -1377,11 +1409,11 @@ export class Engine {
   }
 
   /** One chunk of every running sweep's background pass. Called between batches. */
-  private async sweepStep(): Promise<void> {
-    for (const task of this.tasks.values()) await this.sweepStepFor(task)
+  private async sweepStep(mayWait = true): Promise<void> {
+    for (const task of this.tasks.values()) await this.sweepStepFor(task, mayWait)
   }
 
-  private async sweepStepFor(task: PartitionTask): Promise<void> {
+  private async sweepStepFor(task: PartitionTask, mayWait: boolean): Promise<void> {
     if (task.sweep === undefined) return
     // The pass reads the store and checks the cache: no commit lands while a step runs, so the
     // two are one view of every user.
@@ -1393,10 +1425,16 @@ export class Engine {
       if (this.readProjections && task.projected && this.definitions.passes.length === 0) {
         const plan = this.currentSweepPlan()
         if (plan !== undefined) {
-          await this.sweepStepFromProjections(task, sweep, plan)
+          if (this.sweepsInThreads()) await this.sweepStepInThread(task, sweep, plan, mayWait)
+          else {
+            task.sweepScan = undefined
+            await this.sweepStepFromProjections(task, sweep, plan)
+          }
           return
         }
       }
+      // Another path from here: a thread's part of the pass no longer follows the cursor.
+      task.sweepScan = undefined
       const range = userRange(task.partition)
       const chunk = this.config.rescore.chunkUsers
       // Keys first: users in the cache (most, in a busy engine) are not read or decoded again.
@@ -1443,6 +1481,7 @@ export class Engine {
     const full: string[] = []
     const projections = new Map<string, EncodedProjection>()
     const reader = new ProjectionReader(this.projection)
+    const decider = this.sweepDecider(sweep, plan)
     for (let i = 0; i < entries.length; i++) {
       const [pkey, value] = entries[i] as [string, Buffer]
       const key = userKeyOfProjection(pkey)
@@ -1458,7 +1497,7 @@ export class Engine {
         outcome[i] = -2
         continue
       }
-      const evaluations = this.sweepLeavesUnchanged(reader, sweep, key.slice(USER_ID_OFFSET), plan)
+      const evaluations = decider.decide(reader, key.slice(USER_ID_OFFSET))
       outcome[i] = evaluations
       if (evaluations < 0 && cached === undefined) {
         full.push(key)
@@ -1502,6 +1541,106 @@ export class Engine {
   /** Whether a user's stored record (and projection) is its current state: no change since its last commit landed. */
   private isClean(key: string): boolean {
     return !this.dirtyUsers.has(key) && !this.landingUsers.has(key)
+  }
+
+  /** Whether sweeps decide users in worker threads: configured, operators known to the threads, a store worth it. */
+  private sweepsInThreads(): boolean {
+    return this.sweepThreads > 0 && this.operatorEntries !== undefined && !this.sweepThreadsFailed && this.userCount >= this.sweepWorkerMinUsers
+  }
+
+  /**
+   * One step of a sweep's pass decided in a worker thread (see sweep-scan.ts): starts the thread's
+   * part of the pass (from the cursor to the end, or, wrapped around, to where the pass started),
+   * and once it is back, takes one chunk of it: counts the users it cleared and re-scores the
+   * others from their records, in key order. Waits for the thread only with `mayWait`.
+   */
+  private async sweepStepInThread(task: PartitionTask, sweep: Sweep, plan: SweepPlan, mayWait: boolean): Promise<void> {
+    let scan = task.sweepScan
+    // A superseded sweep's, or another plan's (the catalog changed): its decisions no longer hold.
+    if (scan !== undefined && (scan.sweep !== sweep || scan.plan !== plan)) scan = undefined
+    scan ??= task.sweepScan = this.startSweepScan(task, sweep, plan)
+    if (scan.result === undefined && scan.error === undefined) {
+      if (!mayWait) return
+      await scan.done
+      if (task.sweep !== sweep || task.sweepScan !== scan) return
+    }
+    if (scan.result === undefined) {
+      // The thread failed (its error is in the stats): this and later sweeps stay on the engine's thread.
+      this.sweepThreadsFailed = true
+      this.stats.sweepThreadErrors++
+      task.sweepScan = undefined
+      await this.sweepStepFromProjections(task, sweep, plan)
+      return
+    }
+    // Chunks the thread cleared cost only a count: a step takes chunks until it has as many users to
+    // re-score from records as a step on the engine's thread reads, or the thread's part is done.
+    const chunks = scan.result.chunks
+    const budget = this.config.rescore.chunkUsers
+    const from = scan.next
+    let undecided = 0
+    while (scan.next < chunks.length && (scan.next === from || undecided < budget)) undecided += (chunks[scan.next++] as SweepChunk).undecided.length
+    const taken = chunks.slice(from, scan.next)
+    const keys = taken.flatMap((c) => c.undecided)
+    const fromStore = keys.length === 0 ? new Map<string, UserRecord>() : await this.store.usersByKey(keys.filter((key) => !this.cache.has(key)))
+    if (task.sweep !== sweep) return
+    this.emittedAtIso = new Date(this.wallNow()).toISOString()
+    for (const chunk of taken) {
+      // Exactly what rescoreUser would have counted for the users the thread cleared, and nothing written.
+      this.stats.usersRescored += chunk.unchanged
+      this.stats.usersRescoredFromProjections += chunk.unchanged
+      this.stats.ruleEvaluations += chunk.evaluations
+      for (const key of chunk.undecided) {
+        let rec = this.cache.get(key)
+        if (rec === undefined) {
+          rec = fromStore.get(key)
+          if (rec === undefined || (rec.rs ?? -Infinity) >= sweep.at) continue
+          this.cache.set(key, rec)
+        } else if ((rec.rs ?? -Infinity) >= sweep.at) continue
+        this.rescoreUser(task, rec, key)
+      }
+      sweep.cursor = chunk.lastKey
+    }
+    const done = scan.next >= chunks.length
+    if (done) task.sweepScan = undefined
+    this.endSweepChunk(task, sweep, done)
+  }
+
+  /** Hands the rest of a partition's pass to a sweep worker thread. */
+  private startSweepScan(task: PartitionTask, sweep: Sweep, plan: SweepPlan): SweepScanInFlight {
+    const prefix = partitionPrefix(task.partition)
+    const skip: string[] = []
+    // Users whose state is newer than the store: the thread must not decide them from their projections.
+    for (const users of [this.dirtyUsers, this.landingUsers]) for (const key of users) if (key.startsWith(prefix)) skip.push(key.slice(USER_ID_OFFSET))
+    const job: SweepJob = {
+      kind: 'sweep',
+      location: this.store.path,
+      layoutId: this.projection.id,
+      schema: this.ruleSchema,
+      operators: this.operatorEntries as Config['operators'],
+      timeZone: this.config.timeZone,
+      at: sweep.at,
+      populations: (sweep.shared ??= sweep.populations.toShared()),
+      rescored: this.rescoreSlots.map((slot, i) => ({ op: slot.op.name, scoredIndex: plan.rescored[i] as number, lanes: slot.tags.map(decisionLane) })),
+      rules: plan.rules.map((slot) => ({ lane: decisionLane(slot), valueType: slot.spec.valueType, expression: (slot.rule as CompiledLaneRule).rule.expression })),
+      partition: task.partition,
+      after: sweep.wrapped ? undefined : sweep.cursor,
+      through: sweep.wrapped ? sweep.startKey : undefined,
+      skip,
+      chunk: this.config.rescore.chunkUsers,
+    }
+    const pool = (this.sweepPool ??= new WorkerPool(this.sweepThreads))
+    this.stats.sweepScansInThreads++
+    const scan: SweepScanInFlight = { sweep, plan, next: 0, result: undefined, error: undefined, done: Promise.resolve() }
+    scan.done = pool.submit(job).then(
+      (result) => {
+        scan.result = result
+      },
+      (err: unknown) => {
+        scan.error = err
+        this.lifecycle?.sweepThreadFailed?.(err)
+      },
+    )
+    return scan
   }
 
   /** After a chunk of a sweep's pass: at the end of the key space, wrap around once, then finish. */
@@ -1586,6 +1725,23 @@ export class Engine {
     return plan
   }
 
+  /** The sweep's decisions from projections under `plan` (one decider per sweep and plan). */
+  private sweepDecider(sweep: Sweep, plan: SweepPlan): SweepDecider {
+    if (sweep.decider?.plan === plan) return sweep.decider.decider
+    const decider = new SweepDecider(
+      sweep.at,
+      this.config.timeZone,
+      (op, dim) => sweep.populations.get(op, dim),
+      this.rescoreSlots.map((slot, i) => ({ op: slot.op, scoredIndex: plan.rescored[i] as number, lanes: slot.tags })),
+      plan.rules.map((slot) => {
+        const rule = (slot.rule as CompiledLaneRule).rule
+        return { lane: slot, valueType: slot.spec.valueType, rule, view: this.projectedView(rule) }
+      }),
+    )
+    sweep.decider = { plan, decider }
+    return decider
+  }
+
   /** Whether a rule reads only what projections hold (tags, and projected view fields). */
   private projects(rule: CompiledRule): boolean {
     return rule.wholeVariables.every((v) => v === 'tags') && rule.fields.every(([variable, field]) => variable === 'tags' || this.projection.has(variable, field))
@@ -1599,40 +1755,6 @@ export class Engine {
       this.projectedViews.set(rule, build)
     }
     return build
-  }
-
-  /**
-   * Whether a sweep at its instant leaves a user as its projection shows it: every re-scored tag
-   * and every clock-dependent rule gives the value (and version) the user has. Returns the rule
-   * evaluations it took, or -1 when the full record must be re-scored (something moves, an error,
-   * or a projection that does not hold at the instant).
-   */
-  private sweepLeavesUnchanged(p: ProjectionReader, sweep: Sweep, userId: string, plan: SweepPlan): number {
-    const at = sweep.at
-    const clock = p.clock
-    if (clock === null || clock > at) return -1
-    let ctx: ScoreContext | undefined
-    for (let i = 0; i < this.rescoreSlots.length; i++) {
-      const slot = this.rescoreSlots[i] as OperatorSlot
-      const scored = p.scoredOf(plan.rescored[i] as number)
-      if (scored === undefined) continue // no state: rescoreUser skips the operator too
-      ctx ??= new ScoreContext(at, this.config.timeZone, userId, (op, dim) => sweep.populations.get(op, dim))
-      ctx.operator = slot.op.name
-      let values: Readonly<Record<string, TagValue>>
-      try {
-        values = (slot.op.rescoreTagValues as NonNullable<Operator['rescoreTagValues']>)(scored, ctx)
-      } catch {
-        return -1
-      }
-      for (const lane of slot.tags) if (!laneHolds(p, lane, values[lane.id])) return -1
-    }
-    if (plan.rules.length === 0) return 0
-    if (!p.holdsAt(at)) return -1
-    for (const slot of plan.rules) {
-      const next = projectedRuleValue(slot, this.projectedView((slot.rule as CompiledLaneRule).rule)(p))
-      if (next === KEEP || !laneHolds(p, slot, next)) return -1
-    }
-    return plan.rules.length
   }
 
   private fireTimer(task: PartitionTask, entry: TimerEntry): void {
@@ -2302,6 +2424,7 @@ export class Engine {
     let scans: PartitionScan[]
     if (threads > 0 && stored >= this.previewWorkerMinUsers) {
       const jobs: PreviewJob[] = Array.from({ length: threads }, (_, t) => ({
+        kind: 'preview',
         location: this.store.path,
         layoutId: this.projection.id,
         schema: this.ruleSchema,
@@ -2309,7 +2432,8 @@ export class Engine {
         sampleSize,
         partitions: partitions.filter((_, i) => i % threads === t).map((p) => ({ partition: p, at: at(p), skip: [...(skip.get(p) as Set<string>)] })),
       }))
-      scans = await this.previewPool.run(jobs)
+      const pool = (this.previewPool ??= new WorkerPool(this.previewThreads))
+      scans = (await Promise.all(jobs.map((job) => pool.submit(job)))).flat()
       this.stats.previewScansInThreads += scans.length
     } else {
       const view = this.projectedView(rule)
@@ -2465,24 +2589,25 @@ interface SweepPlan {
 
 /** Whether a pass that wrapped around the key space is back where it started (a superseded sweep's position). */
 function passBackAtStart(sweep: Sweep, key: string): boolean {
-  return sweep.wrapped && sweep.startKey !== undefined && key >= sweep.startKey
+  // The start key itself is the superseded sweep's last user: this sweep has yet to do it.
+  return sweep.wrapped && sweep.startKey !== undefined && key > sweep.startKey
 }
 
-/** Whether a lane's value (and version) in a projection equals `value` (undefined: no value). */
-function laneHolds(p: ProjectionReader, lane: TagSlot, value: TagValue | undefined): boolean {
-  if (!lane.emit) return p.testingValue(lane.id) === (value ?? null)
-  return p.tagHolds(lane.id, value, lane.version)
+/** A lane as a sweep thread compares with it (plain data). */
+function decisionLane(slot: TagSlot): DecisionLane {
+  return { id: slot.id, version: slot.version, emit: slot.emit }
 }
 
-/** A strategy lane's value on a projected view, as `evaluateRule` decides it (without evidence or counters). */
-function projectedRuleValue(slot: TagSlot, view: RuleView | undefined): TagValue | undefined | typeof KEEP {
-  const compiled = slot.rule as CompiledLaneRule
-  if (view === undefined) return undefined
-  const result = compiled.rule.evaluate(view)
-  if (!result.ok) return result.code === 'no_such_field' ? undefined : KEEP
-  if (result.value === false) return undefined
-  if (typeof result.value !== JS_TYPES[slot.spec.valueType]) return KEEP
-  return result.value
+/** A partition's part of a sweep's pass that a worker thread decides (`Engine.sweepStepInThread`). */
+interface SweepScanInFlight {
+  readonly sweep: Sweep
+  readonly plan: SweepPlan
+  /** Resolves once the thread has answered (result or error); never rejects. */
+  done: Promise<void>
+  result: SweepScan | undefined
+  error: unknown
+  /** The next chunk of the result to take. */
+  next: number
 }
 
 /** Timer operations an operator asked for during one call; applied only if the call succeeds. */

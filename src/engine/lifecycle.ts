@@ -12,6 +12,8 @@ export interface EngineLifecycle {
   definitionPassStarted?(pass: { readonly tag: string; readonly lane: string; readonly version: number | null; readonly mode: string }): void
   /** The last running definition pass finished. */
   definitionPassesFinished?(): void
+  /** A sweep worker thread failed: sweeps go on on the engine's thread from there (`engine.sweepThreads`). */
+  sweepThreadFailed?(error: unknown): void
   /** A commit failed (sinks or store); the error then ends `run()`. */
   commitFailed?(error: unknown): void
 }

@@ -6,6 +6,12 @@ import type { Store, WriteOp } from '../store/store.js'
 
 const BUCKET = 512
 
+/** Populations in one shared array of sorted values (`Populations.toShared`), for worker threads. */
+export interface SharedPopulations {
+  readonly sets: readonly { readonly operator: string; readonly dimension: string; readonly start: number; readonly size: number; readonly sumState: readonly [number, number] }[]
+  readonly values: Float64Array
+}
+
 /**
  * A multiset of numbers with rank queries, for population statistics: insert, remove and "how
  * many values are smaller than x" in O(sqrt n) (sorted buckets of at most 2 * BUCKET values), so
@@ -122,6 +128,18 @@ export class RankedMultiset implements PopulationView {
     return copy
   }
 
+  /** Writes the values, in order, at `into[at...]`; returns the count written. */
+  writeSorted(into: Float64Array, at: number): number {
+    let i = at
+    for (const b of this.buckets) for (const v of b) into[i++] = v
+    return i - at
+  }
+
+  /** The exact running sum (and its compensation): a set rebuilt elsewhere gives the same mean. */
+  get sumState(): readonly [sum: number, compensation: number] {
+    return [this.sum, this.compensation]
+  }
+
   /**
    * Fills an empty set with `values` at once (sorted here, in place, unless they already are): a
    * million values in one sort instead of a million inserts. The sum is accumulated in sorted order.
@@ -210,6 +228,58 @@ function isSorted(values: Float64Array): boolean {
   return true
 }
 
+/**
+ * A population dimension over its sorted values in shared memory (`Populations.toShared`): the
+ * queries of a RankedMultiset of the same values, by binary search, with nothing copied.
+ */
+class SortedValuesView implements PopulationView {
+  private readonly meanValue: number
+
+  constructor(
+    private readonly values: Float64Array,
+    sumState: readonly [sum: number, compensation: number],
+  ) {
+    this.meanValue = values.length === 0 ? NaN : (sumState[0] + sumState[1]) / values.length
+  }
+
+  get count(): number {
+    return this.values.length
+  }
+
+  rank(value: number): number {
+    const a = this.values
+    let lo = 0
+    let hi = a.length
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1
+      if ((a[mid] as number) < value) lo = mid + 1
+      else hi = mid
+    }
+    return 1 + lo
+  }
+
+  maxRank(): number {
+    const n = this.values.length
+    return n === 0 ? 0 : this.rank(this.values[n - 1] as number)
+  }
+
+  mean(): number {
+    return this.meanValue
+  }
+}
+
+/** The population views of shared populations, by operator and dimension (an absent one is empty). */
+export function sharedPopulationViews(shared: SharedPopulations): (operator: string, dimension: string) => PopulationView {
+  const views = new Map<string, Map<string, PopulationView>>()
+  for (const { operator, dimension, start, size, sumState } of shared.sets) {
+    let byDimension = views.get(operator)
+    if (byDimension === undefined) views.set(operator, (byDimension = new Map()))
+    byDimension.set(dimension, new SortedValuesView(shared.values.subarray(start, start + size), sumState))
+  }
+  const empty = new SortedValuesView(new Float64Array(0), [0, 0])
+  return (operator, dimension) => views.get(operator)?.get(dimension) ?? empty
+}
+
 function lowerBound(a: number[], v: number): number {
   let lo = 0
   let hi = a.length
@@ -294,6 +364,27 @@ export class Populations {
       }
     }
   }
+
+  /**
+   * Every set's values in one shared array, for worker threads: a message carries the shared
+   * memory, not a copy, and a thread reads the sets there (`sharedPopulationViews`).
+   */
+  toShared(): SharedPopulations {
+    let total = 0
+    for (const dims of this.sets.values()) for (const set of dims.values()) total += set.count
+    const values = new Float64Array(new SharedArrayBuffer(total * Float64Array.BYTES_PER_ELEMENT))
+    const sets: SharedPopulations['sets'][number][] = []
+    let at = 0
+    for (const [operator, dims] of this.sets) {
+      for (const [dimension, set] of dims) {
+        const size = set.writeSorted(values, at)
+        sets.push({ operator, dimension, start: at, size, sumState: set.sumState })
+        at += size
+      }
+    }
+    return { sets, values }
+  }
+
 
   snapshot(): Populations {
     const copy = new Populations()

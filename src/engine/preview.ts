@@ -10,10 +10,6 @@
  * it meets and the users whose projection does not hold at the partition's clock: the engine
  * evaluates those from their records (in memory, or read from the store).
  */
-import { Worker } from 'node:worker_threads'
-import { existsSync } from 'node:fs'
-import { createRequire } from 'node:module'
-import { fileURLToPath, pathToFileURL } from 'node:url'
 import type { CompiledRule, RuleResult, RuleSchema, RuleValue, RuleView } from '../tags/rules.js'
 import { ProjectionReader, type EncodedProjection } from './projection.js'
 
@@ -124,6 +120,7 @@ export async function scanProjections(
 
 /** What a preview worker is asked (`preview-worker.ts`): plain data, cloned into the thread. */
 export interface PreviewJob {
+  readonly kind: 'preview'
   /** The store's directory: the worker attaches to the engine's open store. */
   readonly location: string
   /** `ProjectionLayout.id` of the engine: the worker reads projections with its shape. */
@@ -132,90 +129,4 @@ export interface PreviewJob {
   readonly expression: string
   readonly sampleSize: number
   readonly partitions: readonly { readonly partition: number; readonly at: number; readonly skip: readonly string[] }[]
-}
-
-export type PreviewWorkerReply = { readonly ok: true; readonly scans: PartitionScan[] } | { readonly ok: false; readonly message: string }
-
-/**
- * A preview worker: the module compiled next to this one (`.js`), or, running from sources
- * (tests), the TypeScript module loaded through tsx (a development dependency).
- */
-function startWorker(): Worker {
-  const js = new URL('./preview-worker.js', import.meta.url)
-  if (existsSync(fileURLToPath(js))) return new Worker(js)
-  const tsx = pathToFileURL(createRequire(import.meta.url).resolve('tsx/esm/api').replace(/\.cjs$/, '.mjs')).href
-  const ts = new URL('./preview-worker.ts', import.meta.url).href
-  return new Worker(`import(${JSON.stringify(tsx)}).then((api) => { api.register(); return import(${JSON.stringify(ts)}) })`, { eval: true })
-}
-
-/**
- * Preview worker threads, started by the first preview and stopped `idleMs` after the last: an
- * operator previews a rule several times in a row while editing it, and a thread takes a few
- * hundred milliseconds of CPU to start (loading the rule library), while an idle one holds its heap.
- */
-export class PreviewPool {
-  private readonly workers: Worker[] = []
-  private idle: NodeJS.Timeout | undefined
-  private closed = false
-
-  constructor(private readonly idleMs = 60_000) {}
-
-  /** Runs each job in a thread of its own; rejects when a thread fails (it is then replaced next time). */
-  async run(jobs: readonly PreviewJob[]): Promise<PartitionScan[]> {
-    if (this.closed) throw new Error('the preview pool is closed')
-    clearTimeout(this.idle)
-    while (this.workers.length < jobs.length) this.workers.push(startWorker())
-    try {
-      const replies = await Promise.all(jobs.map((job, i) => this.ask(this.workers[i] as Worker, job)))
-      return replies.flat()
-    } finally {
-      if (!this.closed) {
-        this.idle = setTimeout(() => void this.stop(), this.idleMs)
-        this.idle.unref()
-      }
-    }
-  }
-
-  private ask(worker: Worker, job: PreviewJob): Promise<PartitionScan[]> {
-    return new Promise((resolve, reject) => {
-      const done = (): void => {
-        worker.off('message', onMessage)
-        worker.off('error', onError)
-        worker.off('exit', onExit)
-      }
-      const onMessage = (reply: PreviewWorkerReply): void => {
-        done()
-        if (reply.ok) resolve(reply.scans)
-        else reject(new Error(`preview worker: ${reply.message}`))
-      }
-      const fail = (err: Error): void => {
-        done()
-        this.forget(worker)
-        reject(err)
-      }
-      const onError = (err: Error): void => fail(err)
-      const onExit = (code: number): void => fail(new Error(`preview worker exited with code ${code} before replying`))
-      worker.on('message', onMessage)
-      worker.on('error', onError)
-      worker.on('exit', onExit)
-      worker.postMessage(job)
-    })
-  }
-
-  private forget(worker: Worker): void {
-    const i = this.workers.indexOf(worker)
-    if (i >= 0) this.workers.splice(i, 1)
-    void worker.terminate()
-  }
-
-  /** Stops the threads (the next preview starts them again). */
-  async stop(): Promise<void> {
-    clearTimeout(this.idle)
-    await Promise.all(this.workers.splice(0).map((w) => w.terminate()))
-  }
-
-  async close(): Promise<void> {
-    this.closed = true
-    await this.stop()
-  }
 }

@@ -301,10 +301,18 @@ export class Store {
     return this.db.iterator({ ...bounds, limit, highWaterMarkBytes: SCAN_CHUNK_BYTES }).all() as Promise<[string, Buffer][]>
   }
 
-  /** Every projection of a partition in key order, in chunks of raw values (decoded by the caller). */
-  async *projectionValues(partition: number, chunk = 4096): AsyncGenerator<[string, Buffer][]> {
+  /**
+   * Every projection of a partition in key order, in chunks of raw values (decoded by the caller);
+   * or those of the users after `afterUserKey` and up to `throughUserKey` (user keys, bounds of a sweep's pass).
+   */
+  async *projectionValues(partition: number, chunk = 4096, afterUserKey?: string, throughUserKey?: string): AsyncGenerator<[string, Buffer][]> {
+    const range = projectionRange(partition)
+    const bounds = {
+      ...(afterUserKey === undefined ? { gte: range.gte } : { gt: projectionKeyOfUser(afterUserKey) }),
+      ...(throughUserKey === undefined ? { lt: range.lt } : { lte: projectionKeyOfUser(throughUserKey) }),
+    }
     // classic-level ends a native read at 16 KiB by default: some 30 projections per round trip.
-    yield* chunks(this.db.iterator({ ...projectionRange(partition), highWaterMarkBytes: SCAN_CHUNK_BYTES }), chunk)
+    yield* chunks(this.db.iterator({ ...bounds, highWaterMarkBytes: SCAN_CHUNK_BYTES }), chunk)
   }
 
   async readClock(partition: number): Promise<PartitionClock | undefined> {

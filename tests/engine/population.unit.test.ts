@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { Populations, RankedMultiset } from '../../src/engine/population.js'
+import { Populations, RankedMultiset, sharedPopulationViews } from '../../src/engine/population.js'
 
 /** The reference definition: min rank among all values, 1-based. */
 function naiveRank(values: number[], v: number): number {
@@ -98,5 +98,36 @@ describe('Populations.update journal', () => {
       ['rfm', 'monetary', 12, -1],
       ['rfm', 'frequency', 1, -1],
     ])
+  })
+})
+
+describe('populations shared with worker threads', () => {
+  it('answer every query as the sets they were taken from, from one shared array', () => {
+    const populations = new Populations()
+    let seed = 7
+    const rnd = () => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff)
+    const kept: { monetary: number; frequency: number }[] = []
+    // Inserts and removals (the running sum then differs from a sum of the sorted values in its last bits).
+    for (let i = 0; i < 5000; i++) {
+      const user = { monetary: Math.round(rnd() * 2000) / 7, frequency: Math.floor(rnd() * 20) }
+      populations.update('rfm', undefined, user)
+      kept.push(user)
+      if (rnd() < 0.3) populations.update('rfm', kept.shift(), undefined)
+    }
+    populations.update('loyalty', undefined, { points: 5 })
+    const shared = populations.toShared()
+    expect(shared.values.buffer).toBeInstanceOf(SharedArrayBuffer)
+    const views = sharedPopulationViews(structuredClone(shared))
+    for (const [op, dim] of [['rfm', 'monetary'], ['rfm', 'frequency'], ['loyalty', 'points'], ['rfm', 'absent']] as const) {
+      const set = populations.get(op, dim)
+      const view = views(op, dim)
+      expect(view.count).toBe(set.count)
+      expect(view.maxRank()).toBe(set.maxRank())
+      expect(Object.is(view.mean(), set.mean())).toBe(true)
+      for (let i = 0; i < 400; i++) {
+        const v = i % 2 === 0 ? Math.round(rnd() * 2100) / 7 : rnd() * 300 - 10
+        expect(view.rank(v)).toBe(set.rank(v))
+      }
+    }
   })
 })

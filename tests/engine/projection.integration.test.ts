@@ -59,10 +59,11 @@ async function open(
   readProjections: boolean,
   extra: typeof PROJECTED_RULES,
   overrides: Record<string, unknown> = {},
-  options: { previewWorkerMinUsers?: number } = {},
+  options: { previewWorkerMinUsers?: number; sweepThreads?: boolean } = {},
 ): Promise<Fixture> {
   const { config } = loadConfig(DEFAULT_CONFIG, {})
   const operators = await createOperators(config)
+  const { sweepThreads, ...engineOptions } = options
   return createFixture(
     operators,
     {
@@ -72,7 +73,14 @@ async function open(
       rescore: { chunkUsers: 37 },
       ...overrides,
     },
-    { ...(dir !== undefined ? { dir } : {}), tags: tags(extra), readProjections, ...options },
+    {
+      ...(dir !== undefined ? { dir } : {}),
+      tags: tags(extra),
+      readProjections,
+      ...engineOptions,
+      // Sweeps in worker threads from the first user (by default they are only over 50,000 stored users).
+      ...(sweepThreads === true ? { operatorEntries: config.operators, sweepWorkerMinUsers: 0 } : {}),
+    },
   )
 }
 
@@ -150,8 +158,14 @@ async function previews(f: Fixture): Promise<unknown[]> {
 }
 
 /** Replays `input` in `parts` slices with a restart after each but the last; returns the last fixture open. */
-async function replayInParts(readProjections: boolean, input: Buffer[], parts: number, extra = PROJECTED_RULES): Promise<{ f: Fixture; changes: TagChange[] }> {
-  let f = await open(undefined, readProjections, extra)
+async function replayInParts(
+  readProjections: boolean,
+  input: Buffer[],
+  parts: number,
+  extra = PROJECTED_RULES,
+  options: { sweepThreads?: boolean } = {},
+): Promise<{ f: Fixture; changes: TagChange[] }> {
+  let f = await open(undefined, readProjections, extra, {}, options)
   const changes: TagChange[] = []
   const size = Math.ceil(input.length / parts)
   for (let part = 0; part < parts; part++) {
@@ -161,7 +175,7 @@ async function replayInParts(readProjections: boolean, input: Buffer[], parts: n
     if (part < parts - 1) {
       const dir = f.dir
       await f.close()
-      f = await open(dir, readProjections, extra)
+      f = await open(dir, readProjections, extra, {}, options)
       // The restarted engine reads the source from the stored position: give it what it had.
       f.source.push(...input.slice(0, (part + 1) * size))
       await f.drain()
@@ -201,6 +215,25 @@ describe('user projections (sweeps and previews without full records)', () => {
     expect(await staleProjections(reference.f, 3)).toEqual([])
     await reference.f.close()
     await projected.f.close()
+  }, 240_000)
+
+  it('sweeps decided in a worker thread give the changes, records and counts of full-record sweeps, across restarts', async () => {
+    const input = records(31, 700, 24_000, 120)
+    const reference = await replayInParts(false, input, 3)
+    const threaded = await replayInParts(true, input, 3, PROJECTED_RULES, { sweepThreads: true })
+    expect(reference.changes.filter((c) => c.cause.kind === 'rescore').length).toBeGreaterThan(100)
+    expectSameChangesPerUser(threaded.changes, reference.changes)
+    expect(await storedUsers(threaded.f, 3)).toEqual(await storedUsers(reference.f, 3))
+    expect(threaded.f.engine.coverage('champion_gone_silent')).toEqual(reference.f.engine.coverage('champion_gone_silent'))
+    expect(threaded.f.engine.testingCoverage('big_quarter')).toEqual(reference.f.engine.testingCoverage('big_quarter'))
+    const ts = threaded.f.engine.stats
+    expect(ts.sweepThreadErrors).toBe(0)
+    // The last part's engine (the counts start at each restart) handed its passes to the thread.
+    expect(ts.sweepScansInThreads).toBeGreaterThan(50)
+    expect(ts.usersRescoredFromProjections).toBeGreaterThan(ts.usersRescored / 2)
+    expect(await staleProjections(threaded.f, 3)).toEqual([])
+    await reference.f.close()
+    await threaded.f.close()
   }, 240_000)
 
   it('with every user cached, sweeps decide clean users from their projections, with the changes and records of full-record sweeps', async () => {

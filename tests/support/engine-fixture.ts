@@ -117,6 +117,10 @@ export async function createFixture(
     populationCompaction?: CompactionPolicy
     /** Stored users from which previews use `engine.previewThreads` worker threads (default: the engine's). */
     previewWorkerMinUsers?: number
+    /** Stored users from which sweeps use `engine.sweepThreads` worker threads (default: the engine's). */
+    sweepWorkerMinUsers?: number
+    /** The configuration `operators` were created from: sweep threads create theirs from it (none: no sweep threads). */
+    operatorEntries?: Config['operators']
   } = {},
 ): Promise<Fixture> {
   const { config, issues } = validateConfig({ engine: { partitions: 2, ...((overrides.engine as object) ?? {}) }, ...overrides, ...(overrides.engine ? {} : {}) })
@@ -152,6 +156,8 @@ export async function createFixture(
     ...(options.readProjections !== undefined ? { readProjections: options.readProjections } : {}),
     ...(options.populationCompaction !== undefined ? { populationCompaction: options.populationCompaction } : {}),
     ...(options.previewWorkerMinUsers !== undefined ? { previewWorkerMinUsers: options.previewWorkerMinUsers } : {}),
+    ...(options.sweepWorkerMinUsers !== undefined ? { sweepWorkerMinUsers: options.sweepWorkerMinUsers } : {}),
+    ...(options.operatorEntries !== undefined ? { operatorEntries: options.operatorEntries } : {}),
   })
   await engine.open()
   const fixture: Fixture = {
