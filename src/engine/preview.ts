@@ -118,7 +118,7 @@ export async function scanProjections(
   return { partition: options.partition, users: counts.users, matched: counts.matched, values: [...counts.values], errors: counts.errors, sample, fromRecords }
 }
 
-/** What a preview worker is asked (`preview-worker.ts`): plain data, cloned into the thread. */
+/** What a worker thread is asked for a preview (`store-worker.ts`): plain data, cloned into the thread. */
 export interface PreviewJob {
   readonly kind: 'preview'
   /** The store's directory: the worker attaches to the engine's open store. */
