@@ -247,15 +247,7 @@ class SortedValuesView implements PopulationView {
   }
 
   rank(value: number): number {
-    const a = this.values
-    let lo = 0
-    let hi = a.length
-    while (lo < hi) {
-      const mid = (lo + hi) >> 1
-      if ((a[mid] as number) < value) lo = mid + 1
-      else hi = mid
-    }
-    return 1 + lo
+    return 1 + lowerBound(this.values, value)
   }
 
   maxRank(): number {
@@ -280,7 +272,7 @@ export function sharedPopulationViews(shared: SharedPopulations): (operator: str
   return (operator, dimension) => views.get(operator)?.get(dimension) ?? empty
 }
 
-function lowerBound(a: number[], v: number): number {
+function lowerBound(a: ArrayLike<number>, v: number): number {
   let lo = 0
   let hi = a.length
   while (lo < hi) {

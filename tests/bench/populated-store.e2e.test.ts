@@ -1,22 +1,18 @@
-import { mkdtempSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { join, resolve } from 'node:path'
+import { join } from 'node:path'
 import { ClassicLevel } from 'classic-level'
 import { Packr } from 'msgpackr'
 import { beforeAll, describe, expect, it } from 'vitest'
 import { buildEngineSettings } from '../../bench/lib/populated-store.js'
 import { freshDir, replay, storeDir, writeEngineConfig } from '../../bench/lib/processes.js'
-import type { BenchContext } from '../../bench/lib/scenario.js'
-import { QUICK_SIZES } from '../../bench/lib/sizes.js'
 import { decodeProjection } from '../../src/engine/projection.js'
 import { populationFile } from '../../bench/lib/workloads.js'
 import { ScoredLayout, readStoredPopulation } from '../../src/engine/population.js'
 import type { Operator } from '../../src/operator-api.js'
 import { partitionPrefix, populationHeadKey } from '../../src/store/keys.js'
 import { Store } from '../../src/store/store.js'
+import { quickBenchContext } from '../support/bench-context.js'
 import { assertBuilt } from '../support/cli.js'
 
-const ROOT = resolve(import.meta.dirname, '../..')
 const USERS = 3000
 const packr = new Packr({ useRecords: false, mapsAsObjects: true })
 
@@ -65,18 +61,8 @@ describe('the bench populated store', () => {
   beforeAll(() => assertBuilt())
 
   it('built with its fast settings, holds exactly what a replay with the default settings stores', async () => {
-    const work = mkdtempSync(join(tmpdir(), 'ts-populated-'))
-    const ctx: BenchContext = {
-      quick: true,
-      runs: 1,
-      sizes: { ...QUICK_SIZES, storeUsers: USERS },
-      workDir: work,
-      root: ROOT,
-      profileDir: undefined,
-      reuseStores: false,
-      shared: new Map(),
-      log: () => {},
-    }
+    const ctx = quickBenchContext('ts-populated-', USERS)
+    const work = ctx.workDir
     const input = await populationFile(ctx, USERS)
     const plain = freshDir(join(work, 'plain'))
     const fast = freshDir(join(work, 'fast'))

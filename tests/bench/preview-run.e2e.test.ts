@@ -1,12 +1,9 @@
-import { mkdtempSync } from 'node:fs'
-import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { beforeAll, describe, expect, it } from 'vitest'
 import { DEFAULT_PREVIEW_RULE, type PreviewRun } from '../../bench/preview-run.js'
 import { copyDir, replay, runNodeJson, storeDir, writeEngineConfig } from '../../bench/lib/processes.js'
-import type { BenchContext } from '../../bench/lib/scenario.js'
-import { QUICK_SIZES } from '../../bench/lib/sizes.js'
 import { populationFile, touchEveryUserFile } from '../../bench/lib/workloads.js'
+import { quickBenchContext } from '../support/bench-context.js'
 import { assertBuilt } from '../support/cli.js'
 
 const ROOT = resolve(import.meta.dirname, '../..')
@@ -19,18 +16,8 @@ describe('bench/preview-run --replay-first', () => {
   beforeAll(() => assertBuilt())
 
   it('replays every record first, then previews the same users and counts as a preview after `tagstream replay`', async () => {
-    const work = mkdtempSync(join(tmpdir(), 'ts-bench-preview-'))
-    const ctx: BenchContext = {
-      quick: true,
-      runs: 1,
-      sizes: { ...QUICK_SIZES, storeUsers: USERS },
-      workDir: work,
-      root: ROOT,
-      profileDir: undefined,
-      reuseStores: false,
-      shared: new Map(),
-      log: () => {},
-    }
+    const ctx = quickBenchContext('ts-bench-preview-', USERS)
+    const work = ctx.workDir
     const populated = join(work, 'populated')
     const built = await replay(ctx, writeEngineConfig(ctx, populated), [await populationFile(ctx, USERS)])
     expect(built.users).toBe(USERS)
