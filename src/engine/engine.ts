@@ -310,7 +310,7 @@ export interface EngineOptions {
   readonly populationCompaction?: CompactionPolicy
   /**
    * Stored users from which a preview reads projections in `engine.previewThreads` worker threads
-   * (default PREVIEW_WORKER_MIN_USERS; tests lower it): below, starting the threads costs more than
+   * (default WORKER_MIN_USERS; tests lower it): below, starting the threads costs more than
    * they save.
    */
   readonly previewWorkerMinUsers?: number
@@ -525,9 +525,9 @@ export class Engine {
     this.projection = new ProjectionLayout(this.slots.map((s) => s.op))
     this.readProjections = options.readProjections ?? true
     this.previewThreads = this.config.engine.previewThreads ?? 0
-    this.previewWorkerMinUsers = options.previewWorkerMinUsers ?? PREVIEW_WORKER_MIN_USERS
+    this.previewWorkerMinUsers = options.previewWorkerMinUsers ?? WORKER_MIN_USERS
     this.sweepThreads = this.config.engine.sweepThreads ?? 0
-    this.sweepWorkerMinUsers = options.sweepWorkerMinUsers ?? PREVIEW_WORKER_MIN_USERS
+    this.sweepWorkerMinUsers = options.sweepWorkerMinUsers ?? WORKER_MIN_USERS
     this.operatorEntries = options.operatorEntries
     this.calendar = calendarFor(config.timeZone)
     this.installLanes(desiredLanes(this.catalog, options.operators))
@@ -1450,14 +1450,7 @@ export class Engine {
           break
         }
         sweep.cursor = key
-        let rec = this.cache.get(key)
-        if (rec === undefined) {
-          rec = fromStore.get(key)
-          if (rec === undefined) continue
-          if ((rec.rs ?? -Infinity) >= sweep.at) continue
-          this.cache.set(key, rec)
-        } else if ((rec.rs ?? -Infinity) >= sweep.at) continue
-        this.rescoreUser(task, rec, key)
+        this.rescoreFromRecord(task, sweep, key, fromStore)
       }
       this.endSweepChunk(task, sweep, keys.length < chunk)
     } finally {
@@ -1538,6 +1531,17 @@ export class Engine {
     this.endSweepChunk(task, sweep, entries.length < chunk)
   }
 
+  /** Re-scores a user from its record (cached, else as just read), unless the sweep has done it already. */
+  private rescoreFromRecord(task: PartitionTask, sweep: Sweep, key: string, fromStore: ReadonlyMap<string, UserRecord>): void {
+    let rec = this.cache.get(key)
+    if (rec === undefined) {
+      rec = fromStore.get(key)
+      if (rec === undefined || (rec.rs ?? -Infinity) >= sweep.at) return
+      this.cache.set(key, rec)
+    } else if ((rec.rs ?? -Infinity) >= sweep.at) return
+    this.rescoreUser(task, rec, key)
+  }
+
   /** Whether a user's stored record (and projection) is its current state: no change since its last commit landed. */
   private isClean(key: string): boolean {
     return !this.dirtyUsers.has(key) && !this.landingUsers.has(key)
@@ -1551,8 +1555,8 @@ export class Engine {
   /**
    * One step of a sweep's pass decided in a worker thread (see sweep-scan.ts): starts the thread's
    * part of the pass (from the cursor to the end, or, wrapped around, to where the pass started),
-   * and once it is back, takes one chunk of it: counts the users it cleared and re-scores the
-   * others from their records, in key order. Waits for the thread only with `mayWait`.
+   * and once it is back, takes chunks of it: counts the users it cleared and re-scores the others
+   * from their records, in key order. Waits for the thread only with `mayWait`.
    */
   private async sweepStepInThread(task: PartitionTask, sweep: Sweep, plan: SweepPlan, mayWait: boolean): Promise<void> {
     let scan = task.sweepScan
@@ -1565,7 +1569,7 @@ export class Engine {
       if (task.sweep !== sweep || task.sweepScan !== scan) return
     }
     if (scan.result === undefined) {
-      // The thread failed (its error is in the stats): this and later sweeps stay on the engine's thread.
+      // The thread failed (logged through the lifecycle, counted): this and later sweeps stay on the engine's thread.
       this.sweepThreadsFailed = true
       this.stats.sweepThreadErrors++
       task.sweepScan = undefined
@@ -1589,15 +1593,7 @@ export class Engine {
       this.stats.usersRescored += chunk.unchanged
       this.stats.usersRescoredFromProjections += chunk.unchanged
       this.stats.ruleEvaluations += chunk.evaluations
-      for (const key of chunk.undecided) {
-        let rec = this.cache.get(key)
-        if (rec === undefined) {
-          rec = fromStore.get(key)
-          if (rec === undefined || (rec.rs ?? -Infinity) >= sweep.at) continue
-          this.cache.set(key, rec)
-        } else if ((rec.rs ?? -Infinity) >= sweep.at) continue
-        this.rescoreUser(task, rec, key)
-      }
+      for (const key of chunk.undecided) this.rescoreFromRecord(task, sweep, key, fromStore)
       sweep.cursor = chunk.lastKey
     }
     const done = scan.next >= chunks.length
@@ -2557,10 +2553,10 @@ function decodeCursor(cursor: string | undefined): [number, string | undefined] 
 const RESCORE_CAUSE: TagChangeCause = Object.freeze({ kind: 'rescore' })
 
 /**
- * Stored users from which previews use worker threads: a preview over fewer takes well under a
+ * Stored users from which previews and sweeps use worker threads: a preview over fewer takes well under a
  * second on the engine's thread, and starting a thread (loading the rule library) about 100 ms.
  */
-const PREVIEW_WORKER_MIN_USERS = 50_000
+const WORKER_MIN_USERS = 50_000
 
 /** User ids in the order of their keys in the store (LevelDB compares bytes, UTF-8). */
 function inKeyOrder(ids: readonly string[]): string[] {
