@@ -73,6 +73,41 @@ describe('re-scoring sweeps', () => {
     expect(b).toEqual(a)
   })
 
+  // A live partition that goes idle follows the wall clock (idle advance): a jump of days starts a
+  // sweep while the previous one is part way through the users. The new one goes on from there,
+  // wraps around, and ends with the user the old one was at, which it has yet to re-score.
+  it.each([
+    ['projections', true],
+    ['full records', false],
+  ])('a sweep superseded by idle advance is finished by the new one, which re-scores every user (sweeps read %s)', async (_, readProjections) => {
+    let wall = T0 + 10 * HOUR
+    const lifecycle = {
+      sweepStarted(_partition: number, at: number) {
+        // The day-1 sweep has started: by the next idle loop the wall clock is two days on.
+        if (at === T0 + DAY_MS) wall = T0 + 3 * DAY_MS + 2 * HOUR
+      },
+    }
+    const f = await createFixture(
+      [spendOperator()],
+      { engine: { partitions: 1, batchSize: 1 }, rescore: { chunkUsers: 1 }, time: { idleAdvanceMs: 1000 } },
+      { readProjections, idleAdvance: true, now: () => wall, lifecycle },
+    )
+    const spenders = ['a', 'b', 'c', 'd', 'e', 'f']
+    // Every spender enters on arrival (above the mean with `s`'s 1) and stays above at the day-1 sweep.
+    f.source.push(buy('s', 's', T0, 1), ...spenders.map((u, i) => buy(u, u, T0 + (i + 1) * HOUR, 50)))
+    // Committed: a sweep's pass reads the stored users (uncommitted ones are swept when it starts).
+    await f.drain()
+    wall = T0 + DAY_MS + HOUR
+    // Day 1, live: its sweep starts without z in its population. Then the source is idle.
+    f.source.push(buy('z', 'z', T0 + DAY_MS + HOUR, 1000))
+    await f.drain()
+    await f.close()
+    expect(f.engine.stats.sweepsStarted).toBe(2)
+    // The day-3 sweep's population has z: every spender leaves, the one the day-1 sweep was at included.
+    const rescored = f.changes.changes.filter((c) => c.cause.kind === 'rescore')
+    expect(rescored.map((c) => [c.userId, c.op, c.at]).sort()).toEqual(spenders.map((u) => [u, 'left', '2024-01-04T00:00:00.000Z']))
+  })
+
   it('can be switched off', async () => {
     const changes = await replay({ rescore: { schedule: 'off' } })
     expect(changes.filter((c) => c.cause.kind === 'rescore')).toEqual([])
