@@ -79,8 +79,12 @@ export interface ScanOptions {
   readonly sampleSize: number
 }
 
-/** Projections a preview reads per native iterator call. */
-export const PREVIEW_CHUNK = 4096
+/**
+ * Projections a preview reads per native iterator call. 1024 rather than more: the entries of a
+ * chunk, and the garbage they leave, are what a scanning thread holds (4096 added some 35 MB more to
+ * the RSS of a 2-thread preview over 1,000,000 users, with no gain in speed).
+ */
+export const PREVIEW_CHUNK = 1024
 
 /** Where the user id starts in a `p0000!v!<id>` key. */
 const ID_AT = 'p0000!v!'.length

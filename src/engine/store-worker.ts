@@ -28,11 +28,13 @@ async function preview(job: PreviewJob): Promise<PartitionScan[]> {
   const view = projectedViewBuilder(ruleViewPlan(rule, job.schema), shape)
   const store = await Store.attach(job.location)
   try {
-    return await Promise.all(
-      job.partitions.map(({ partition, at, skip }) =>
-        scanProjections(store.projectionValues(partition, PREVIEW_CHUNK), new ProjectionReader(shape), rule, view, { partition, at, skip: new Set(skip), sampleSize: job.sampleSize }),
-      ),
-    )
+    // One partition after another: the threads already keep both cores busy, and two iterators at
+    // once in a thread added some 35 MB to the RSS of a preview over 1,000,000 users.
+    const scans: PartitionScan[] = []
+    for (const { partition, at, skip } of job.partitions) {
+      scans.push(await scanProjections(store.projectionValues(partition, PREVIEW_CHUNK), new ProjectionReader(shape), rule, view, { partition, at, skip: new Set(skip), sampleSize: job.sampleSize }))
+    }
+    return scans
   } finally {
     await store.close()
   }

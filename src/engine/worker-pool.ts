@@ -24,11 +24,19 @@ export type StoreWorkerReply = { readonly ok: true; readonly result: PartitionSc
  */
 function startWorker(): Worker {
   const js = new URL('./store-worker.js', import.meta.url)
-  if (existsSync(fileURLToPath(js))) return new Worker(js)
+  if (existsSync(fileURLToPath(js))) return new Worker(js, { resourceLimits: WORKER_HEAP_LIMITS })
   const tsx = pathToFileURL(createRequire(import.meta.url).resolve('tsx/esm/api').replace(/\.cjs$/, '.mjs')).href
   const ts = new URL('./store-worker.ts', import.meta.url).href
-  return new Worker(`import(${JSON.stringify(tsx)}).then((api) => { api.register(); return import(${JSON.stringify(ts)}) })`, { eval: true })
+  return new Worker(`import(${JSON.stringify(tsx)}).then((api) => { api.register(); return import(${JSON.stringify(ts)}) })`, { eval: true, resourceLimits: WORKER_HEAP_LIMITS })
 }
+
+/**
+ * A scan allocates a key string and a Buffer per user, all garbage a moment later. With V8's default
+ * young generation (up to 48 MB here) each thread's heap grew to about 47 MB, and its dead Buffers'
+ * memory to about 19 MB, while it scanned a 1,000,000-user store; with 16 MB the two threads' scans
+ * added about 35 MB less to the RSS, at the same speed within this machine's noise.
+ */
+const WORKER_HEAP_LIMITS = { maxYoungGenerationSizeMb: 16 }
 
 interface Queued {
   readonly job: StoreWorkerJob
