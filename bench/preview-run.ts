@@ -10,6 +10,7 @@
  *
  *   node dist/bench/preview-run.js CONFIG [RULE] [RUNS] [--replay-first FILE...]
  */
+import { readFileSync } from 'node:fs'
 import { parseArgs } from 'node:util'
 import { loadConfig } from '../src/config/load.js'
 import { openRuntime } from '../src/runtime.js'
@@ -30,6 +31,32 @@ export interface PreviewMemory {
   readonly rssAfterPreviewBytes: number
   /** getrusage maxRSS after the last preview: the peak of the whole process. */
   readonly peakRssBytes: number
+  /** The RSS before the previews, split (Linux; null elsewhere). */
+  readonly splitBeforePreview: RssSplit | null
+  /** The split at the highest RSS sampled during the previews. */
+  readonly splitAtSampledPeak: RssSplit | null
+}
+
+/**
+ * The RSS split as /proc/self/status gives it. LevelDB memory-maps the table files it keeps open,
+ * so what reads touch of them counts in the RSS as file pages: clean page cache, which the kernel
+ * takes back under memory pressure, unlike the anonymous memory of heaps and malloc.
+ */
+export interface RssSplit {
+  readonly anonBytes: number
+  readonly fileBytes: number
+}
+
+function rssSplit(): RssSplit | null {
+  let status: string
+  try {
+    status = readFileSync('/proc/self/status', 'utf8')
+  } catch {
+    return null
+  }
+  const kib = (field: string): number => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? NaN) * 1024
+  const split = { anonBytes: kib('RssAnon'), fileBytes: kib('RssFile') }
+  return Number.isNaN(split.anonBytes) || Number.isNaN(split.fileBytes) ? null : split
 }
 
 export interface PreviewRun {
@@ -79,10 +106,16 @@ export async function runPreview(configPath: string, options: PreviewRunOptions 
     const replayMs = performance.now() - r0
     const rssBeforePreviewBytes = process.memoryUsage.rss()
     const peakRssBeforePreviewBytes = peakRss()
+    const splitBeforePreview = rssSplit()
     let sampledPeakRssDuringPreviewBytes = rssBeforePreviewBytes
-    const sampler = setInterval(() => {
-      sampledPeakRssDuringPreviewBytes = Math.max(sampledPeakRssDuringPreviewBytes, process.memoryUsage.rss())
-    }, RSS_SAMPLE_MS)
+    let splitAtSampledPeak = splitBeforePreview
+    const sample = (): void => {
+      const rss = process.memoryUsage.rss()
+      if (rss <= sampledPeakRssDuringPreviewBytes) return
+      sampledPeakRssDuringPreviewBytes = rss
+      splitAtSampledPeak = rssSplit()
+    }
+    const sampler = setInterval(sample, RSS_SAMPLE_MS)
     const scansInThreadsBefore = engine.stats.previewScansInThreads
     const previewMs: number[] = []
     const previewCpuMs: number[] = []
@@ -98,6 +131,7 @@ export async function runPreview(configPath: string, options: PreviewRunOptions 
     } finally {
       clearInterval(sampler)
     }
+    sample()
     const rssAfterPreviewBytes = process.memoryUsage.rss()
     const memory: PreviewMemory = {
       rssBeforePreviewBytes,
@@ -105,6 +139,8 @@ export async function runPreview(configPath: string, options: PreviewRunOptions 
       sampledPeakRssDuringPreviewBytes: Math.max(sampledPeakRssDuringPreviewBytes, rssAfterPreviewBytes),
       rssAfterPreviewBytes,
       peakRssBytes: peakRss(),
+      splitBeforePreview,
+      splitAtSampledPeak,
     }
     if (last === undefined) throw new Error('no preview ran')
     const threads = Math.min(config.engine.previewThreads, config.engine.partitions)

@@ -52,10 +52,14 @@ export const scenario: Scenario = {
       const m = withPreview.memory
       ctx.log(
         `run ${run + 1}/${ctx.runs} with a preview: peak RSS ${mib(m.peakRssBytes)} MiB; before the preview ${mib(m.rssBeforePreviewBytes)} MiB (peak so far ${mib(m.peakRssBeforePreviewBytes)}), ` +
-          `during it up to ${mib(m.sampledPeakRssDuringPreviewBytes)} MiB, after it ${mib(m.rssAfterPreviewBytes)} MiB; ${withPreview.previewThreadsStarted} preview thread(s), ${withPreview.previewMs[0]} ms`,
+          `during it up to ${mib(m.sampledPeakRssDuringPreviewBytes)} MiB, after it ${mib(m.rssAfterPreviewBytes)} MiB; ${withPreview.previewThreadsStarted} preview thread(s), ${withPreview.previewMs[0]} ms` +
+          (m.splitBeforePreview !== null && m.splitAtSampledPeak !== null
+            ? `; anonymous/file-mapped ${mib(m.splitBeforePreview.anonBytes)}/${mib(m.splitBeforePreview.fileBytes)} MiB before, ${mib(m.splitAtSampledPeak.anonBytes)}/${mib(m.splitAtSampledPeak.fileBytes)} at the sampled peak`
+            : ''),
       )
     }
-    const previewMemory = (key: keyof PreviewRun['memory']): number[] => previews.map((p) => p.memory[key])
+    type ByteField = { [K in keyof PreviewRun['memory']]: PreviewRun['memory'][K] extends number ? K : never }[keyof PreviewRun['memory']]
+    const previewMemory = (key: ByteField): number[] => previews.map((p) => p.memory[key])
     const build = populated.build
     return {
       status: 'ok',
@@ -93,13 +97,16 @@ export const scenario: Scenario = {
             sampledPeakRssDuringPreviewBytes: previewMemory('sampledPeakRssDuringPreviewBytes'),
             rssAfterPreviewBytes: previewMemory('rssAfterPreviewBytes'),
             addedByPreviewBytes: previews.map((p) => p.memory.sampledPeakRssDuringPreviewBytes - p.memory.rssBeforePreviewBytes),
+            splitBeforePreview: previews.map((p) => p.memory.splitBeforePreview),
+            splitAtSampledPeak: previews.map((p) => p.memory.splitAtSampledPeak),
             previewMs: previews.map((p) => p.previewMs[0]),
             matched: previews[0]?.matched,
             method:
               'getrusage maxRSS of one process (bench/preview-run.ts --replay-first) that opens the engine with the default settings on a copy of the populated store, ' +
               'replays the same one-event-per-user input as memory.peakRssBytes to its end, then runs one Engine.preview of the rule with the default engine.previewThreads; ' +
               'rssBeforePreviewBytes: RSS once the replay committed; peakRssBeforePreviewBytes: maxRSS then (the pass alone); sampledPeakRssDuringPreviewBytes: highest RSS sampled every 10 ms during the preview; ' +
-              'rssAfterPreviewBytes: RSS after it, the idle threads still alive; addedByPreviewBytes: sampledPeakRssDuringPreviewBytes - rssBeforePreviewBytes',
+              'rssAfterPreviewBytes: RSS after it, the idle threads still alive; addedByPreviewBytes: sampledPeakRssDuringPreviewBytes - rssBeforePreviewBytes; ' +
+              'splitBeforePreview, splitAtSampledPeak: RssAnon and RssFile of /proc/self/status (file: pages of the memory-mapped LevelDB tables, page cache the kernel can take back)',
             ...(previews.some((p) => p.previewThreadsStarted === 0)
               ? { threadsNote: 'below 50,000 stored users the preview runs on the engine thread: no preview thread started' }
               : {}),

@@ -50,5 +50,16 @@ describe('bench/preview-run --replay-first', () => {
     expect(m.sampledPeakRssDuringPreviewBytes).toBeGreaterThanOrEqual(m.rssBeforePreviewBytes)
     expect(m.sampledPeakRssDuringPreviewBytes).toBeGreaterThanOrEqual(m.rssAfterPreviewBytes)
     expect(m.peakRssBytes).toBeGreaterThanOrEqual(Math.max(m.peakRssBeforePreviewBytes, m.sampledPeakRssDuringPreviewBytes))
+    // These machines run Linux: the split is read from /proc/self/status, and RSS is about its sum
+    // (the shared-memory part, and the moments between readings, make up the rest).
+    for (const [split, rss] of [
+      [m.splitBeforePreview, m.rssBeforePreviewBytes],
+      [m.splitAtSampledPeak, m.sampledPeakRssDuringPreviewBytes],
+    ] as const) {
+      expect(split).not.toBeNull()
+      expect(split?.anonBytes).toBeGreaterThan(0)
+      expect(split?.fileBytes).toBeGreaterThan(0)
+      expect(Math.abs((split?.anonBytes ?? 0) + (split?.fileBytes ?? 0) - rss)).toBeLessThan(rss / 10)
+    }
   }, 120_000)
 })
