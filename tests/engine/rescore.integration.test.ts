@@ -108,6 +108,37 @@ describe('re-scoring sweeps', () => {
     expect(rescored.map((c) => [c.userId, c.op, c.at]).sort()).toEqual(spenders.map((u) => [u, 'left', '2024-01-04T00:00:00.000Z']))
   })
 
+  it('commits while a sweep dirties users, so the cache stays near its bound, and changes nothing in the result', async () => {
+    // 200 users, user i spending i: each but the first enters on arrival (above the mean so far),
+    // and the day-1 sweep (mean 100.5) takes users 2 to 100 out. The sweep reads them back from the store, 10 per step.
+    const stream = [...Array.from({ length: 200 }, (_, i) => buy(`e${i}`, `u${String(i + 1).padStart(3, '0')}`, T0 + i * 60_000, i + 1)), buy('next', 'u001', T0 + DAY_MS + HOUR, 0)]
+    const sweepOver = async (cacheMaxUsers: number) => {
+      let peakCached = 0
+      let engine: { cachedUsers: number } | undefined
+      const watch = { name: 'watch', write: () => void (peakCached = Math.max(peakCached, engine?.cachedUsers ?? 0)), flush: async () => {}, close: async () => {} }
+      const f = await createFixture([spendOperator()], { engine: { partitions: 1, cacheMaxUsers }, rescore: { chunkUsers: 10 } }, { sinks: [watch] })
+      engine = f.engine
+      f.source.push(...stream.slice(0, -1))
+      await f.drain()
+      peakCached = 0
+      const commitsBefore = f.engine.stats.commits
+      f.source.push(...stream.slice(-1))
+      await f.drain()
+      await f.close()
+      const rescored = f.changes.changes.filter((c) => c.cause.kind === 'rescore')
+      return { rescored: rescored.map((c) => `${c.id} ${c.userId} ${c.op} ${c.at}`), peakCached, commits: f.engine.stats.commits - commitsBefore }
+    }
+    const bounded = await sweepOver(40)
+    const unbounded = await sweepOver(100_000)
+    expect(bounded.rescored).toHaveLength(99)
+    expect(bounded.rescored).toEqual(unbounded.rescored)
+    // Users waiting for a commit reach a quarter of the bound (10, one step) and the loop commits:
+    // the cache never holds the sweep's 200 users at once, as it does without a bound to reach.
+    expect(bounded.commits).toBeGreaterThanOrEqual(10)
+    expect(bounded.peakCached).toBeLessThanOrEqual(40 + 2 * 10)
+    expect(unbounded.peakCached).toBeGreaterThanOrEqual(150)
+  })
+
   it('can be switched off', async () => {
     const changes = await replay({ rescore: { schedule: 'off' } })
     expect(changes.filter((c) => c.cause.kind === 'rescore')).toEqual([])
