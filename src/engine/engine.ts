@@ -764,10 +764,12 @@ export class Engine {
       await this.definitionStep()
       const now = this.wallNow()
       if (received === 0 && this.idleAdvance) await this.advanceIdlePartitions(now)
-      const full = this.eventsSinceCommit >= commitEvents || this.commitBacklogFull
+      // A sweep's backlog (see commitBacklogFull) only: events are bounded by commitEvents, and
+      // waiting for the commit in flight would hold up the events behind it.
+      const full = this.eventsSinceCommit >= commitEvents || (this.sweeping && this.commitBacklogFull)
       if (full || (now - this.lastCommitAt >= commitIntervalMs && this.hasUncommitted())) {
-        // One commit in flight at a time; with `commitEvents` applied since, or a backlog of users
-        // to commit, wait for it (memory bound).
+        // One commit in flight at a time; with `commitEvents` applied since, or a sweep's backlog of
+        // users to commit, wait for it (memory bound).
         if (full) await this.awaitLanding()
         if (this.landing === undefined) this.commitInBackground()
       }
@@ -1420,7 +1422,7 @@ export class Engine {
 
   /**
    * Whether the users waiting for a commit (dirty, or in the commit in flight) are a quarter of the
-   * cache bound: the loop then commits at once, and sweep steps wait for it. They stay cached until
+   * cache bound: during a sweep, the loop then commits at once, and sweep steps wait for it. They stay cached until
    * they land, and a sweep re-scoring from records dirties users far faster than commits every
    * `commitIntervalMs` write them: a catch-up sweep over 100,000 users decided in a worker thread
    * held 35,000 dirty users, twice the cache bound in the cache, and peaked at 1,299 MiB RSS; with
