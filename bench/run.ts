@@ -19,7 +19,7 @@ import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import { parseArgs } from 'node:util'
 import { topInclusiveCosts, topSelfCosts, type Cost } from './lib/cpuprofile.js'
-import { gitCommit, machine } from './lib/machine.js'
+import { environmentOverrides, gitCommit, machine } from './lib/machine.js'
 import { EXPECTED_SCENARIOS, type BenchContext, type Figure, type Scenario, type Target } from './lib/scenario.js'
 import { sizesFor } from './lib/sizes.js'
 import { summarize, type Summary } from './lib/stats.js'
@@ -229,6 +229,7 @@ async function main(): Promise<void> {
     sizes,
     machine: machine(),
     commit,
+    environment: environmentOverrides(),
     scenarios: results,
     ...(profiles !== undefined ? { profiles } : {}),
   }

@@ -37,3 +37,21 @@ export function gitCommit(root: string): Commit {
     return { sha: 'unknown', short: 'unknown', branch: 'unknown', dirty: true }
   }
 }
+
+/** Names of variables whose values a results file must not hold (they may be credentials). */
+const SECRET_NAME = /PASSWORD|SECRET|TOKEN|KEY|SASL|AUTH|CREDENTIAL/i
+
+/**
+ * What the environment changed in the measured processes: `TAGSTREAM_*` config overrides (they
+ * reach every engine the bench starts) and `MALLOC_ARENA_MAX`. A results file says, for example,
+ * that its sweep ran with `TAGSTREAM_ENGINE__SWEEP_THREADS=0`. Values of variables that may hold
+ * credentials are replaced by "(redacted)".
+ */
+export function environmentOverrides(env: NodeJS.ProcessEnv = process.env): Record<string, string> {
+  const out: Record<string, string> = {}
+  for (const [name, value] of Object.entries(env).sort(([a], [b]) => (a < b ? -1 : 1))) {
+    if (value === undefined || !(name.startsWith('TAGSTREAM_') || name === 'MALLOC_ARENA_MAX')) continue
+    out[name] = SECRET_NAME.test(name) ? '(redacted)' : value
+  }
+  return out
+}

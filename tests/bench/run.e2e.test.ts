@@ -19,9 +19,9 @@ interface Summary {
   samples: number[]
 }
 
-function runBench(args: string[]): { code: number; stdout: string; stderr: string } {
+function runBench(args: string[], env: NodeJS.ProcessEnv = {}): { code: number; stdout: string; stderr: string } {
   try {
-    const stdout = execFileSync(process.execPath, [RUNNER, ...args], { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] })
+    const stdout = execFileSync(process.execPath, [RUNNER, ...args], { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } })
     return { code: 0, stdout, stderr: '' }
   } catch (err) {
     const e = err as { status: number; stdout: string; stderr: string }
@@ -46,7 +46,9 @@ describe('bench --quick', () => {
   it('runs scenario 1 on a tiny input and writes the results JSON with machine, commit and per-figure statistics', () => {
     const work = mkdtempSync(join(tmpdir(), 'ts-bench-'))
     const results = join(work, 'results')
-    const r = runBench(['--quick', '--only', 'replay', '--events', String(EVENTS), '--work-dir', join(work, 'work'), '--results-dir', results])
+    // Environment overrides reach the measured engines, so the results file records them (a secret's value redacted).
+    const env = { TAGSTREAM_ENGINE__CACHE_MAX_USERS: '150000', TAGSTREAM_HTTP__READ_TOKEN: 'not-for-a-results-file' }
+    const r = runBench(['--quick', '--only', 'replay', '--events', String(EVENTS), '--work-dir', join(work, 'work'), '--results-dir', results], env)
     expect(r.code, r.stderr).toBe(0)
 
     const files = readdirSync(results).filter((f) => f.endsWith('.json'))
@@ -57,6 +59,8 @@ describe('bench --quick', () => {
     const report = JSON.parse(readFileSync(join(results, files[0] as string), 'utf8'))
 
     expect(report.schema).toBe('tagstream-bench/1')
+    expect(report.environment).toMatchObject({ TAGSTREAM_ENGINE__CACHE_MAX_USERS: '150000', TAGSTREAM_HTTP__READ_TOKEN: '(redacted)' })
+    expect(JSON.stringify(report)).not.toContain('not-for-a-results-file')
     expect(report.mode).toBe('quick')
     expect(report.runs).toBe(3)
     expect(report.sizes.replayEvents).toBe(EVENTS)
