@@ -7,7 +7,7 @@
  * The limit is the bare loop holding one small Map entry per user of the same input.
  */
 import { join } from 'node:path'
-import { DEFAULT_PREVIEW_RULE, type PreviewRun } from '../preview-run.js'
+import { DEFAULT_PREVIEW_RULE, type PreviewMemory, type PreviewRun } from '../preview-run.js'
 import { barePath, copyDir, dirBytes, replay, runNodeJson, storeDir, writeEngineConfig } from '../lib/processes.js'
 import { populatedStore } from '../lib/populated-store.js'
 import type { BenchContext, Scenario, ScenarioOutcome } from '../lib/scenario.js'
@@ -58,8 +58,7 @@ export const scenario: Scenario = {
             : ''),
       )
     }
-    type ByteField = { [K in keyof PreviewRun['memory']]: PreviewRun['memory'][K] extends number ? K : never }[keyof PreviewRun['memory']]
-    const previewMemory = (key: ByteField): number[] => previews.map((p) => p.memory[key])
+    const previewMemory = (key: Exclude<keyof PreviewMemory, 'splitBeforePreview' | 'splitAtSampledPeak'>): number[] => previews.map((p) => p.memory[key])
     const build = populated.build
     return {
       status: 'ok',

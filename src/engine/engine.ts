@@ -1422,11 +1422,12 @@ export class Engine {
 
   /**
    * Whether the users waiting for a commit (dirty, or in the commit in flight) are a quarter of the
-   * cache bound: during a sweep, the loop then commits at once, and sweep steps wait for it. They stay cached until
-   * they land, and a sweep re-scoring from records dirties users far faster than commits every
-   * `commitIntervalMs` write them: a catch-up sweep over 100,000 users decided in a worker thread
-   * held 35,000 dirty users, twice the cache bound in the cache, and peaked at 1,299 MiB RSS; with
-   * this bound at 928 MiB (a half: 1,139), against 845 MiB for the same sweep on the engine thread.
+   * cache bound: during a sweep, the loop then commits at once, and sweep steps wait for it. They
+   * stay cached until they land, and a sweep re-scoring from records dirties users far faster than
+   * commits every `commitIntervalMs` write them: a catch-up sweep over 100,000 users decided in a
+   * worker thread held 35,000 dirty users, twice the cache bound in the cache, and peaked at
+   * 1,299 MiB RSS; with this bound at 928 MiB (a half: 1,139), against 845 MiB for the same sweep on
+   * the engine thread.
    */
   private get commitBacklogFull(): boolean {
     return this.dirtyUsers.size + this.landingUsers.size >= Math.max(this.config.rescore.chunkUsers, this.cacheBoundUsers >> 2)
