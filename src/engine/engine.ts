@@ -62,17 +62,8 @@ import { ProjectionLayout, ProjectionReader, projectedViewBuilder, type EncodedP
 import { SweepDecider, type DecisionLane } from './sweep-decider.js'
 import type { SweepChunk, SweepJob, SweepScan } from './sweep-scan.js'
 import { WorkerPool } from './worker-pool.js'
-import {
-  PREVIEW_CHUNK,
-  countResult,
-  emptyCounts,
-  evaluateView,
-  mergeCounts,
-  scanProjections,
-  type PartitionScan,
-  type PreviewCounts,
-  type PreviewJob,
-} from './preview.js'
+import { countResult, emptyCounts, evaluateView, mergeCounts, scanPartition, type PartitionScan, type PartitionToScan, type PreviewCounts, type PreviewJob } from './preview.js'
+import { buildProjectionPages, clearProjectionPages, PAGE_BYTES } from './projection-pages.js'
 import { TimerHeap, type TimerEntry } from './timer-heap.js'
 import { TIMER_KEY_SEP, newUserRecord, timerKeyOf, type StoredTag, type UserRecord } from './user-record.js'
 
@@ -105,6 +96,12 @@ export interface EngineStats {
   sweepScansInThreads: number
   /** Sweep worker threads that failed (sweeps then went on on the engine's thread). */
   sweepThreadErrors: number
+  /** Partitions' projection pages built (projection-pages.ts), and builds that failed (previews then read `v!` values). */
+  projectionPageBuilds: number
+  projectionPageBuildErrors: number
+  /** Partitions rule previews read from projection pages, and users they read from `v!` values instead, written since the pages were built. */
+  previewScansFromPages: number
+  previewFreshUsers: number
   /** Wall time of the last completed sweep, ms. */
   lastSweepMs: number
   /** Users of the partitions whose population statistics are restored (restore progress). */
@@ -146,6 +143,10 @@ function newStats(): EngineStats {
     previewScansInThreads: 0,
     sweepScansInThreads: 0,
     sweepThreadErrors: 0,
+    projectionPageBuilds: 0,
+    projectionPageBuildErrors: 0,
+    previewScansFromPages: 0,
+    previewFreshUsers: 0,
     sweepStepMs: 0,
     lastSweepMs: 0,
     usersRestored: 0,
@@ -249,6 +250,14 @@ class PartitionTask {
   projected = true
   /** The part of the running sweep's pass a worker thread decides (`engine.sweepThreads`). */
   sweepScan: SweepScanInFlight | undefined
+  /** The partition's projection pages that previews read, if it has a set (projection-pages.ts). */
+  pages: PageSet | undefined
+  /** The build of the next page set, while it runs. */
+  pagesBuild: PageSet | undefined
+  /** A build failed: previews read the partition's `v!` values until the engine restarts. */
+  pagesFailed = false
+  /** Pages are to be built when the partition has none: set when it is restored and when a preview reads it without. */
+  pagesWanted = true
 
   constructor(partition: number, maxTs: number, lateness: number, users: number) {
     this.partition = partition
@@ -256,6 +265,21 @@ class PartitionTask {
     this.watermark = maxTs - lateness
     this.users = users
   }
+}
+
+/**
+ * A generation of a partition's projection pages (projection-pages.ts) and the users committed
+ * since it was built: their `v!` values are newer than the pages. While the set is being built,
+ * `fresh` holds the users of the commit then in flight and of every commit after, so it covers
+ * whatever the build's read of the store (later than both) may have missed.
+ */
+interface PageSet {
+  readonly gen: number
+  /** Users the pages hold (while building: 0). */
+  users: number
+  readonly fresh: Set<string>
+  /** While building: settles when the build has (a preview waits for it rather than read every `v!` value). */
+  built?: Promise<unknown>
 }
 
 /**
@@ -316,6 +340,13 @@ export interface EngineOptions {
   readonly previewWorkerMinUsers?: number
   /** The same for sweeps in `engine.sweepThreads` (default: the same 50,000). */
   readonly sweepWorkerMinUsers?: number
+  /**
+   * Projection pages (see updatePages; tests lower both): `minUsers`, the stored users of a partition
+   * from which previews read it from pages (default WORKER_MIN_USERS; below, reading every `v!`
+   * value is fast enough, and builds are not worth their writes); `minFresh`, the users written
+   * since a build below which the pages are never stale (default PAGES_MIN_FRESH).
+   */
+  readonly projectionPages?: { readonly minUsers?: number; readonly minFresh?: number }
   /**
    * The configuration `operators` were created from. Sweep worker threads create the same operators
    * from it: without it, sweeps stay on the engine's thread.
@@ -432,6 +463,18 @@ export class Engine {
   private sweepPool: WorkerPool | undefined
   private readonly sweepThreads: number
   private readonly sweepWorkerMinUsers: number
+  private readonly projectionPagesMinUsers: number
+  private readonly projectionPagesMinFresh: number
+  /** The last page generation given out: generations only grow (from the wall clock), also across restarts. */
+  private pageGen = 0
+  /** Page builds and deletions in flight (close waits for those on this thread). */
+  private readonly pageWork = new Set<Promise<unknown>>()
+  /** Previews reading each page generation (`<partition>:<gen>`), and generations replaced, deleted once none reads them. */
+  private readonly pagesInUse = new Map<string, number>()
+  private readonly retiredPages: { partition: number; gen: number }[] = []
+  private closing = false
+  /** Wall time of the last rule preview (see updatePages). */
+  private lastPreviewAt = -Infinity
   private readonly operatorEntries: Config['operators'] | undefined
   /** A sweep thread failed: sweeps stay on the engine's thread from then on. */
   private sweepThreadsFailed = false
@@ -528,6 +571,8 @@ export class Engine {
     this.previewWorkerMinUsers = options.previewWorkerMinUsers ?? WORKER_MIN_USERS
     this.sweepThreads = this.config.engine.sweepThreads ?? 0
     this.sweepWorkerMinUsers = options.sweepWorkerMinUsers ?? WORKER_MIN_USERS
+    this.projectionPagesMinUsers = options.projectionPages?.minUsers ?? WORKER_MIN_USERS
+    this.projectionPagesMinFresh = options.projectionPages?.minFresh ?? PAGES_MIN_FRESH
     this.operatorEntries = options.operatorEntries
     this.calendar = calendarFor(config.timeZone)
     this.installLanes(desiredLanes(this.catalog, options.operators))
@@ -621,6 +666,8 @@ export class Engine {
     }
     await this.populationLog.restore(partitions, this.populations, this.stats)
     for (const p of partitions) await this.ensureProjections(this.task(p))
+    // Pages of an earlier run are not trusted (which users were written after them is not known): new ones are built.
+    for (const p of partitions) await clearProjectionPages(this.store.path, p)
     for (const p of partitions) {
       for (const [key, count] of await this.store.readCounts(p)) {
         this.memberCounts.set(key, count)
@@ -637,6 +684,7 @@ export class Engine {
       }
       if (Number.isFinite(task.watermark)) task.nextSweepAt = this.nextSweepAfter(Math.max(task.watermark, clock?.sweepAt ?? -Infinity))
     }
+    for (const p of partitions) this.updatePages(this.task(p))
   }
 
   /**
@@ -722,7 +770,10 @@ export class Engine {
     // A commit still being written (the loop ended on an error) lands before the sinks close.
     await this.landed()
     await this.populationLog.idle()
+    this.closing = true
     await Promise.all([this.previewPool?.close(), this.sweepPool?.close()])
+    // A page build on this thread stops at its next chunk (`closing`), before the store closes.
+    await this.pagesSettled()
     for (const source of this.sources) await source.close()
     for (const sink of this.sinks) await sink.close()
     await this.deadLetters.close()
@@ -2192,7 +2243,12 @@ export class Engine {
     if (ops.length > 0) this.meanRecordBytes = (this.meanRecordBytes + recordBytes / ops.length) / 2
     for (const key of this.dirtyUsers) {
       const rec = this.cache.get(key)
-      if (rec !== undefined) ops.push(this.projectionWrite(rec, this.task(rec.p).watermark))
+      if (rec === undefined) continue
+      const task = this.task(rec.p)
+      ops.push(this.projectionWrite(rec, task.watermark))
+      // The pages (and the pages being built) no longer hold this user's projection.
+      task.pages?.fresh.add(rec.u)
+      task.pagesBuild?.fresh.add(rec.u)
     }
     // The population moves of the same events: snapshot + deltas stay equal to the records.
     const populationDeltas = this.populationLog.take()
@@ -2258,7 +2314,6 @@ export class Engine {
     this.dirtyCounts.clear()
     this.eventsSinceCommit = 0
     this.lastCommitAt = this.wallNow()
-
     const land = async (): Promise<void> => {
       await Promise.all(flushes)
       await this.store.commit(ops, this.config.engine.syncWrites)
@@ -2276,6 +2331,8 @@ export class Engine {
         else task.landedTimers = true
       }
       if (this.landingUsers === landingUsers) this.landingUsers = new Set()
+      // Landed: a page build started now reads this commit's users from the store.
+      for (const task of this.tasks.values()) this.updatePages(task)
       this.evictDue = true
       this.stats.commits++
       this.stats.lastCommitMs = this.wallNow() - started
@@ -2284,6 +2341,100 @@ export class Engine {
       if (partitionOffsets !== undefined) for (const source of this.partitionedSources) source.committed(partitionOffsets)
     }
     return land()
+  }
+
+  /**
+   * Builds, rebuilds or drops a partition's projection pages. A partition large enough gets pages
+   * when it is restored and when a preview reads it without any. Once a tenth of the users they
+   * hold were written since (a preview reads those from their `v!` values, a LevelDB read each),
+   * they are rebuilt if a preview read them in the last PAGES_KEEP_MS, else dropped, with the set
+   * of fresh users, until the next preview: a build reads and writes the whole partition (some
+   * 1.3 s of a thread per 250,000 users here), which a busy stream would otherwise pay every
+   * tenth of its users whether anyone previews or not.
+   */
+  private updatePages(task: PartitionTask): void {
+    if (task.pagesBuild !== undefined || task.pagesFailed || !this.readProjections || !task.projected) return
+    const pages = task.pages
+    if (pages === undefined) {
+      if (task.pagesWanted && task.users >= this.projectionPagesMinUsers) this.buildPages(task)
+      return
+    }
+    if (pages.fresh.size < Math.max(this.projectionPagesMinFresh, pages.users * PAGES_STALE_FRACTION)) return
+    if (this.wallNow() - this.lastPreviewAt <= PAGES_KEEP_MS) {
+      this.buildPages(task)
+      return
+    }
+    task.pages = undefined
+    task.pagesWanted = false
+    this.retirePages(task.partition, pages.gen)
+  }
+
+  /**
+   * Builds a new generation of a partition's projection pages, in a preview thread when there are
+   * some, else here between batches; previews read it once it is complete. The users of the commit
+   * in flight and of every later one are fresh: the build reads the store after this, so it may
+   * have their projections or not.
+   */
+  private buildPages(task: PartitionTask): void {
+    if (this.closing) return
+    const p = task.partition
+    const gen = (this.pageGen = Math.max(this.pageGen + 1, Date.now()))
+    const prefix = partitionPrefix(p)
+    const build: PageSet = { gen, users: 0, fresh: new Set() }
+    for (const key of this.landingUsers) if (key.startsWith(prefix)) build.fresh.add(key.slice(USER_ID_OFFSET))
+    task.pagesBuild = build
+    const built =
+      this.previewThreads > 0
+        ? (this.previewPool ??= new WorkerPool(this.previewThreads)).submit({ kind: 'pages', location: this.store.path, partition: p, gen })
+        : buildProjectionPages(this.store, p, gen, PAGE_BYTES, () => this.closing)
+    build.built = this.trackPageWork(
+      built.then(
+        ({ users }) => {
+          if (this.tasks.get(p) !== task || task.pagesBuild !== build) return this.retirePages(p, gen)
+          task.pagesBuild = undefined
+          build.users = users
+          const replaced = task.pages
+          task.pages = build
+          this.stats.projectionPageBuilds++
+          if (replaced !== undefined) this.retirePages(p, replaced.gen)
+        },
+        () => {
+          if (task.pagesBuild === build) task.pagesBuild = undefined
+          if (this.closing) return
+          // Not retried: what failed (the disk, most likely) would fail again, at the same cost.
+          task.pagesFailed = true
+          this.stats.projectionPageBuildErrors++
+          this.retirePages(p, gen)
+        },
+      ),
+    )
+  }
+
+  /** Settles once no projection page build or deletion is running (tests, benchmarks). */
+  async pagesSettled(): Promise<void> {
+    while (this.pageWork.size > 0) await Promise.allSettled([...this.pageWork])
+  }
+
+  private trackPageWork(work: Promise<unknown>): Promise<unknown> {
+    this.pageWork.add(work)
+    void work.finally(() => this.pageWork.delete(work))
+    return work
+  }
+
+  /** Deletes a page generation no longer used, once no preview reads it. */
+  private retirePages(partition: number, gen: number): void {
+    if (this.closing) return // the next start clears them
+    this.retiredPages.push({ partition, gen })
+    this.dropRetiredPages()
+  }
+
+  private dropRetiredPages(): void {
+    for (let i = this.retiredPages.length - 1; i >= 0; i--) {
+      const { partition, gen } = this.retiredPages[i] as { partition: number; gen: number }
+      if ((this.pagesInUse.get(`${partition}:${gen}`) ?? 0) > 0) continue
+      this.retiredPages.splice(i, 1)
+      if (!this.closing) this.trackPageWork(clearProjectionPages(this.store.path, partition, gen).catch(() => undefined))
+    }
   }
 
   /** Users the cache holds at most: cacheMaxUsers, or fewer when their estimated heap would pass cacheMaxBytes. */
@@ -2427,6 +2578,10 @@ export class Engine {
     bySample: Map<number, string[]>,
   ): Promise<void> {
     if (partitions.length === 0) return
+    // A build in flight (after a start, or a partition's pages gone stale) takes about as long as
+    // reading the partition's `v!` values: the preview reads the new pages after it.
+    await Promise.all(partitions.map((p) => this.task(p).pagesBuild?.built))
+    this.lastPreviewAt = this.wallNow()
     const skip = new Map<number, Set<string>>(partitions.map((p) => [p, new Set<string>()]))
     for (const users of [this.dirtyUsers, this.landingUsers]) {
       for (const key of users) {
@@ -2434,35 +2589,50 @@ export class Engine {
         if (rec !== undefined) skip.get(rec.p)?.add(rec.u)
       }
     }
-    const at = (p: number): number => this.task(p).watermark
+    const toScan = partitions.map((p): PartitionToScan => {
+      const task = this.task(p)
+      const pages = task.pages === undefined ? undefined : { gen: task.pages.gen, fresh: [...task.pages.fresh] }
+      return { partition: p, at: task.watermark, skip: [...(skip.get(p) as Set<string>)], ...(pages === undefined ? {} : { pages }) }
+    })
+    // The generations read stay until the scans are done (a build may replace them meanwhile).
+    const inUse = toScan.flatMap((s) => (s.pages === undefined ? [] : [`${s.partition}:${s.pages.gen}`]))
+    for (const key of inUse) this.pagesInUse.set(key, (this.pagesInUse.get(key) ?? 0) + 1)
+    this.stats.previewScansFromPages += inUse.length
+    for (const s of toScan) this.stats.previewFreshUsers += s.pages?.fresh.length ?? 0
     const stored = partitions.reduce((n, p) => n + this.task(p).users, 0)
     const threads = Math.min(this.previewThreads, partitions.length)
     let scans: PartitionScan[]
-    if (threads > 0 && stored >= this.previewWorkerMinUsers) {
-      const jobs: PreviewJob[] = Array.from({ length: threads }, (_, t) => ({
-        kind: 'preview',
-        location: this.store.path,
-        layoutId: this.projection.id,
-        schema: this.ruleSchema,
-        expression: rule.expression,
-        sampleSize,
-        partitions: partitions.filter((_, i) => i % threads === t).map((p) => ({ partition: p, at: at(p), skip: [...(skip.get(p) as Set<string>)] })),
-      }))
-      const pool = (this.previewPool ??= new WorkerPool(this.previewThreads))
-      scans = (await Promise.all(jobs.map((job) => pool.submit(job)))).flat()
-      this.stats.previewScansInThreads += scans.length
-    } else {
-      const view = this.projectedView(rule)
-      scans = await Promise.all(
-        partitions.map((p) =>
-          scanProjections(this.store.projectionValues(p, PREVIEW_CHUNK), new ProjectionReader(this.projection), rule, view, {
-            partition: p,
-            at: at(p),
-            skip: skip.get(p) as Set<string>,
-            sampleSize,
-          }),
-        ),
-      )
+    try {
+      if (threads > 0 && stored >= this.previewWorkerMinUsers) {
+        const jobs: PreviewJob[] = Array.from({ length: threads }, (_, t) => ({
+          kind: 'preview',
+          location: this.store.path,
+          layoutId: this.projection.id,
+          schema: this.ruleSchema,
+          expression: rule.expression,
+          sampleSize,
+          partitions: toScan.filter((_, i) => i % threads === t),
+        }))
+        const pool = (this.previewPool ??= new WorkerPool(this.previewThreads))
+        scans = (await Promise.all(jobs.map((job) => pool.submit(job)))).flat()
+        this.stats.previewScansInThreads += scans.length
+      } else {
+        const view = this.projectedView(rule)
+        scans = await Promise.all(toScan.map((scan) => scanPartition(this.store, scan, new ProjectionReader(this.projection), rule, view, sampleSize)))
+      }
+    } finally {
+      for (const key of inUse) {
+        const n = (this.pagesInUse.get(key) ?? 1) - 1
+        if (n === 0) this.pagesInUse.delete(key)
+        else this.pagesInUse.set(key, n)
+      }
+      this.dropRetiredPages()
+      // Partitions read without pages get them now, for the next preview.
+      for (const p of partitions) {
+        const task = this.task(p)
+        task.pagesWanted = true
+        this.updatePages(task)
+      }
     }
     for (const scan of scans) {
       const p = scan.partition
@@ -2577,6 +2747,11 @@ const RESCORE_CAUSE: TagChangeCause = Object.freeze({ kind: 'rescore' })
  * second on the engine's thread, and starting a thread (loading the rule library) about 100 ms.
  */
 const WORKER_MIN_USERS = 50_000
+/** A partition's pages are stale once this share of the users they hold were written since, and at least PAGES_MIN_FRESH users. */
+const PAGES_STALE_FRACTION = 0.1
+const PAGES_MIN_FRESH = 1024
+/** How long after a preview a partition's stale pages are rebuilt rather than dropped (operators preview in bursts, editing a rule). */
+const PAGES_KEEP_MS = 10 * 60_000
 
 /** User ids in the order of their keys in the store (LevelDB compares bytes, UTF-8). */
 function inKeyOrder(ids: readonly string[]): string[] {

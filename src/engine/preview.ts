@@ -11,7 +11,9 @@
  * evaluates those from their records (in memory, or read from the store).
  */
 import type { CompiledRule, RuleResult, RuleSchema, RuleValue, RuleView } from '../tags/rules.js'
+import type { Store } from '../store/store.js'
 import { ProjectionReader, type EncodedProjection } from './projection.js'
+import { pagedProjections } from './projection-pages.js'
 
 /** Counts of one preview, or of one partition's part of it. */
 export interface PreviewCounts {
@@ -77,6 +79,8 @@ export interface ScanOptions {
   /** User ids the scan must not count (the engine has newer state for them). */
   readonly skip: ReadonlySet<string>
   readonly sampleSize: number
+  /** Where the user id starts in the chunks' keys: `p0000!v!<id>` keys by default, 0 for ids (`pagedProjections`). */
+  readonly idAt?: number
 }
 
 /**
@@ -89,7 +93,10 @@ export const PREVIEW_CHUNK = 1024
 /** Where the user id starts in a `p0000!v!<id>` key. */
 const ID_AT = 'p0000!v!'.length
 
-/** Reads one partition's projections (chunks of [key, value] in key order) and counts the rule over them. */
+/**
+ * Reads one partition's projections (chunks of [key, value] in key order: `Store.projectionValues`,
+ * or [id, value], `pagedProjections`) and counts the rule over them.
+ */
 export async function scanProjections(
   chunks: AsyncIterable<readonly (readonly [string, EncodedProjection])[]>,
   reader: ProjectionReader,
@@ -98,6 +105,7 @@ export async function scanProjections(
   options: ScanOptions,
 ): Promise<PartitionScan> {
   const { at, skip, sampleSize } = options
+  const idAt = options.idAt ?? ID_AT
   const counts = emptyCounts()
   const sample: string[] = []
   const fromRecords: string[] = []
@@ -106,20 +114,35 @@ export async function scanProjections(
     for (let i = 0; i < chunk.length; i++) {
       const [key, value] = chunk[i] as readonly [string, EncodedProjection]
       if (checkSkip) {
-        const id = key.slice(ID_AT)
+        const id = key.slice(idAt)
         if (skip.has(id)) {
           fromRecords.push(id)
           continue
         }
       }
       if (!reader.load(value).holdsAt(at)) {
-        fromRecords.push(key.slice(ID_AT))
+        fromRecords.push(key.slice(idAt))
         continue
       }
-      if (countResult(counts, evaluateView(rule, view(reader))) && sample.length < sampleSize) sample.push(key.slice(ID_AT))
+      if (countResult(counts, evaluateView(rule, view(reader))) && sample.length < sampleSize) sample.push(key.slice(idAt))
     }
   }
   return { partition: options.partition, users: counts.users, matched: counts.matched, values: [...counts.values], errors: counts.errors, sample, fromRecords }
+}
+
+/** Scans one partition for a preview: from its projection pages when it has them (`scan.pages`), else from its `v!` values. */
+export function scanPartition(
+  store: Store,
+  scan: PartitionToScan,
+  reader: ProjectionReader,
+  rule: CompiledRule,
+  view: (r: ProjectionReader) => RuleView | undefined,
+  sampleSize: number,
+): Promise<PartitionScan> {
+  const { partition, at, pages } = scan
+  const skip = new Set(scan.skip)
+  if (pages === undefined) return scanProjections(store.projectionValues(partition, PREVIEW_CHUNK), reader, rule, view, { partition, at, skip, sampleSize })
+  return scanProjections(pagedProjections(store, partition, pages.gen, pages.fresh, PREVIEW_CHUNK), reader, rule, view, { partition, at, skip, sampleSize, idAt: 0 })
 }
 
 /** What a worker thread is asked for a preview (`store-worker.ts`): plain data, cloned into the thread. */
@@ -132,5 +155,13 @@ export interface PreviewJob {
   readonly schema: RuleSchema
   readonly expression: string
   readonly sampleSize: number
-  readonly partitions: readonly { readonly partition: number; readonly at: number; readonly skip: readonly string[] }[]
+  readonly partitions: readonly PartitionToScan[]
+}
+
+export interface PartitionToScan {
+  readonly partition: number
+  readonly at: number
+  readonly skip: readonly string[]
+  /** The partition's projection pages to read instead of its `v!` values, and the users written since they were built. */
+  readonly pages?: { readonly gen: number; readonly fresh: readonly string[] }
 }

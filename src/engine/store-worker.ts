@@ -1,7 +1,8 @@
 /**
  * A worker thread of the engine's `WorkerPool` (worker-pool.ts): for each job, attaches to the
  * engine's store and reads projections there. Preview jobs count a rule over whole partitions
- * (preview.ts); sweep jobs decide a partition's users for a sweep (sweep-scan.ts).
+ * (preview.ts); sweep jobs decide a partition's users for a sweep (sweep-scan.ts); pages jobs
+ * build a partition's projection pages (projection-pages.ts).
  */
 import { parentPort } from 'node:worker_threads'
 import type { Config } from '../config/schema.js'
@@ -11,10 +12,11 @@ import { compileRule, isRuleErrors, ruleViewPlan, type CompiledRule, type RuleSc
 import { createOperators } from './operators.js'
 import { sharedPopulationViews } from './population.js'
 import { ProjectionReader, projectedViewBuilder, projectionShapeOf, type ProjectionShape } from './projection.js'
-import { PREVIEW_CHUNK, scanProjections, type PartitionScan, type PreviewJob } from './preview.js'
+import { scanPartition, type PartitionScan, type PreviewJob } from './preview.js'
+import { buildProjectionPages, type PageBuild, type PagesJob } from './projection-pages.js'
 import { SweepDecider } from './sweep-decider.js'
 import { scanSweep, type SweepJob, type SweepScan } from './sweep-scan.js'
-import type { StoreWorkerJob, StoreWorkerReply } from './worker-pool.js'
+import type { StoreWorkerJob, StoreWorkerReply, StoreWorkerResult } from './worker-pool.js'
 
 function compile(expression: string, schema: RuleSchema): CompiledRule {
   const rule = compileRule(expression, schema)
@@ -31,9 +33,7 @@ async function preview(job: PreviewJob): Promise<PartitionScan[]> {
     // One partition after another: the threads already keep both cores busy, and two iterators at
     // once in a thread added some 35 MB to the RSS of a preview over 1,000,000 users.
     const scans: PartitionScan[] = []
-    for (const { partition, at, skip } of job.partitions) {
-      scans.push(await scanProjections(store.projectionValues(partition, PREVIEW_CHUNK), new ProjectionReader(shape), rule, view, { partition, at, skip: new Set(skip), sampleSize: job.sampleSize }))
-    }
+    for (const partition of job.partitions) scans.push(await scanPartition(store, partition, new ProjectionReader(shape), rule, view, job.sampleSize))
     return scans
   } finally {
     await store.close()
@@ -77,11 +77,20 @@ async function sweep(job: SweepJob): Promise<SweepScan> {
   }
 }
 
+async function pages(job: PagesJob): Promise<PageBuild> {
+  const store = await Store.attach(job.location)
+  try {
+    return await buildProjectionPages(store, job.partition, job.gen)
+  } finally {
+    await store.close()
+  }
+}
+
 const port = parentPort
 if (port === null) throw new Error('store-worker runs in a worker thread')
 // One job at a time: the pool sends the next only after this one's reply.
 port.on('message', (job: StoreWorkerJob) => {
-  const run: Promise<PartitionScan[] | SweepScan> = job.kind === 'preview' ? preview(job) : sweep(job)
+  const run: Promise<StoreWorkerResult<StoreWorkerJob>> = job.kind === 'preview' ? preview(job) : job.kind === 'pages' ? pages(job) : sweep(job)
   run.then(
     (result) => port.postMessage({ ok: true, result } satisfies StoreWorkerReply),
     (err: unknown) => port.postMessage({ ok: false, message: (err as Error).message ?? String(err) } satisfies StoreWorkerReply),

@@ -9,14 +9,17 @@ import { existsSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import type { PartitionScan, PreviewJob } from './preview.js'
+import type { PageBuild, PagesJob } from './projection-pages.js'
 import type { SweepJob, SweepScan } from './sweep-scan.js'
 
-export type StoreWorkerJob = PreviewJob | SweepJob
+export type StoreWorkerJob = PreviewJob | SweepJob | PagesJob
 
-/** A job's result: a preview job scans several partitions, a sweep job one partition's range. */
-export type StoreWorkerResult<J extends StoreWorkerJob> = J extends PreviewJob ? PartitionScan[] : SweepScan
+/** A job's result: a preview job scans several partitions, a sweep job one partition's range, a pages job builds one partition's pages. */
+export type StoreWorkerResult<J extends StoreWorkerJob> = J extends PreviewJob ? PartitionScan[] : J extends PagesJob ? PageBuild : SweepScan
 
-export type StoreWorkerReply = { readonly ok: true; readonly result: PartitionScan[] | SweepScan } | { readonly ok: false; readonly message: string }
+type AnyResult = PartitionScan[] | SweepScan | PageBuild
+
+export type StoreWorkerReply = { readonly ok: true; readonly result: AnyResult } | { readonly ok: false; readonly message: string }
 
 /**
  * A worker: the module compiled next to this one (`.js`), or, running from sources (tests), the
@@ -40,7 +43,7 @@ const WORKER_HEAP_LIMITS = { maxYoungGenerationSizeMb: 16 }
 
 interface Queued {
   readonly job: StoreWorkerJob
-  readonly resolve: (result: PartitionScan[] | SweepScan) => void
+  readonly resolve: (result: AnyResult) => void
   readonly reject: (err: Error) => void
 }
 

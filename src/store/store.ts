@@ -12,6 +12,7 @@ import {
   globalOffsetKey,
   partitionOffsetKey,
   populationRange,
+  projectionKey,
   projectionKeyOfUser,
   projectionRange,
   scoredRange,
@@ -313,6 +314,12 @@ export class Store {
     }
     // classic-level ends a native read at 16 KiB by default: some 30 projections per round trip.
     yield* chunks(this.db.iterator({ ...bounds, highWaterMarkBytes: SCAN_CHUNK_BYTES }), chunk)
+  }
+
+  /** The projections of users `ids` of a partition (one getMany): undefined where a user has none. */
+  async projectionsOf(partition: number, ids: readonly string[]): Promise<(Buffer | undefined)[]> {
+    if (ids.length === 0) return []
+    return this.db.getMany(ids.map((id) => projectionKey(partition, id)))
   }
 
   async readClock(partition: number): Promise<PartitionClock | undefined> {

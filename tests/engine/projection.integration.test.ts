@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs'
+import { readdirSync, readFileSync } from 'node:fs'
 import { describe, expect, it } from 'vitest'
 import { parse } from 'yaml'
 import { loadConfig } from '../../src/config/load.js'
@@ -54,12 +54,19 @@ const PREVIEW_RULES = [
 const records = (seed: number, users: number, events: number, days: number): Buffer[] =>
   [...generateWorkload({ seed, users, events, days, invalidRatio: 0 })].map((r) => encodeNdjsonLine(r).subarray(0, -1))
 
+/** Like `records`, from `startTs` (the default workload starts at 2024-01-01). */
+const workload = (seed: number, users: number, events: number, startTs: number, days: number): Buffer[] =>
+  [...generateWorkload({ seed, users, events, startTs, days, invalidRatio: 0 })].map((r) => encodeNdjsonLine(r).subarray(0, -1))
+
+/** The engine settings `open` uses by default. */
+const SMALL_ENGINE = { partitions: 3, commitEvents: 400, cacheMaxUsers: 40, batchSize: 256 }
+
 async function open(
   dir: string | undefined,
   readProjections: boolean,
   extra: typeof PROJECTED_RULES,
   overrides: Record<string, unknown> = {},
-  options: { previewWorkerMinUsers?: number; sweepThreads?: boolean } = {},
+  options: Omit<NonNullable<Parameters<typeof createFixture>[2]>, 'dir' | 'tags' | 'readProjections'> & { sweepThreads?: boolean } = {},
 ): Promise<Fixture> {
   const { config } = loadConfig(DEFAULT_CONFIG, {})
   const operators = await createOperators(config)
@@ -69,7 +76,7 @@ async function open(
     {
       timeZone: config.timeZone,
       // A small cache: most users are swept from the store, where projections are read.
-      engine: { partitions: 3, commitEvents: 400, cacheMaxUsers: 40, batchSize: 256 },
+      engine: SMALL_ENGINE,
       rescore: { chunkUsers: 37 },
       ...overrides,
     },
@@ -345,6 +352,77 @@ describe('user projections (sweeps and previews without full records)', () => {
     // 5 of the rules read projected fields only; each preview scans 3 partitions, twice.
     expect(inWorkers.f.engine.stats.previewScansInThreads).toBe(5 * 3 * 2)
     for (const r of [reference, inThread, inWorkers]) await r.f.close()
+  }, 120_000)
+
+  it('previews read a partition from its projection pages and the users written since from their projections: the same as from records, here and in worker threads', async () => {
+    const before = records(43, 400, 6000, 30)
+    // After the restart: some of the users again, and new ones.
+    const since = workload(44, 420, 400, Date.UTC(2024, 0, 31), 3)
+    const run = async (readProjections: boolean, previewThreads: number): Promise<{ result: unknown[]; f: Fixture }> => {
+      const options = { previewWorkerMinUsers: 0, projectionPages: { minUsers: 0, minFresh: 1_000_000 } }
+      const overrides = { engine: { ...SMALL_ENGINE, previewThreads } }
+      let f = await open(undefined, readProjections, PROJECTED_RULES, overrides, options)
+      f.source.push(...before)
+      await f.drain()
+      const dir = f.dir
+      await f.close()
+      // The restarted engine builds pages of the stored users; what follows is written after them.
+      f = await open(dir, readProjections, PROJECTED_RULES, overrides, options)
+      f.source.push(...before, ...since)
+      await f.drain()
+      return { result: await previews(f), f }
+    }
+    const reference = await run(false, 0)
+    const inThread = await run(true, 0)
+    const inWorkers = await run(true, 2)
+    expect(inThread.result).toEqual(reference.result)
+    expect(inWorkers.result).toEqual(reference.result)
+    for (const { f } of [inThread, inWorkers]) {
+      // Built once per partition at the restart; never stale here (minFresh): 5 projected rules x 3 partitions read from them.
+      expect(f.engine.stats.projectionPageBuilds).toBe(3)
+      expect(f.engine.stats.previewScansFromPages).toBe(5 * 3)
+      expect(f.engine.stats.previewFreshUsers).toBeGreaterThan(5 * 100)
+    }
+    expect(reference.f.engine.stats.previewScansFromPages).toBe(0)
+    for (const r of [reference, inThread, inWorkers]) await r.f.close()
+  }, 120_000)
+
+  it('rebuilds stale pages while rules are being previewed, drops them when none was for 10 minutes, and builds them again after the next preview', async () => {
+    const parts = [records(43, 400, 6000, 30), workload(45, 400, 600, Date.UTC(2024, 0, 31), 2), workload(46, 400, 600, Date.UTC(2024, 1, 2), 2)]
+    let now = Date.UTC(2030, 0, 1)
+    const options = { now: () => now, projectionPages: { minUsers: 0, minFresh: 1 } }
+    // One commit per part, at its end (no sweeps, which commit as they go): whether pages are stale is decided there, once.
+    const overrides = { engine: { ...SMALL_ENGINE, commitEvents: 1_000_000, commitIntervalMs: 3_600_000 }, rescore: { schedule: 'off' } }
+    const reference = await open(undefined, false, PROJECTED_RULES, overrides, options)
+    const paged = await open(undefined, true, PROJECTED_RULES, overrides, options)
+    await paged.engine.pagesSettled()
+    for (const f of [reference, paged]) {
+      f.source.push(...(parts[0] as Buffer[]))
+      await f.drain()
+    }
+    const step = async (part: Buffer[], after: number): Promise<void> => {
+      now += after
+      for (const f of [reference, paged]) {
+        f.source.push(...part)
+        await f.drain()
+      }
+      expect(await previews(paged)).toEqual(await previews(reference))
+    }
+    // Built at open (empty), then stale once the first users were written, with no preview yet: dropped.
+    const stats = paged.engine.stats
+    expect(stats.projectionPageBuilds).toBe(3)
+    expect(await previews(paged)).toEqual(await previews(reference))
+    // The first rule read the v! values, and had the pages built: the 4 other projected rules read them.
+    expect([stats.projectionPageBuilds, stats.previewScansFromPages]).toEqual([6, 4 * 3])
+    // A minute later, a tenth of the users written: rebuilt (a preview was made), read by all 5 rules.
+    await step(parts[1] as Buffer[], 60_000)
+    expect([stats.projectionPageBuilds, stats.previewScansFromPages]).toEqual([9, 4 * 3 + 5 * 3])
+    // Eleven minutes later: dropped, built again after the first rule.
+    await step(parts[2] as Buffer[], 11 * 60_000)
+    expect([stats.projectionPageBuilds, stats.previewScansFromPages]).toEqual([12, 4 * 3 + 5 * 3 + 4 * 3])
+    expect(readdirSync(`${paged.store.path}-pages`).length).toBe(3)
+    await reference.close()
+    await paged.close()
   }, 120_000)
 
   it('gives every user the same changes, with the same ids, whatever the sweep chunk and batch sizes', async () => {

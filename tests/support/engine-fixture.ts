@@ -119,6 +119,8 @@ export async function createFixture(
     previewWorkerMinUsers?: number
     /** Stored users from which sweeps use `engine.sweepThreads` worker threads (default: the engine's). */
     sweepWorkerMinUsers?: number
+    /** When partitions get projection pages and when they are stale (default: the engine's). */
+    projectionPages?: { minUsers?: number; minFresh?: number }
     /** The configuration `operators` were created from: sweep threads create theirs from it (none: no sweep threads). */
     operatorEntries?: Config['operators']
   } = {},
@@ -157,6 +159,7 @@ export async function createFixture(
     ...(options.populationCompaction !== undefined ? { populationCompaction: options.populationCompaction } : {}),
     ...(options.previewWorkerMinUsers !== undefined ? { previewWorkerMinUsers: options.previewWorkerMinUsers } : {}),
     ...(options.sweepWorkerMinUsers !== undefined ? { sweepWorkerMinUsers: options.sweepWorkerMinUsers } : {}),
+    ...(options.projectionPages !== undefined ? { projectionPages: options.projectionPages } : {}),
     ...(options.operatorEntries !== undefined ? { operatorEntries: options.operatorEntries } : {}),
   })
   await engine.open()
