@@ -67,6 +67,14 @@ export interface PreviewRun {
   /** Records the engine replayed before the first preview (0 without --replay-first). */
   readonly replayedRecords: number
   readonly replayMs: number
+  /**
+   * How long the previews waited, after the open (and the replay), for the engine's projection
+   * page builds (engine/projection-pages.ts): the engine builds a large partition's pages when it
+   * opens it, and a preview made meanwhile waits for them. The previews are timed after.
+   */
+  readonly pagesWaitMs: number
+  /** Projection page builds by the time the previews ended (a preview of partitions without pages has them built after it). */
+  readonly pageBuilds: number
   /** `engine.previewThreads` of the config. */
   readonly previewThreads: number
   /** Worker threads the previews ran in: 0 when they ran on the engine thread (fewer than 50,000 stored users). */
@@ -104,6 +112,9 @@ export async function runPreview(configPath: string, options: PreviewRunOptions 
     const r0 = performance.now()
     if (replayFirst.length > 0) await engine.run({ untilEnd: true })
     const replayMs = performance.now() - r0
+    const w0 = performance.now()
+    await engine.pagesSettled()
+    const pagesWaitMs = performance.now() - w0
     const rssBeforePreviewBytes = process.memoryUsage.rss()
     const peakRssBeforePreviewBytes = peakRss()
     const splitBeforePreview = rssSplit()
@@ -151,6 +162,8 @@ export async function runPreview(configPath: string, options: PreviewRunOptions 
       openMs: Math.round(openMs),
       replayedRecords: engine.stats.recordsIn,
       replayMs: Math.round(replayMs),
+      pagesWaitMs: Math.round(pagesWaitMs),
+      pageBuilds: engine.stats.projectionPageBuilds,
       previewThreads: config.engine.previewThreads,
       previewThreadsStarted: engine.stats.previewScansInThreads > scansInThreadsBefore ? threads : 0,
       previewMs,

@@ -63,7 +63,7 @@ import { SweepDecider, type DecisionLane } from './sweep-decider.js'
 import type { SweepChunk, SweepJob, SweepScan } from './sweep-scan.js'
 import { WorkerPool } from './worker-pool.js'
 import { countResult, emptyCounts, evaluateView, mergeCounts, scanPartition, type PartitionScan, type PartitionToScan, type PreviewCounts, type PreviewJob } from './preview.js'
-import { buildProjectionPages, clearProjectionPages, PAGE_BYTES } from './projection-pages.js'
+import { buildProjectionPages, clearProjectionPages } from './projection-pages.js'
 import { TimerHeap, type TimerEntry } from './timer-heap.js'
 import { TIMER_KEY_SEP, newUserRecord, timerKeyOf, type StoredTag, type UserRecord } from './user-record.js'
 
@@ -257,7 +257,7 @@ class PartitionTask {
   /** A build failed: previews read the partition's `v!` values until the engine restarts. */
   pagesFailed = false
   /** Pages are to be built when the partition has none: set when it is restored and when a preview reads it without. */
-  pagesWanted = true
+  pagesWanted = false
 
   constructor(partition: number, maxTs: number, lateness: number, users: number) {
     this.partition = partition
@@ -684,7 +684,10 @@ export class Engine {
       }
       if (Number.isFinite(task.watermark)) task.nextSweepAt = this.nextSweepAfter(Math.max(task.watermark, clock?.sweepAt ?? -Infinity))
     }
-    for (const p of partitions) this.updatePages(this.task(p))
+    for (const p of partitions) {
+      this.task(p).pagesWanted = true
+      this.updatePages(this.task(p))
+    }
   }
 
   /**
@@ -2383,12 +2386,19 @@ export class Engine {
     const build: PageSet = { gen, users: 0, fresh: new Set() }
     for (const key of this.landingUsers) if (key.startsWith(prefix)) build.fresh.add(key.slice(USER_ID_OFFSET))
     task.pagesBuild = build
+    // From the current pages when there are some: they stay until the build has read them.
+    const current = task.pages
+    const from = current === undefined ? undefined : { gen: current.gen, fresh: [...current.fresh] }
+    if (from !== undefined) this.pinPages(p, from.gen)
     const built =
       this.previewThreads > 0
-        ? (this.previewPool ??= new WorkerPool(this.previewThreads)).submit({ kind: 'pages', location: this.store.path, partition: p, gen })
-        : buildProjectionPages(this.store, p, gen, PAGE_BYTES, () => this.closing)
+        ? (this.previewPool ??= new WorkerPool(this.previewThreads)).submit({ kind: 'pages', location: this.store.path, partition: p, gen, ...(from === undefined ? {} : { from }) })
+        : buildProjectionPages(this.store, p, gen, { stopped: () => this.closing, ...(from === undefined ? {} : { from }) })
+    const settled = built.finally(() => {
+      if (from !== undefined) this.unpinPages(p, from.gen)
+    })
     build.built = this.trackPageWork(
-      built.then(
+      settled.then(
         ({ users }) => {
           if (this.tasks.get(p) !== task || task.pagesBuild !== build) return this.retirePages(p, gen)
           task.pagesBuild = undefined
@@ -2419,6 +2429,20 @@ export class Engine {
     this.pageWork.add(work)
     void work.finally(() => this.pageWork.delete(work))
     return work
+  }
+
+  /** Keeps a page generation from being deleted while it is read (a preview, a build from it). */
+  private pinPages(partition: number, gen: number): void {
+    const key = `${partition}:${gen}`
+    this.pagesInUse.set(key, (this.pagesInUse.get(key) ?? 0) + 1)
+  }
+
+  private unpinPages(partition: number, gen: number): void {
+    const key = `${partition}:${gen}`
+    const n = (this.pagesInUse.get(key) ?? 1) - 1
+    if (n === 0) this.pagesInUse.delete(key)
+    else this.pagesInUse.set(key, n)
+    this.dropRetiredPages()
   }
 
   /** Deletes a page generation no longer used, once no preview reads it. */
@@ -2595,8 +2619,8 @@ export class Engine {
       return { partition: p, at: task.watermark, skip: [...(skip.get(p) as Set<string>)], ...(pages === undefined ? {} : { pages }) }
     })
     // The generations read stay until the scans are done (a build may replace them meanwhile).
-    const inUse = toScan.flatMap((s) => (s.pages === undefined ? [] : [`${s.partition}:${s.pages.gen}`]))
-    for (const key of inUse) this.pagesInUse.set(key, (this.pagesInUse.get(key) ?? 0) + 1)
+    const inUse = toScan.flatMap((s) => (s.pages === undefined ? [] : [[s.partition, s.pages.gen] as const]))
+    for (const [p, gen] of inUse) this.pinPages(p, gen)
     this.stats.previewScansFromPages += inUse.length
     for (const s of toScan) this.stats.previewFreshUsers += s.pages?.fresh.length ?? 0
     const stored = partitions.reduce((n, p) => n + this.task(p).users, 0)
@@ -2621,12 +2645,7 @@ export class Engine {
         scans = await Promise.all(toScan.map((scan) => scanPartition(this.store, scan, new ProjectionReader(this.projection), rule, view, sampleSize)))
       }
     } finally {
-      for (const key of inUse) {
-        const n = (this.pagesInUse.get(key) ?? 1) - 1
-        if (n === 0) this.pagesInUse.delete(key)
-        else this.pagesInUse.set(key, n)
-      }
-      this.dropRetiredPages()
+      for (const [p, gen] of inUse) this.unpinPages(p, gen)
       // Partitions read without pages get them now, for the next preview.
       for (const p of partitions) {
         const task = this.task(p)

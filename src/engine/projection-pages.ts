@@ -46,6 +46,21 @@ export interface PagesJob {
   readonly location: string
   readonly partition: number
   readonly gen: number
+  /** Build from these pages and their fresh users rather than from every `v!` value (see buildProjectionPages). */
+  readonly from?: PagesSource
+}
+
+/** A partition's current pages and the users written since they were built. */
+export interface PagesSource {
+  readonly gen: number
+  readonly fresh: readonly string[]
+}
+
+export interface BuildOptions {
+  readonly pageBytes?: number
+  /** Asked at every chunk read: true ends the build with an error (the engine closes). */
+  readonly stopped?: () => boolean
+  readonly from?: PagesSource
 }
 
 export interface PageBuild {
@@ -79,12 +94,14 @@ export async function clearProjectionPages(storePath: string, partition: number,
 }
 
 /**
- * Copies every projection of a partition, as the store holds them now (one iterator: one
- * snapshot), into the page file of generation `gen`. The file appears complete or not at all
- * (written aside, then renamed). `stopped` is asked at every chunk read: true ends the build with
- * an error (the engine closes).
+ * Copies every projection of a partition into the page file of generation `gen`: as the store
+ * holds them now (one iterator: one snapshot), or, with `from`, from the partition's current pages
+ * and the `v!` values of the users written since (`pagedProjections`, which a preview reads: the
+ * same values), which reads a tenth of the users from LevelDB instead of all of them. The file
+ * appears complete or not at all (written aside, then renamed).
  */
-export async function buildProjectionPages(store: Store, partition: number, gen: number, pageBytes = PAGE_BYTES, stopped: () => boolean = () => false): Promise<PageBuild> {
+export async function buildProjectionPages(store: Store, partition: number, gen: number, options: BuildOptions = {}): Promise<PageBuild> {
+  const { pageBytes = PAGE_BYTES, stopped = () => false, from } = options
   const file = pageFile(store.path, partition, gen)
   const aside = `${file}.tmp`
   await mkdir(pagesDir(store.path), { recursive: true })
@@ -109,10 +126,12 @@ export async function buildProjectionPages(store: Store, partition: number, gen:
     pos = 0
   }
   try {
-    for await (const chunk of store.projectionValues(partition, BUILD_CHUNK)) {
+    const entries = from === undefined ? store.projectionValues(partition, BUILD_CHUNK) : pagedProjections(store, partition, from.gen, from.fresh, BUILD_CHUNK)
+    const idAt = from === undefined ? ID_AT : 0
+    for await (const chunk of entries) {
       if (stopped()) throw new Error('projection pages: the build was stopped')
       for (const [key, value] of chunk) {
-        const id = key.slice(ID_AT)
+        const id = key.slice(idAt)
         const need = 6 + 3 * id.length + value.length
         if (pos + need > arena.length) {
           // Keep whole pages in the file's writes: the open page ends here.

@@ -80,7 +80,7 @@ async function sweep(job: SweepJob): Promise<SweepScan> {
 async function pages(job: PagesJob): Promise<PageBuild> {
   const store = await Store.attach(job.location)
   try {
-    return await buildProjectionPages(store, job.partition, job.gen)
+    return await buildProjectionPages(store, job.partition, job.gen, job.from === undefined ? {} : { from: job.from })
   } finally {
     await store.close()
   }

@@ -45,6 +45,9 @@ describe('bench/preview-run --replay-first', () => {
     // Below 50,000 stored users the preview runs on the engine thread.
     expect(withReplay.previewThreads).toBe(2)
     expect(withReplay.previewThreadsStarted).toBe(0)
+    // Too few users for projection pages (50,000 per partition): none built, nothing waited for.
+    expect([withReplay.pageBuilds, afterReplay.pageBuilds]).toEqual([0, 0])
+    expect(withReplay.pagesWaitMs).toBeLessThan(1000)
     const m = withReplay.memory
     expect(m.peakRssBeforePreviewBytes).toBeGreaterThanOrEqual(m.rssBeforePreviewBytes)
     expect(m.sampledPeakRssDuringPreviewBytes).toBeGreaterThanOrEqual(m.rssBeforePreviewBytes)

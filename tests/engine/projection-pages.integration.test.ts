@@ -1,4 +1,4 @@
-import { existsSync, mkdtempSync, readdirSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
@@ -78,7 +78,7 @@ describe('projection pages', () => {
     await store.commit([{ type: 'put', key: projectionKey(1, 'a'), value: value(next) }], false)
 
     // Small pages, and a file (some 1.6 MB) larger than one read of a scan (1 MiB): pages span reads.
-    const build = await buildProjectionPages(store, partition, 41, 1000)
+    const build = await buildProjectionPages(store, partition, 41, { pageBytes: 1000 })
     expect(build.users).toBe(5000)
     expect(build.pages).toBeGreaterThan(1000)
     expect(build.bytes).toBeGreaterThan(1 << 20)
@@ -108,12 +108,19 @@ describe('projection pages', () => {
     for (const chunk of [1, 7, 1024]) expect(await paged(store, partition, 41, fresh, chunk)).toEqual(expected)
     // Without the fresh ids the pages give the values as of the build: they are a copy, not the truth.
     expect(await paged(store, partition, 41, [], 1024)).not.toEqual(expected)
+
+    // A build from those pages and the fresh users' values holds what a build from every v! value holds.
+    const rebuilt = await buildProjectionPages(store, partition, 42, { pageBytes: 1000, from: { gen: 41, fresh } })
+    const full = await buildProjectionPages(store, partition, 43, { pageBytes: 1000 })
+    expect(rebuilt).toEqual(full)
+    expect(await paged(store, partition, 42, [], 1024)).toEqual(expected)
+    expect(readFileSync(join(pagesDir(store.path), 'p0002-00000000002a.pages')).equals(readFileSync(join(pagesDir(store.path), 'p0002-00000000002b.pages')))).toBe(true)
   })
 
   it('writes a page file whole or not at all, and clears one generation or all of a partition', async () => {
     await store.commit(Array.from({ length: 3000 }, (_, i) => ({ type: 'put' as const, key: projectionKey(0, `u${i}`), value: Buffer.alloc(100, i % 256) })), false)
     let chunks = 0
-    await expect(buildProjectionPages(store, 0, 5, 1000, () => ++chunks > 2)).rejects.toThrow('stopped')
+    await expect(buildProjectionPages(store, 0, 5, { pageBytes: 1000, stopped: () => ++chunks > 2 })).rejects.toThrow('stopped')
     expect(readdirSync(pagesDir(store.path))).toEqual([])
     await buildProjectionPages(store, 0, 6)
     await buildProjectionPages(store, 0, 7)
