@@ -48,6 +48,9 @@ export interface EngineStatsLike {
   readonly definitionPassesStarted?: number
   readonly definitionPassesCompleted?: number
   readonly usersReevaluated?: number
+  /** Projection page builds (rule previews read them), and builds that failed (previews then read every projection). */
+  readonly projectionPageBuilds?: number
+  readonly projectionPageBuildErrors?: number
 }
 
 /** What the metrics need of the engine (a structural subset of `Engine`). */
@@ -419,6 +422,14 @@ export function createMetrics(engine: EngineLike, registry: Registry = new Regis
   counter('tagstream_rescore_sweeps_completed_total', 'Population re-scoring sweeps completed (per partition).', (s) => s.sweepsCompleted)
   counter('tagstream_rescore_users_total', 'Users re-scored by sweeps.', (s) => s.usersRescored)
   gauge('tagstream_rescore_last_sweep_duration_seconds', 'Wall duration of the last completed sweep.', () => stats().lastSweepMs / 1000)
+
+  // ---------------------------------------------------------------- rule previews
+  counter('tagstream_projection_page_builds_total', 'Builds of a partition\'s projection pages, which rule previews read.', (s) => s.projectionPageBuilds ?? 0)
+  counter(
+    'tagstream_projection_page_build_errors_total',
+    'Projection page builds that failed: previews of the partition read every user\'s projection until a restart.',
+    (s) => s.projectionPageBuildErrors ?? 0,
+  )
 
   gauge('tagstream_ready', '1 once the store is open and clocks and positions are restored, 0 before and while stopping.', () => (engine.ready ? 1 : 0))
 

@@ -48,6 +48,8 @@ describe('createMetrics', () => {
     engine.stats.ruleErrorsByTag.spread = 2
     engine.stats.reentrySuppressed.active = 1
     engine.stats.definitionPassesStarted = 3
+    engine.stats.projectionPageBuilds = 8
+    engine.stats.projectionPageBuildErrors = 1
     engine.stats.definitionPassesCompleted = 2
     engine.stats.usersReevaluated = 50
     engine.userCount = 6
@@ -77,6 +79,8 @@ describe('createMetrics', () => {
     expect(sample(text, 'tagstream_rescore_sweeps_completed_total')).toBe(1)
     expect(sample(text, 'tagstream_rescore_users_total')).toBe(40)
     expect(sample(text, 'tagstream_rescore_last_sweep_duration_seconds')).toBe(1.5)
+    expect(sample(text, 'tagstream_projection_page_builds_total')).toBe(8)
+    expect(sample(text, 'tagstream_projection_page_build_errors_total')).toBe(1)
 
     engine.stats.recordsIn = 25
     text = await registry.metrics()
