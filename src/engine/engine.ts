@@ -638,6 +638,8 @@ export class Engine {
    */
   async open(): Promise<void> {
     await this.store.ensureMeta(this.partitions)
+    // Projection pages of an earlier run, of every partition (one revoked then may never come back).
+    await clearProjectionPages(this.store.path)
     await this.restorePartitions(this.partitionedSources.length > 0 ? [] : Array.from({ length: this.partitions }, (_, p) => p))
     this.definitions = (await this.store.readValue<StoredDefinitions>(DEFINITIONS_KEY)) ?? { seq: 0, applied: {}, passes: [] }
     for (const pass of this.definitions.passes) {
@@ -736,6 +738,8 @@ export class Engine {
     for (const key of this.memberCounts.keys()) if (dropped.has(partitionOf(key))) this.memberCounts.delete(key)
     for (const key of this.committedCounts.keys()) if (dropped.has(partitionOf(key))) this.committedCounts.delete(key)
     for (const p of partitions) {
+      const pages = this.tasks.get(p)?.pages
+      if (pages !== undefined) this.retirePages(p, pages.gen)
       this.tasks.delete(p)
       this.partitionOffsets.delete(p)
     }

@@ -82,8 +82,9 @@ function pageFile(storePath: string, partition: number, gen: number): string {
   return join(pagesDir(storePath), `${partitionPrefix(partition)}${gen.toString(16).padStart(12, '0')}.pages`)
 }
 
-/** Deletes a partition's page files: one generation, or every one (`gen` undefined). */
-export async function clearProjectionPages(storePath: string, partition: number, gen?: number): Promise<void> {
+/** Deletes page files: one generation of a partition, every generation of a partition (`gen` undefined), or all of them. */
+export async function clearProjectionPages(storePath: string, partition?: number, gen?: number): Promise<void> {
+  if (partition === undefined) return rm(pagesDir(storePath), { recursive: true, force: true })
   if (gen !== undefined) return rm(pageFile(storePath, partition, gen), { force: true })
   const prefix = partitionPrefix(partition)
   const names = await readdir(pagesDir(storePath)).catch((err: NodeJS.ErrnoException) => {

@@ -131,6 +131,8 @@ describe('projection pages', () => {
     expect(readdirSync(pagesDir(store.path)).sort()).toEqual(['p0000-000000000001.pages.tmp', 'p0000-000000000007.pages', 'p0001-000000000007.pages'])
     await clearProjectionPages(store.path, 0)
     expect(readdirSync(pagesDir(store.path))).toEqual(['p0001-000000000007.pages'])
+    await clearProjectionPages(store.path)
+    expect(existsSync(pagesDir(store.path))).toBe(false)
     // A store that never had pages: nothing to clear.
     await clearProjectionPages(join(dir, 'elsewhere'), 0)
     expect(existsSync(pagesDir(join(dir, 'elsewhere')))).toBe(false)

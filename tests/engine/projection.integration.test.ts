@@ -1,4 +1,5 @@
-import { readdirSync, readFileSync } from 'node:fs'
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { parse } from 'yaml'
 import { loadConfig } from '../../src/config/load.js'
@@ -365,9 +366,18 @@ describe('user projections (sweeps and previews without full records)', () => {
       f.source.push(...before)
       await f.drain()
       const dir = f.dir
+      const pagesDir = `${f.store.path}-pages`
       await f.close()
+      // Left by a crash: the pages of a run are not trusted by the next.
+      mkdirSync(pagesDir, { recursive: true })
+      writeFileSync(join(pagesDir, 'p0000-000000000001.pages'), 'stale')
+      writeFileSync(join(pagesDir, 'p0007-000000000001.pages.tmp'), 'stale')
       // The restarted engine builds pages of the stored users; what follows is written after them.
       f = await open(dir, readProjections, PROJECTED_RULES, overrides, options)
+      await f.engine.pagesSettled()
+      const files = existsSync(pagesDir) ? readdirSync(pagesDir) : []
+      expect(files.filter((name) => name.endsWith('000001.pages') || name.endsWith('.tmp'))).toEqual([])
+      expect(files.length).toBe(readProjections ? 3 : 0)
       f.source.push(...before, ...since)
       await f.drain()
       return { result: await previews(f), f }
