@@ -366,6 +366,9 @@ function engineLifecycle(engine: () => Engine, logger: Logger, progress: Progres
     sweepThreadFailed(error) {
       logger.error({ err: error }, 'a sweep worker thread failed: sweeps continue on the engine thread (same results, slower ingestion during sweeps)')
     },
+    projectionPagesFailed(partition, error) {
+      logger.error({ err: error, partition }, 'projection page build failed: rule previews of this partition read every user\'s projection until a restart (same results, slower)')
+    },
     commitFailed(error) {
       logger.error({ err: error }, 'commit failed: nothing of the batch is stored, the engine stops and resumes from the last commit on restart')
     },

@@ -2412,12 +2412,13 @@ export class Engine {
           this.stats.projectionPageBuilds++
           if (replaced !== undefined) this.retirePages(p, replaced.gen)
         },
-        () => {
+        (err: unknown) => {
           if (task.pagesBuild === build) task.pagesBuild = undefined
           if (this.closing) return
           // Not retried: what failed (the disk, most likely) would fail again, at the same cost.
           task.pagesFailed = true
           this.stats.projectionPageBuildErrors++
+          this.lifecycle?.projectionPagesFailed?.(p, err)
           this.retirePages(p, gen)
         },
       ),

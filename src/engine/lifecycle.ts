@@ -14,6 +14,8 @@ export interface EngineLifecycle {
   definitionPassesFinished?(): void
   /** A sweep worker thread failed: sweeps go on on the engine's thread from there (`engine.sweepThreads`). */
   sweepThreadFailed?(error: unknown): void
+  /** A partition's projection page build failed: its previews read every projection until a restart. */
+  projectionPagesFailed?(partition: number, error: unknown): void
   /** A commit failed (sinks or store); the error then ends `run()`. */
   commitFailed?(error: unknown): void
 }

@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { parse } from 'yaml'
@@ -431,6 +431,33 @@ describe('user projections (sweeps and previews without full records)', () => {
     await step(parts[2] as Buffer[], 11 * 60_000)
     expect([stats.projectionPageBuilds, stats.previewScansFromPages]).toEqual([12, 4 * 3 + 5 * 3 + 4 * 3])
     expect(readdirSync(`${paged.store.path}-pages`).length).toBe(3)
+    await reference.close()
+    await paged.close()
+  }, 120_000)
+
+  it('a page build that fails is logged and counted, not retried, and previews read the projections instead', async () => {
+    const failures: [number, string][] = []
+    const lifecycle = { projectionPagesFailed: (partition: number, err: unknown) => failures.push([partition, (err as Error).message]) }
+    const options = { projectionPages: { minUsers: 0, minFresh: 1 }, lifecycle }
+    const reference = await open(undefined, false, PROJECTED_RULES, {}, {})
+    const paged = await open(undefined, true, PROJECTED_RULES, {}, options)
+    await paged.engine.pagesSettled()
+    // Where the page files go, a file: no build can write there.
+    const pagesDir = `${paged.store.path}-pages`
+    rmSync(pagesDir, { recursive: true, force: true })
+    writeFileSync(pagesDir, 'not a directory')
+    for (const f of [reference, paged]) {
+      f.source.push(...records(43, 400, 3000, 20))
+      await f.drain()
+    }
+    expect(await previews(paged)).toEqual(await previews(reference))
+    // The first preview had the 3 partitions' pages built: all 3 failed, and were not tried again.
+    expect(paged.engine.stats.projectionPageBuildErrors).toBe(3)
+    expect(failures.map(([p]) => p).sort()).toEqual([0, 1, 2])
+    expect(failures[0]?.[1]).toMatch(/EEXIST|ENOTDIR/)
+    expect(await previews(paged)).toEqual(await previews(reference))
+    expect(paged.engine.stats.projectionPageBuildErrors).toBe(3)
+    expect(paged.engine.stats.previewScansFromPages).toBe(0)
     await reference.close()
     await paged.close()
   }, 120_000)
