@@ -25,9 +25,9 @@ export interface PreviewMemory {
   readonly rssBeforePreviewBytes: number
   /** getrusage maxRSS right before the first preview: the peak of the open (and the replay). */
   readonly peakRssBeforePreviewBytes: number
-  /** Highest RSS sampled every RSS_SAMPLE_MS ms while the previews ran: what they add, even when the replay set the peak. */
+  /** Highest RSS sampled every RSS_SAMPLE_MS ms while the previews, and the page builds they started, ran: what they add, even when the replay set the peak. */
   readonly sampledPeakRssDuringPreviewBytes: number
-  /** RSS right after the last preview, its worker threads still alive (they stop a minute after it). */
+  /** RSS after the last preview and the page builds it started, its worker threads still alive (they stop a minute after it). */
   readonly rssAfterPreviewBytes: number
   /** getrusage maxRSS after the last preview: the peak of the whole process. */
   readonly peakRssBytes: number
@@ -68,12 +68,15 @@ export interface PreviewRun {
   readonly replayedRecords: number
   readonly replayMs: number
   /**
-   * How long the previews waited, after the open (and the replay), for the engine's projection
-   * page builds (engine/projection-pages.ts): the engine builds a large partition's pages when it
-   * opens it, and a preview made meanwhile waits for them. The previews are timed after.
+   * Before each preview (not timed), how long the projection page builds in flight took to end
+   * (engine/projection-pages.ts): a preview of partitions without pages (the first after a start)
+   * reads every projection and has their pages built, which the previews after it read. Each
+   * preview is timed once the builds are done, as when an operator edits a rule between two.
    */
-  readonly pagesWaitMs: number
-  /** Projection page builds by the time the previews ended (a preview of partitions without pages has them built after it). */
+  readonly pagesWaitMs: readonly number[]
+  /** The same wait after the last preview: its RSS is sampled (part of `memory`). */
+  readonly pagesAfterMs: number
+  /** Projection page builds by the end. */
   readonly pageBuilds: number
   /** `engine.previewThreads` of the config. */
   readonly previewThreads: number
@@ -112,9 +115,6 @@ export async function runPreview(configPath: string, options: PreviewRunOptions 
     const r0 = performance.now()
     if (replayFirst.length > 0) await engine.run({ untilEnd: true })
     const replayMs = performance.now() - r0
-    const w0 = performance.now()
-    await engine.pagesSettled()
-    const pagesWaitMs = performance.now() - w0
     const rssBeforePreviewBytes = process.memoryUsage.rss()
     const peakRssBeforePreviewBytes = peakRss()
     const splitBeforePreview = rssSplit()
@@ -130,15 +130,24 @@ export async function runPreview(configPath: string, options: PreviewRunOptions 
     const scansInThreadsBefore = engine.stats.previewScansInThreads
     const previewMs: number[] = []
     const previewCpuMs: number[] = []
+    const pagesWaitMs: number[] = []
+    const settlePages = async (): Promise<number> => {
+      const w0 = performance.now()
+      await engine.pagesSettled()
+      return Math.round(performance.now() - w0)
+    }
+    let pagesAfterMs: number
     let last: Awaited<ReturnType<typeof engine.preview>> | undefined
     try {
       for (let i = 0; i < runs; i++) {
+        pagesWaitMs.push(await settlePages())
         const cpu = process.cpuUsage()
         last = await engine.preview(rule, { sample: 10 })
         const used = process.cpuUsage(cpu)
         previewMs.push(last.elapsedMs)
         previewCpuMs.push(Math.round((used.user + used.system) / 1000))
       }
+      pagesAfterMs = await settlePages()
     } finally {
       clearInterval(sampler)
     }
@@ -162,7 +171,8 @@ export async function runPreview(configPath: string, options: PreviewRunOptions 
       openMs: Math.round(openMs),
       replayedRecords: engine.stats.recordsIn,
       replayMs: Math.round(replayMs),
-      pagesWaitMs: Math.round(pagesWaitMs),
+      pagesWaitMs,
+      pagesAfterMs,
       pageBuilds: engine.stats.projectionPageBuilds,
       previewThreads: config.engine.previewThreads,
       previewThreadsStarted: engine.stats.previewScansInThreads > scansInThreadsBefore ? threads : 0,

@@ -256,7 +256,7 @@ class PartitionTask {
   pagesBuild: PageSet | undefined
   /** A build failed: previews read the partition's `v!` values until the engine restarts. */
   pagesFailed = false
-  /** Pages are to be built when the partition has none: set when it is restored and when a preview reads it without. */
+  /** Pages are to be built when the partition has none: set when a preview reads it without. */
   pagesWanted = false
 
   constructor(partition: number, maxTs: number, lateness: number, users: number) {
@@ -668,7 +668,7 @@ export class Engine {
     }
     await this.populationLog.restore(partitions, this.populations, this.stats)
     for (const p of partitions) await this.ensureProjections(this.task(p))
-    // Pages of an earlier run are not trusted (which users were written after them is not known): new ones are built.
+    // Pages of an earlier run are not trusted (which users were written after them is not known): the next preview has new ones built.
     for (const p of partitions) await clearProjectionPages(this.store.path, p)
     for (const p of partitions) {
       for (const [key, count] of await this.store.readCounts(p)) {
@@ -685,10 +685,6 @@ export class Engine {
         task.sweep = { at: clock.sweepAt, populations: this.populations.snapshot(), cursor: clock.sweepCursor, startKey: undefined, wrapped: false }
       }
       if (Number.isFinite(task.watermark)) task.nextSweepAt = this.nextSweepAfter(Math.max(task.watermark, clock?.sweepAt ?? -Infinity))
-    }
-    for (const p of partitions) {
-      this.task(p).pagesWanted = true
-      this.updatePages(this.task(p))
     }
   }
 
@@ -2352,12 +2348,14 @@ export class Engine {
 
   /**
    * Builds, rebuilds or drops a partition's projection pages. A partition large enough gets pages
-   * when it is restored and when a preview reads it without any. Once a tenth of the users they
-   * hold were written since (a preview reads those from their `v!` values, a LevelDB read each),
-   * they are rebuilt if a preview read them in the last PAGES_KEEP_MS, else dropped, with the set
-   * of fresh users, until the next preview: a build reads and writes the whole partition (some
-   * 1.3 s of a thread per 250,000 users here), which a busy stream would otherwise pay every
-   * tenth of its users whether anyone previews or not.
+   * when a preview reads it without any: previews come in bursts (an operator editing a rule), and
+   * pages built at every start would cost a pass over the store, and more memory while a catch-up
+   * runs, for previews that may not come. Once a tenth of the users they hold were written since (a
+   * preview reads those from their `v!` values, a LevelDB read each), they are rebuilt if a preview
+   * read them in the last PAGES_KEEP_MS, else dropped, with the set of fresh users, until the next
+   * preview: a rebuild reads and writes the whole partition (some 0.7 s of a thread per 250,000
+   * users here), which a busy stream would otherwise pay every tenth of its users whether anyone
+   * previews or not.
    */
   private updatePages(task: PartitionTask): void {
     if (task.pagesBuild !== undefined || task.pagesFailed || !this.readProjections || !task.projected) return

@@ -10,10 +10,10 @@
  * written with every commit, and a page file is only read together with the ids of the users
  * written since it was built (`fresh`), whose `v!` values are read instead. The engine keeps that
  * set in memory and rebuilds a partition's pages when it grows (engine.ts, `PageSet`). So a file is
- * never trusted after a restart: the engine deletes a partition's files when it opens it and
- * builds new ones. Outside LevelDB because they are a rebuildable cache: a build is one sequential
- * file write (written into LevelDB, 100 MB of pages at 1,000,000 users went through its memtable
- * and compactions), and a file read costs no block cache.
+ * never trusted after a restart: the engine deletes them when it opens a partition, and the first
+ * preview of the partition has new ones built. Outside LevelDB because they are a rebuildable
+ * cache: a build is one sequential file write (written into LevelDB, the 457 MB of pages of
+ * 1,000,000 users went through its memtable and compactions), and a file read costs no block cache.
  *
  * Each build writes a new generation (`gen`): a preview that started on the previous one reads it
  * to the end, and the engine deletes it once no preview uses it.

@@ -47,7 +47,8 @@ describe('bench/preview-run --replay-first', () => {
     expect(withReplay.previewThreadsStarted).toBe(0)
     // Too few users for projection pages (50,000 per partition): none built, nothing waited for.
     expect([withReplay.pageBuilds, afterReplay.pageBuilds]).toEqual([0, 0])
-    expect(withReplay.pagesWaitMs).toBeLessThan(1000)
+    expect(withReplay.pagesWaitMs).toHaveLength(1)
+    expect(Math.max(...withReplay.pagesWaitMs, withReplay.pagesAfterMs)).toBeLessThan(1000)
     const m = withReplay.memory
     expect(m.peakRssBeforePreviewBytes).toBeGreaterThanOrEqual(m.rssBeforePreviewBytes)
     expect(m.sampledPeakRssDuringPreviewBytes).toBeGreaterThanOrEqual(m.rssBeforePreviewBytes)

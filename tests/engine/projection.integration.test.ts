@@ -372,15 +372,16 @@ describe('user projections (sweeps and previews without full records)', () => {
       mkdirSync(pagesDir, { recursive: true })
       writeFileSync(join(pagesDir, 'p0000-000000000001.pages'), 'stale')
       writeFileSync(join(pagesDir, 'p0007-000000000001.pages.tmp'), 'stale')
-      // The restarted engine builds pages of the stored users; what follows is written after them.
       f = await open(dir, readProjections, PROJECTED_RULES, overrides, options)
+      expect(existsSync(pagesDir)).toBe(false)
+      // The first preview reads every projection and has the pages built; what follows is written after them.
+      f.source.push(...before)
+      const first = await previews(f)
       await f.engine.pagesSettled()
-      const files = existsSync(pagesDir) ? readdirSync(pagesDir) : []
-      expect(files.filter((name) => name.endsWith('000001.pages') || name.endsWith('.tmp'))).toEqual([])
-      expect(files.length).toBe(readProjections ? 3 : 0)
-      f.source.push(...before, ...since)
+      expect((existsSync(pagesDir) ? readdirSync(pagesDir) : []).length).toBe(readProjections ? 3 : 0)
+      f.source.push(...since)
       await f.drain()
-      return { result: await previews(f), f }
+      return { result: [first, await previews(f)], f }
     }
     const reference = await run(false, 0)
     const inThread = await run(true, 0)
@@ -388,9 +389,10 @@ describe('user projections (sweeps and previews without full records)', () => {
     expect(inThread.result).toEqual(reference.result)
     expect(inWorkers.result).toEqual(reference.result)
     for (const { f } of [inThread, inWorkers]) {
-      // Built once per partition at the restart; never stale here (minFresh): 5 projected rules x 3 partitions read from them.
+      // Built once per partition, by the first rule's preview; never stale here (minFresh): the 4 other
+      // projected rules read them, then all 5, with the users written since.
       expect(f.engine.stats.projectionPageBuilds).toBe(3)
-      expect(f.engine.stats.previewScansFromPages).toBe(5 * 3)
+      expect(f.engine.stats.previewScansFromPages).toBe(4 * 3 + 5 * 3)
       expect(f.engine.stats.previewFreshUsers).toBeGreaterThan(5 * 100)
     }
     expect(reference.f.engine.stats.previewScansFromPages).toBe(0)
@@ -405,7 +407,6 @@ describe('user projections (sweeps and previews without full records)', () => {
     const overrides = { engine: { ...SMALL_ENGINE, commitEvents: 1_000_000, commitIntervalMs: 3_600_000 }, rescore: { schedule: 'off' } }
     const reference = await open(undefined, false, PROJECTED_RULES, overrides, options)
     const paged = await open(undefined, true, PROJECTED_RULES, overrides, options)
-    await paged.engine.pagesSettled()
     for (const f of [reference, paged]) {
       f.source.push(...(parts[0] as Buffer[]))
       await f.drain()
@@ -418,18 +419,18 @@ describe('user projections (sweeps and previews without full records)', () => {
       }
       expect(await previews(paged)).toEqual(await previews(reference))
     }
-    // Built at open (empty), then stale once the first users were written, with no preview yet: dropped.
+    // No pages before a preview.
     const stats = paged.engine.stats
-    expect(stats.projectionPageBuilds).toBe(3)
+    expect(stats.projectionPageBuilds).toBe(0)
     expect(await previews(paged)).toEqual(await previews(reference))
     // The first rule read the v! values, and had the pages built: the 4 other projected rules read them.
-    expect([stats.projectionPageBuilds, stats.previewScansFromPages]).toEqual([6, 4 * 3])
+    expect([stats.projectionPageBuilds, stats.previewScansFromPages]).toEqual([3, 4 * 3])
     // A minute later, a tenth of the users written: rebuilt (a preview was made), read by all 5 rules.
     await step(parts[1] as Buffer[], 60_000)
-    expect([stats.projectionPageBuilds, stats.previewScansFromPages]).toEqual([9, 4 * 3 + 5 * 3])
+    expect([stats.projectionPageBuilds, stats.previewScansFromPages]).toEqual([6, 4 * 3 + 5 * 3])
     // Eleven minutes later: dropped, built again after the first rule.
     await step(parts[2] as Buffer[], 11 * 60_000)
-    expect([stats.projectionPageBuilds, stats.previewScansFromPages]).toEqual([12, 4 * 3 + 5 * 3 + 4 * 3])
+    expect([stats.projectionPageBuilds, stats.previewScansFromPages]).toEqual([9, 4 * 3 + 5 * 3 + 4 * 3])
     expect(readdirSync(`${paged.store.path}-pages`).length).toBe(3)
     await reference.close()
     await paged.close()
@@ -441,7 +442,6 @@ describe('user projections (sweeps and previews without full records)', () => {
     const options = { projectionPages: { minUsers: 0, minFresh: 1 }, lifecycle }
     const reference = await open(undefined, false, PROJECTED_RULES, {}, {})
     const paged = await open(undefined, true, PROJECTED_RULES, {}, options)
-    await paged.engine.pagesSettled()
     // Where the page files go, a file: no build can write there.
     const pagesDir = `${paged.store.path}-pages`
     rmSync(pagesDir, { recursive: true, force: true })
