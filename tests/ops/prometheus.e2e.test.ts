@@ -197,7 +197,7 @@ describe('ops pack: Prometheus rules, Grafana dashboard, a real Prometheus scrap
   it('promtool check rules: alerts and recording rules are valid, with no lint findings', async () => {
     const { stdout, stderr } = await exec('promtool', ['check', 'rules', '--lint=all', '--lint-fatal', ALERTS, RECORDING])
     const out = stdout + stderr
-    expect(out).toMatch(/SUCCESS: 8 rules found/)
+    expect(out).toMatch(/SUCCESS: 9 rules found/)
     expect(out).toMatch(/SUCCESS: 11 rules found/)
     expect(out).not.toMatch(/WARNING|FAILED|lint|duplicate/i)
     const alerts = ruleExprs(ALERTS).map((r) => r.name)
@@ -208,6 +208,7 @@ describe('ops pack: Prometheus rules, Grafana dashboard, a real Prometheus scrap
         'TagstreamDeadLetterRateHigh',
         'TagstreamEventTimeStalled',
         'TagstreamNotReady',
+        'TagstreamProjectionPagesFailing',
         'TagstreamRescoreSweepOverdue',
         'TagstreamTargetDown',
         'TagstreamTargetMissing',
@@ -393,7 +394,7 @@ describe('ops pack: Prometheus rules, Grafana dashboard, a real Prometheus scrap
       const all = res.data.groups.flatMap((g) => g.rules)
       return all.filter((r) => r.type === 'alerting').every((r) => r.health === 'ok') ? all : undefined
     })
-    expect(rules.filter((r) => r.type === 'alerting')).toHaveLength(8)
+    expect(rules.filter((r) => r.type === 'alerting')).toHaveLength(9)
     expect(rules.filter((r) => r.type === 'recording')).toHaveLength(11)
     expect(rules.filter((r) => r.health === 'err').map((r) => `${r.name}: ${r.lastError}`)).toEqual([])
 
