@@ -794,8 +794,8 @@ const NO_FIELDS: Readonly<Record<string, unknown>> = Object.freeze({})
  * Returns undefined as `ruleViewBuilder` does (a strict rule with a missing field).
  */
 export function projectedViewBuilder(plan: RuleViewPlan, layout: ProjectionShape): (r: ProjectionReader) => RuleView | undefined {
-  const variables = plan.variables.map(({ variable, whole, read }) => {
-    if (variable === 'tags') return { variable, whole, tags: true as const, section: -1, read: read.map(([field, conv]) => ({ field, conv, index: -1 })) }
+  const variables = plan.variables.map(({ variable, whole, read, create }) => {
+    if (variable === 'tags') return { variable, whole, create, tags: true as const, section: -1, read: read.map(([field, conv]) => ({ field, conv, index: -1 })) }
     const op = layout.byName.get(variable)
     const fields = op === undefined ? undefined : (layout.operators[op] as ProjectionShape['operators'][number]).index
     // Fields in section order: each is found by skipping cells forward from the previous one.
@@ -806,12 +806,12 @@ export function projectedViewBuilder(plan: RuleViewPlan, layout: ProjectionShape
         return { field, conv, index }
       })
       .sort((a, b) => a.index - b.index)
-    return { variable, whole, tags: false as const, section: op === undefined ? -1 : layout.viewSection(op), read: reads }
+    return { variable, whole, create, tags: false as const, section: op === undefined ? -1 : layout.viewSection(op), read: reads }
   })
   if (plan.strict && variables.every((v) => !v.whole)) {
     const view: Record<string, Record<string, unknown>> = {}
     const objects = variables.map((v) => {
-      const o: Record<string, unknown> = {}
+      const o = v.create()
       for (const { field } of v.read) o[field] = null
       view[v.variable] = o
       return o
@@ -845,7 +845,7 @@ export function projectedViewBuilder(plan: RuleViewPlan, layout: ProjectionShape
   return (r) => {
     const view: Record<string, Record<string, unknown>> = {}
     for (const v of variables) {
-      const out: Record<string, unknown> = {}
+      const out = v.create()
       if (v.tags) {
         const all = v.whole ? r.allTags() : undefined
         for (const { field, conv } of v.read) {

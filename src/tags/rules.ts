@@ -139,6 +139,32 @@ interface Compiled {
   readonly env: Environment
   /** variable -> [field, converter][] */
   readonly fields: ReadonlyArray<readonly [string, ReadonlyArray<readonly [string, Convert]>]>
+  /** variable -> the class of its view objects (see viewClass) */
+  readonly classes: ReadonlyMap<string, ViewClass>
+}
+
+type ViewObject = Record<string, unknown>
+type ViewClass = new () => ViewObject
+
+/**
+ * The class of one variable's view objects, registered with the CEL library as the variable's
+ * type: the library takes an instance as it is and reads its fields as properties. A plain object
+ * is converted, at each evaluation, into a Map-based object of the library's (half of an
+ * evaluation's time: 1.5 against 0.6 µs here for a rule reading two fields), so view builders
+ * create instances of these (`RuleViewPlan`'s `create`); plain objects still work, copied once.
+ */
+function viewClass(variable: string): ViewClass {
+  const name = `${variable}View`
+  return { [name]: class {} }[name] as ViewClass
+}
+
+function toViewObject(Class: ViewClass, v: unknown): ViewObject | undefined {
+  if (v === null || typeof v !== 'object') return undefined
+  if (v instanceof Class) return v as ViewObject
+  const out = new Class()
+  if (v instanceof Map) for (const [k, x] of v) out[String(k)] = x
+  else Object.assign(out, v)
+  return out
 }
 
 const IDENT = /^[A-Za-z_][A-Za-z0-9_]*$/
@@ -175,6 +201,7 @@ function prepare(schema: RuleSchema): Compiled | RuleError[] {
   const errors: RuleError[] = []
   const env = new Environment()
   const fields: Array<readonly [string, ReadonlyArray<readonly [string, Convert]>]> = []
+  const classes = new Map<string, ViewClass>()
   const at0: RulePosition = { line: 1, column: 1, offset: 0 }
   for (const [variable, decl] of Object.entries(schema)) {
     if (!IDENT.test(variable)) {
@@ -192,10 +219,15 @@ function prepare(schema: RuleSchema): Compiled | RuleError[] {
       celSchema[field] = CEL_TYPES[t]
       convs.push([field, CONVERTERS[t]])
     }
-    env.registerVariable({ name: variable, schema: celSchema })
+    // As `registerVariable({ name, schema })` does (the type is named `$<variable>`), with a class of ours.
+    const Class = viewClass(variable)
+    const typeName = `$${variable}`
+    env.registerType({ name: typeName, schema: celSchema, ctor: Class, convert: (v: unknown) => toViewObject(Class, v) })
+    env.registerVariable(variable, typeName)
     fields.push([variable, convs])
+    classes.set(variable, Class)
   }
-  const out = errors.length > 0 ? errors : { env, fields }
+  const out = errors.length > 0 ? errors : { env, fields, classes }
   cache.set(schema, out)
   return out
 }
@@ -425,7 +457,7 @@ export function ruleViewFromProfile(profile: Profile, schema: RuleSchema): RuleV
   if (Array.isArray(prepared)) throw new Error(`invalid rule schema: ${prepared.map((e) => e.message).join('; ')}`)
   const view: Record<string, Record<string, unknown>> = {}
   for (const [variable, convs] of (prepared as Compiled).fields) {
-    const out: Record<string, unknown> = {}
+    const out = new ((prepared as Compiled).classes.get(variable) as ViewClass)()
     if (variable === 'tags') {
       const tags = profile.tags
       for (const [field, conv] of convs) {
@@ -456,7 +488,13 @@ export interface RuleViewSource {
 
 /** What a rule's view holds: per variable it reads, the fields (all declared ones when read whole) and their converters. */
 export interface RuleViewPlan {
-  readonly variables: readonly { readonly variable: string; readonly whole: boolean; readonly read: readonly (readonly [field: string, convert: (v: unknown) => unknown])[] }[]
+  readonly variables: readonly {
+    readonly variable: string
+    readonly whole: boolean
+    readonly read: readonly (readonly [field: string, convert: (v: unknown) => unknown])[]
+    /** A new, empty view object of the variable (of the class the rule library takes as it is). */
+    readonly create: () => Record<string, unknown>
+  }[]
   /** The rule's `strictOnMissing`: a missing field read (not through a whole variable) means no value. */
   readonly strict: boolean
 }
@@ -470,7 +508,8 @@ export function ruleViewPlan(rule: CompiledRule, schema: RuleSchema): RuleViewPl
   const variables = rule.variables.map((variable) => {
     const convs = declared.get(variable) ?? new Map<string, Convert>()
     const read = whole.has(variable) ? [...convs] : rule.fields.filter(([v]) => v === variable).flatMap(([, f]) => (convs.has(f) ? [[f, convs.get(f) as Convert] as const] : []))
-    return { variable, read, whole: whole.has(variable) }
+    const Class = prepared.classes.get(variable)
+    return { variable, read, whole: whole.has(variable), create: Class === undefined ? () => ({}) : () => new Class() }
   })
   return { variables, strict: rule.strictOnMissing }
 }
@@ -484,8 +523,8 @@ export function ruleViewBuilder(rule: CompiledRule, schema: RuleSchema): (source
   const { variables: plan, strict } = ruleViewPlan(rule, schema)
   return (source) => {
     const view: Record<string, Record<string, unknown>> = {}
-    for (const { variable, read, whole: all } of plan) {
-      const out: Record<string, unknown> = {}
+    for (const { variable, read, whole: all, create } of plan) {
+      const out = create()
       if (variable === 'tags') {
         const tags = all ? source.allTags() : undefined
         for (const [field, conv] of read) {
