@@ -469,8 +469,9 @@ export class Engine {
   private pageGen = 0
   /** Page builds and deletions in flight (close waits for those on this thread). */
   private readonly pageWork = new Set<Promise<unknown>>()
-  /** Previews reading each page generation (`<partition>:<gen>`), and generations replaced, deleted once none reads them. */
+  /** Previews and builds reading each page generation (`<partition>:<gen>`). */
   private readonly pagesInUse = new Map<string, number>()
+  /** Generations replaced or dropped, deleted once none of those reads them. */
   private readonly retiredPages: { partition: number; gen: number }[] = []
   private closing = false
   /** Wall time of the last rule preview (see updatePages). */
@@ -2317,6 +2318,7 @@ export class Engine {
     this.dirtyCounts.clear()
     this.eventsSinceCommit = 0
     this.lastCommitAt = this.wallNow()
+
     const land = async (): Promise<void> => {
       await Promise.all(flushes)
       await this.store.commit(ops, this.config.engine.syncWrites)
@@ -2605,8 +2607,8 @@ export class Engine {
     bySample: Map<number, string[]>,
   ): Promise<void> {
     if (partitions.length === 0) return
-    // A build in flight (after a start, or a partition's pages gone stale) takes about as long as
-    // reading the partition's `v!` values: the preview reads the new pages after it.
+    // A build in flight (started by the last preview, or of stale pages) takes about as long as
+    // reading the partition's `v!` values: the preview waits for it and reads the new pages.
     await Promise.all(partitions.map((p) => this.task(p).pagesBuild?.built))
     this.lastPreviewAt = this.wallNow()
     const skip = new Map<number, Set<string>>(partitions.map((p) => [p, new Set<string>()]))
