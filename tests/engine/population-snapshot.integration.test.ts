@@ -8,9 +8,9 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { validateConfig } from '../../src/config/load.js'
 import { Engine } from '../../src/engine/engine.js'
-import type { PartitionedSource, PartitionOffsets, Rebalance, SourceRecord } from '../../src/sources/source.js'
 import { Store as LevelStore } from '../../src/store/store.js'
-import { ArraySource, CaptureSink, createFixture, type Fixture } from '../support/engine-fixture.js'
+import { CaptureSink, createFixture, type Fixture } from '../support/engine-fixture.js'
+import { ScriptedPartitions } from '../support/scripted-partitions.js'
 import { columnsFromRecords } from '../support/population-reference.js'
 
 const T0 = Date.UTC(2024, 0, 1)
@@ -229,7 +229,7 @@ describe('population snapshot and deltas', () => {
       await engine.open()
       return engine
     }
-    const source = new ScriptedPartitions()
+    const source = new ScriptedPartitions(partitionOf)
     let engine = await start(source)
     const events = stream(0, 1500)
     const both = (from: number, to: number) => events.slice(from, to)
@@ -253,7 +253,7 @@ describe('population snapshot and deltas', () => {
     expectEqual(engine.populations, expected, false)
     await engine.close()
     expectEqual(await fromSnapshots(store, PARTITIONS), expected, true)
-    engine = await start(new ScriptedPartitions().assign([0, 1]))
+    engine = await start(new ScriptedPartitions(partitionOf).assign([0, 1]))
     await engine.run({ untilEnd: true })
     expectEqual(engine.populations, expected, true)
     await engine.close()
@@ -285,47 +285,3 @@ describe('population snapshot and deltas', () => {
 })
 
 const partitionOf = (event: object): number => Number((event as { userId: string }).userId.slice(1)) % 2
-
-/** A partitioned source (like Kafka's) whose rebalances and records a test scripts; it ends when drained. */
-class ScriptedPartitions implements PartitionedSource {
-  readonly name = 'scripted'
-  readonly partitioned = true as const
-  readonly topics = ['events']
-  readonly decode = new ArraySource().decode
-  private readonly rebalances: Rebalance[] = []
-  private readonly records: SourceRecord[] = []
-  private offset = 0
-
-  assign(partitions: number[]): this {
-    this.rebalances.push({ kind: 'assigned', partitions, start: async (_offsets: PartitionOffsets) => undefined })
-    return this
-  }
-
-  revoke(partitions: number[]): this {
-    this.rebalances.push({ kind: 'revoked', partitions, release: () => undefined })
-    return this
-  }
-
-  push(events: object[]): this {
-    for (const e of events) {
-      const offset = this.offset++
-      this.records.push({ value: Buffer.from(JSON.stringify(e)), offset, nextOffset: offset + 1, partition: partitionOf(e), topic: 'events' })
-    }
-    return this
-  }
-
-  takeRebalance(): Rebalance | undefined {
-    return this.rebalances.shift()
-  }
-
-  committed(): void {}
-
-  async open(): Promise<void> {}
-
-  async poll(max: number): Promise<SourceRecord[] | null> {
-    if (this.records.length === 0) return null
-    return this.records.splice(0, max)
-  }
-
-  async close(): Promise<void> {}
-}

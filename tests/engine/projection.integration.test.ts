@@ -1,8 +1,11 @@
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { parse } from 'yaml'
-import { loadConfig } from '../../src/config/load.js'
+import { loadConfig, validateConfig } from '../../src/config/load.js'
+import type { Config } from '../../src/config/schema.js'
+import { Engine } from '../../src/engine/engine.js'
 import type { TagChange } from '../../src/contracts/tag-change.js'
 import { createOperators } from '../../src/engine/operators.js'
 import type { UserRecord } from '../../src/engine/user-record.js'
@@ -10,7 +13,9 @@ import { Populations } from '../../src/engine/population.js'
 import { ProjectionLayout } from '../../src/engine/projection.js'
 import { projectionKey, projectionRange, userRange } from '../../src/store/keys.js'
 import { encodeNdjsonLine, generateWorkload } from '../../src/workload/generator.js'
-import { createFixture, type Fixture } from '../support/engine-fixture.js'
+import { CaptureSink, createFixture, type Fixture } from '../support/engine-fixture.js'
+import { ScriptedPartitions } from '../support/scripted-partitions.js'
+import { Store } from '../../src/store/store.js'
 
 const DEFAULT_CONFIG = new URL('../../config/tagstream.yaml', import.meta.url).pathname
 const DEFAULT_TAGS = new URL('../../config/tags.yaml', import.meta.url).pathname
@@ -461,6 +466,38 @@ describe('user projections (sweeps and previews without full records)', () => {
     await reference.close()
     await paged.close()
   }, 120_000)
+
+  it('deletes the page files of a partition a rebalance takes away', async () => {
+    const { config: defaults } = loadConfig(DEFAULT_CONFIG, {})
+    const { config } = validateConfig({ timeZone: defaults.timeZone, engine: { partitions: 3, commitEvents: 400 } })
+    const dir = mkdtempSync(join(tmpdir(), 'ts-pages-rebalance-'))
+    const store = await Store.open(join(dir, 'store'))
+    const source = new ScriptedPartitions((e) => Number((e as { userId: string }).userId.slice(1)) % 3)
+    const engine = new Engine({
+      config: config as Config,
+      store,
+      operators: await createOperators(defaults),
+      sources: [source],
+      sinks: [new CaptureSink()],
+      deadLetters: new CaptureSink(),
+      now: () => Date.UTC(2030, 0, 1),
+      projectionPages: { minUsers: 0 },
+    })
+    await engine.open()
+    source.assign([0, 1, 2]).push([...generateWorkload({ seed: 47, users: 300, events: 3000, days: 10, invalidRatio: 0 })].flatMap((r) => (r.kind === 'event' ? [r.event] : [])))
+    await engine.run({ untilEnd: true })
+    const pagesDir = `${store.path}-pages`
+    // A preview has every partition's pages built.
+    expect((await engine.preview('rfm.monetary >= 100.0', { sample: 5 })).users).toBe(engine.userCount)
+    await engine.pagesSettled()
+    expect(readdirSync(pagesDir).map((name) => name.slice(0, 5)).sort()).toEqual(['p0000', 'p0001', 'p0002'])
+    source.revoke([1])
+    await engine.run({ untilEnd: true })
+    await engine.pagesSettled()
+    expect(readdirSync(pagesDir).map((name) => name.slice(0, 5)).sort()).toEqual(['p0000', 'p0002'])
+    await engine.close()
+    await store.close()
+  }, 60_000)
 
   it('gives every user the same changes, with the same ids, whatever the sweep chunk and batch sizes', async () => {
     // 120 days of the default operators with a 40-user cache: users are created shortly before a
