@@ -63,7 +63,7 @@ import { SweepDecider, type DecisionLane } from './sweep-decider.js'
 import type { SweepChunk, SweepJob, SweepScan } from './sweep-scan.js'
 import { WorkerPool } from './worker-pool.js'
 import { countResult, emptyCounts, evaluateView, mergeCounts, scanPartition, type PartitionScan, type PartitionToScan, type PreviewCounts, type PreviewJob } from './preview.js'
-import { buildProjectionPages, clearProjectionPages } from './projection-pages.js'
+import { buildProjectionPages, clearProjectionPages, compareUtf8 } from './projection-pages.js'
 import { TimerHeap, type TimerEntry } from './timer-heap.js'
 import { TIMER_KEY_SEP, newUserRecord, timerKeyOf, type StoredTag, type UserRecord } from './user-record.js'
 
@@ -2779,10 +2779,7 @@ const PAGES_KEEP_MS = 10 * 60_000
 
 /** User ids in the order of their keys in the store (LevelDB compares bytes, UTF-8). */
 function inKeyOrder(ids: readonly string[]): string[] {
-  return ids
-    .map((id) => [id, Buffer.from(id, 'utf8')] as const)
-    .sort((a, b) => Buffer.compare(a[1], b[1]))
-    .map(([id]) => id)
+  return [...ids].sort(compareUtf8)
 }
 
 /** What projected views see of the population: nothing (their fields do not depend on it). */

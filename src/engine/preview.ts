@@ -140,9 +140,10 @@ export function scanPartition(
   sampleSize: number,
 ): Promise<PartitionScan> {
   const { partition, at, pages } = scan
-  const skip = new Set(scan.skip)
-  if (pages === undefined) return scanProjections(store.projectionValues(partition, PREVIEW_CHUNK), reader, rule, view, { partition, at, skip, sampleSize })
-  return scanProjections(pagedProjections(store, partition, pages.gen, pages.fresh, PREVIEW_CHUNK), reader, rule, view, { partition, at, skip, sampleSize, idAt: 0 })
+  const options = { partition, at, skip: new Set(scan.skip), sampleSize }
+  return pages === undefined
+    ? scanProjections(store.projectionValues(partition, PREVIEW_CHUNK), reader, rule, view, options)
+    : scanProjections(pagedProjections(store, partition, pages.gen, pages.fresh, PREVIEW_CHUNK), reader, rule, view, { ...options, idAt: 0 })
 }
 
 /** What a worker thread is asked for a preview (`store-worker.ts`): plain data, cloned into the thread. */
