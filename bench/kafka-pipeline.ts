@@ -266,6 +266,18 @@ export interface KafkaLatencyResult {
   readonly p99Ms: number
   readonly p999Ms: number
   readonly maxMs: number
+  /**
+   * The engine's event-loop delay over the measured window (prom-client's monitorEventLoopDelay,
+   * 10 ms resolution, reset by the scrape at the window's start): its longest stall, and p99.
+   */
+  readonly engineLoopDelayMaxMs: number
+  readonly engineLoopDelayP99Ms: number
+}
+
+/** A gauge's value from a Prometheus text exposition (NaN when absent). */
+function gaugeValue(text: string, name: string): number {
+  const line = text.split('\n').find((l) => l.startsWith(`${name} `))
+  return line === undefined ? Number.NaN : Number(line.slice(name.length + 1))
 }
 
 export async function freePort(): Promise<number> {
@@ -353,6 +365,9 @@ export async function measureKafkaLatency(options: KafkaLatencyOptions = {}): Pr
       let measuredProduced = 0
       let reading = true
       let samples = 0
+      // A scrape resets the engine's event-loop delay histogram: the one at the window's start leaves
+      // the start-up (module loading, the group join) out of the stall figures.
+      let windowScrape: Promise<unknown> | undefined
       /** With ENGINE_METRICS=1: the worst latency of the events produced in each second. */
       const perSecond = process.env.ENGINE_METRICS === '1' ? new Map<number, number>() : undefined
 
@@ -387,18 +402,21 @@ export async function measureKafkaLatency(options: KafkaLatencyOptions = {}): Pr
           const e = r.event
           producer.produce(input, null, Buffer.from(JSON.stringify(e)), e.userId)
           if (now >= measureFrom) {
+            windowScrape ??= fetch(`http://127.0.0.1:${port}/metrics`).then((r) => r.text())
             producedAt.set(e.eventId, performance.now())
             measuredProduced++
           }
         }
         await new Promise((r) => setTimeout(r, 1))
       }
+      const windowEnd = await fetch(`http://127.0.0.1:${port}/metrics`).then((r) => r.text())
+      await windowScrape
       // Let the last changes arrive.
       await new Promise((r) => setTimeout(r, 3000))
       if (process.env.ENGINE_METRICS === '1') {
         const text = await fetch(`http://127.0.0.1:${port}/metrics`).then((r) => r.text())
         log(`worst latency by second of production: ${JSON.stringify([...(perSecond ?? [])].map(([sec, ms]) => [sec, Math.round(ms)]))}`)
-        log(text.split('\n').filter((l) => /^tagstream_(commit|batch|end_to_end|consumer_lag)/.test(l) && !l.includes('_bucket')).join('\n'))
+        log(text.split('\n').filter((l) => /^(tagstream_(commit|batch|end_to_end|consumer_lag)|nodejs_eventloop_lag)/.test(l) && !l.includes('_bucket')).join('\n'))
       }
       reading = false
       await reader
@@ -413,6 +431,8 @@ export async function measureKafkaLatency(options: KafkaLatencyOptions = {}): Pr
         p99Ms: ms(99),
         p999Ms: ms(99.9),
         maxMs: histogram.maxValue / 1000,
+        engineLoopDelayMaxMs: gaugeValue(windowEnd, 'nodejs_eventloop_lag_max_seconds') * 1000,
+        engineLoopDelayP99Ms: gaugeValue(windowEnd, 'nodejs_eventloop_lag_p99_seconds') * 1000,
       }
       log(`latency at ${rate} events/s offered: ${JSON.stringify(result)}`)
       return result
