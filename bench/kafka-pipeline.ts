@@ -6,6 +6,7 @@
  *   LATENCY=0 npx tsx bench/kafka-pipeline.ts       # throughput only
  *   OPERATORS=light npx tsx bench/kafka-pipeline.ts # fact + two counters instead of the default six
  *   THROUGHPUT=0 RATE=5000 npx tsx bench/kafka-pipeline.ts  # latency only, at another offered rate
+ *   THROUGHPUT=0 PIPE=bare npx tsx bench/kafka-pipeline.ts  # latency through the bare pipe (the limit)
  *
  * measureKafkaPipeline: in one run, against the same input topic,
  *   - bare: the same client (`KafkaConsumer.consume(n)`, the source's settings) assigned to every
@@ -22,12 +23,13 @@
  * the change was consumed - time its causing event was produced, both in this process, recorded in
  * an HDR histogram (microseconds).
  */
+import { spawn, type ChildProcess } from 'node:child_process'
 import { randomUUID } from 'node:crypto'
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
-import { pathToFileURL } from 'node:url'
+import { fileURLToPath, pathToFileURL } from 'node:url'
 import Kafka from '@confluentinc/kafka-javascript'
 import type { KafkaConsumer, LibrdKafkaError, Message } from '@confluentinc/kafka-javascript'
 import * as hdr from 'hdr-histogram-js'
@@ -36,7 +38,7 @@ import { validateConfig } from '../src/config/load.js'
 import type { Config } from '../src/config/schema.js'
 import { openRuntime } from '../src/runtime.js'
 import { createLiveWorkload, encodeNdjsonLine, generateWorkload } from '../src/workload/generator.js'
-import { FOUNDATION_OPERATORS, REPO_ROOT, startCli, writeConfig } from '../tests/support/cli.js'
+import { FOUNDATION_OPERATORS, REPO_ROOT, startCli, writeConfig, type CliResult } from '../tests/support/cli.js'
 import { ENGINE_ENV } from './lib/processes.js'
 import { endOffsets, produceMessages, startKafkaMock, type KafkaMock } from '../tests/support/kafka-mock.js'
 
@@ -254,6 +256,11 @@ export interface KafkaLatencyOptions {
   readonly users?: number
   readonly bootstrap?: string
   readonly operators?: OperatorSet
+  /**
+   * What sits between the two topics: the engine (`tagstream run`, default), or the bare pipe
+   * (bench/bare/kafka-pipe.ts: consume, produce a message per event, nothing else), the limit.
+   */
+  readonly pipe?: 'engine' | 'bare'
   readonly log?: (line: string) => void
 }
 
@@ -280,6 +287,25 @@ function gaugeValue(text: string, name: string): number {
   return line === undefined ? Number.NaN : Number(line.slice(name.length + 1))
 }
 
+/** bench/bare/kafka-pipe as a child process: built JS beside this module, or TS under tsx. */
+function startBarePipe(bootstrap: string, input: string, output: string, group: string, fetchWaitMs: number): { child: ChildProcess; done: Promise<CliResult>; stdout(): string } {
+  const fromSource = import.meta.url.endsWith('.ts')
+  const script = fileURLToPath(new URL(`./bare/kafka-pipe.${fromSource ? 'ts' : 'js'}`, import.meta.url))
+  const child = spawn(process.execPath, [...(fromSource ? ['--import', 'tsx'] : []), script, bootstrap, input, output, group, String(fetchWaitMs)], {
+    env: { ...process.env, ...ENGINE_ENV },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  let stdout = ''
+  let stderr = ''
+  child.stdout?.setEncoding('utf8').on('data', (d: string) => (stdout += d))
+  child.stderr?.setEncoding('utf8').on('data', (d: string) => (stderr += d))
+  const done = new Promise<CliResult>((res, rej) => {
+    child.on('error', rej)
+    child.on('close', (code, signal) => res({ code, signal, stdout, stderr }))
+  })
+  return { child, done, stdout: () => stdout }
+}
+
 export async function freePort(): Promise<number> {
   return new Promise((res, rej) => {
     const server = createServer()
@@ -303,6 +329,8 @@ export async function measureKafkaLatency(options: KafkaLatencyOptions = {}): Pr
     // The mock creates a topic on first use: one record (dead-lettered) creates the input topic.
     await produceMessages(bootstrap, input, [{ key: null, value: Buffer.from('{}') }])
     const port = await freePort()
+    const pipe = options.pipe ?? 'engine'
+    const fetchWaitMs = Number(process.env.FETCH_WAIT_MS ?? 5)
     const { configPath } = writeConfig({
       ...operatorConfig(options.operators),
       engine: { partitions: PARTITIONS, commitIntervalMs: 1000 },
@@ -316,26 +344,29 @@ export async function measureKafkaLatency(options: KafkaLatencyOptions = {}): Pr
           sessionTimeoutMs: 6000,
           // The mock answers a fetch only when fetch.wait.max.ms (default 500) expires if no data was
           // there when it came in; a real broker answers as soon as data arrives.
-          librdkafka: { 'fetch.wait.max.ms': Number(process.env.FETCH_WAIT_MS ?? 5) },
+          librdkafka: { 'fetch.wait.max.ms': fetchWaitMs },
         },
       ],
       sinks: { tagChanges: [{ type: 'kafka', brokers: bootstrap, topic: output }], deadLetter: { type: 'ndjson-file' } },
       http: { enabled: true, port },
     })
-    const engine = startCli(['run', '--config', configPath], { env: ENGINE_ENV })
+    const engine: { child: ChildProcess; done: Promise<CliResult>; stdout?: () => string } =
+      pipe === 'engine' ? startCli(['run', '--config', configPath], { env: ENGINE_ENV }) : startBarePipe(bootstrap, input, output, `lat-bare-${suffix}`, fetchWaitMs)
     const stopEngine = async (): Promise<void> => {
       engine.child.kill('SIGTERM')
       const r = await engine.done
-      if (r.code !== 0) throw new Error(`engine exited ${r.code}: ${r.stderr}`)
+      if (r.code !== 0) throw new Error(`${pipe} exited ${r.code}: ${r.stderr}`)
     }
+    /** The engine's metrics (a scrape resets its event-loop delay histogram); none from the bare pipe. */
+    const scrape = (): Promise<string> => (pipe === 'engine' ? fetch(`http://127.0.0.1:${port}/metrics`).then((r) => r.text()) : Promise.resolve(''))
     try {
       // Ready: partitions assigned and started at their offsets.
       const deadline = Date.now() + 60_000
       for (;;) {
-        if (engine.child.exitCode !== null) throw new Error(`engine exited early: ${(await engine.done).stderr}`)
-        const ok = await fetch(`http://127.0.0.1:${port}/readyz`).then((r) => r.ok, () => false)
+        if (engine.child.exitCode !== null) throw new Error(`${pipe} exited early: ${(await engine.done).stderr}`)
+        const ok = pipe === 'engine' ? await fetch(`http://127.0.0.1:${port}/readyz`).then((r) => r.ok, () => false) : (engine.stdout?.() ?? '').includes('ready')
         if (ok) break
-        if (Date.now() > deadline) throw new Error('engine not ready after 60 s')
+        if (Date.now() > deadline) throw new Error(`${pipe} not ready after 60 s`)
         await new Promise((r) => setTimeout(r, 100))
       }
 
@@ -402,21 +433,24 @@ export async function measureKafkaLatency(options: KafkaLatencyOptions = {}): Pr
           const e = r.event
           producer.produce(input, null, Buffer.from(JSON.stringify(e)), e.userId)
           if (now >= measureFrom) {
-            windowScrape ??= fetch(`http://127.0.0.1:${port}/metrics`).then((r) => r.text())
+            windowScrape ??= scrape()
             producedAt.set(e.eventId, performance.now())
             measuredProduced++
           }
         }
         await new Promise((r) => setTimeout(r, 1))
       }
-      const windowEnd = await fetch(`http://127.0.0.1:${port}/metrics`).then((r) => r.text())
+      const windowEnd = await scrape()
       await windowScrape
-      // Let the last changes arrive.
-      await new Promise((r) => setTimeout(r, 3000))
-      if (process.env.ENGINE_METRICS === '1') {
+      // Let the last changes arrive: until none came for 500 ms, at most 3 s.
+      for (let waited = 0, seen = -1; waited < 3000 && samples !== seen; waited += 500) {
+        seen = samples
+        await new Promise((r) => setTimeout(r, 500))
+      }
+      if (process.env.ENGINE_METRICS === '1' && pipe === 'engine') {
         const text = await fetch(`http://127.0.0.1:${port}/metrics`).then((r) => r.text())
         log(`worst latency by second of production: ${JSON.stringify([...(perSecond ?? [])].map(([sec, ms]) => [sec, Math.round(ms)]))}`)
-        log(text.split('\n').filter((l) => /^(tagstream_(commit|batch|end_to_end|consumer_lag)|nodejs_eventloop_lag)/.test(l) && !l.includes('_bucket')).join('\n'))
+        log(text.split('\n').filter((l) => /^(tagstream_(commit|event_processing|end_to_end|consumer_lag)|nodejs_eventloop_lag)/.test(l) && (!l.includes("_bucket") || l.includes("event_processing"))).join('\n'))
       }
       reading = false
       await reader
@@ -434,7 +468,7 @@ export async function measureKafkaLatency(options: KafkaLatencyOptions = {}): Pr
         engineLoopDelayMaxMs: gaugeValue(windowEnd, 'nodejs_eventloop_lag_max_seconds') * 1000,
         engineLoopDelayP99Ms: gaugeValue(windowEnd, 'nodejs_eventloop_lag_p99_seconds') * 1000,
       }
-      log(`latency at ${rate} events/s offered: ${JSON.stringify(result)}`)
+      log(`latency through the ${pipe} at ${rate} events/s offered: ${JSON.stringify(result)}`)
       return result
     } finally {
       await stopEngine()
@@ -460,9 +494,10 @@ if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
     )
   }
   if (process.env.LATENCY !== '0') {
-    const latency = await measureKafkaLatency({ eventsPerSecond: Number(process.env.RATE ?? 20_000), operators, log })
+    const pipe = process.env.PIPE === 'bare' ? 'bare' : 'engine'
+    const latency = await measureKafkaLatency({ eventsPerSecond: Number(process.env.RATE ?? 20_000), operators, pipe, log })
     console.log(
-      `kafka latency at ${latency.offeredEventsPerSecond} events/s offered (${Math.round(latency.producedEventsPerSecond)} produced): ` +
+      `kafka latency through the ${pipe} at ${latency.offeredEventsPerSecond} events/s offered (${Math.round(latency.producedEventsPerSecond)} produced): ` +
         `p50 ${latency.p50Ms.toFixed(1)} ms, p99 ${latency.p99Ms.toFixed(1)} ms, p99.9 ${latency.p999Ms.toFixed(1)} ms, max ${latency.maxMs.toFixed(1)} ms over ${latency.samples} tag changes`,
     )
   }
