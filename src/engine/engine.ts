@@ -2797,10 +2797,12 @@ const COMMIT_SLICE_MS = 2
  * Users of the commit being encoded that each applied event encodes too. The slices above run only
  * when the event loop turns, which a replay of buffered input or a busy consumer may not let happen
  * for seconds: a commit that waited for them held its users in memory while the next one grew (a
- * pass over 1,000,000 stored users peaked at 1.45 GB instead of 0.89). Two per event: a commit
- * lands before the events after it can dirty as many users as it holds.
+ * pass over 1,000,000 stored users peaked at 1.45 GB instead of 0.89). Eight per event: a commit
+ * lands before the events after it dirty an eighth of what it holds. With two, scenario 4's pass
+ * over 200,000 stored users still peaked 30-170 MB above synchronous commits; with eight, within
+ * their spread (835, 852 MB against 807-840).
  */
-const USERS_ENCODED_PER_EVENT = 2
+const USERS_ENCODED_PER_EVENT = 8
 const yieldToEventLoop = (): Promise<void> => new Promise((resolve) => setImmediate(resolve))
 const NO_OPERATORS: ReadonlySet<string> = new Set()
 /** An evaluation failed: the user keeps the value it had. */

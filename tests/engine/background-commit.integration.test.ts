@@ -109,7 +109,7 @@ describe('background commits', () => {
 
   it("encodes a commit's users as they were when it was taken, also those that change before they are encoded", async () => {
     const T = Date.UTC(2026, 0, 10)
-    const users = Array.from({ length: 6000 }, (_, i) => `u${i}`)
+    const users = Array.from({ length: 12_000 }, (_, i) => `u${i}`)
     const purchase = (u: string, n: number) => JSON.stringify({ eventId: `${u}-${n}`, userId: u, type: 'purchase', ts: T, properties: { amount: 10 } })
     const f = await createFixture(operators(), { engine: { partitions: 2, commitEvents: 1_000_000, commitIntervalMs: 3_600_000 } })
     const engine = f.engine as unknown as {
@@ -125,16 +125,16 @@ describe('background commits', () => {
     // Taken: the first slice of users is encoded at once, the rest over the next turns of the event loop.
     const landing = engine.startCommit()
     const pending = [...(engine.sealed?.pending ?? [])]
-    expect(pending.length).toBeGreaterThan(4000)
-    // The last ones: each event also encodes two of the commit's users, from the first ones on.
+    expect(pending.length).toBeGreaterThan(10_000)
+    // The last ones: each event also encodes eight of the commit's users, from the first ones on.
     const changing = pending.slice(-1000)
     const asTaken = new Map(changing.map((key) => [key, structuredClone(engine.cache.get(key))]))
     // A second purchase of 1,000 of those users, applied before any slice runs (cached users, same
     // instant, fewer events than a batch applies between two turns of the event loop).
     await engine.processRecords(f.source, batch(changing.map((key) => purchase((engine.cache.get(key) as { u: string }).u, 2))))
     expect(f.engine.stats.commitUsersEncodedBeforeChange).toBe(1000)
-    // Each event encoded its own user and two more: the commit does not wait for the event loop.
-    expect(engine.sealed?.pending.size).toBe(pending.length - 3000)
+    // Each event encoded its own user and eight more: the commit does not wait for the event loop.
+    expect(engine.sealed?.pending.size).toBe(pending.length - 9000)
     await landing
     expect(engine.sealed).toBeUndefined()
 
