@@ -23,7 +23,7 @@
  * the change was consumed - time its causing event was produced, both in this process, recorded in
  * an HDR histogram (microseconds).
  */
-import { spawn, type ChildProcess } from 'node:child_process'
+import type { ChildProcess } from 'node:child_process'
 import { randomUUID } from 'node:crypto'
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
 import { createServer } from 'node:net'
@@ -39,7 +39,7 @@ import type { Config } from '../src/config/schema.js'
 import { openRuntime } from '../src/runtime.js'
 import { createLiveWorkload, encodeNdjsonLine, generateWorkload } from '../src/workload/generator.js'
 import { FOUNDATION_OPERATORS, REPO_ROOT, startCli, writeConfig, type CliResult } from '../tests/support/cli.js'
-import { ENGINE_ENV } from './lib/processes.js'
+import { ENGINE_ENV, startNode } from './lib/processes.js'
 import { endOffsets, produceMessages, startKafkaMock, type KafkaMock } from '../tests/support/kafka-mock.js'
 
 const PARTITIONS = 4
@@ -288,22 +288,10 @@ function gaugeValue(text: string, name: string): number {
 }
 
 /** bench/bare/kafka-pipe as a child process: built JS beside this module, or TS under tsx. */
-function startBarePipe(bootstrap: string, input: string, output: string, group: string, fetchWaitMs: number): { child: ChildProcess; done: Promise<CliResult>; stdout(): string } {
+function startBarePipe(bootstrap: string, input: string, output: string, group: string, fetchWaitMs: number): ReturnType<typeof startNode> {
   const fromSource = import.meta.url.endsWith('.ts')
   const script = fileURLToPath(new URL(`./bare/kafka-pipe.${fromSource ? 'ts' : 'js'}`, import.meta.url))
-  const child = spawn(process.execPath, [...(fromSource ? ['--import', 'tsx'] : []), script, bootstrap, input, output, group, String(fetchWaitMs)], {
-    env: { ...process.env, ...ENGINE_ENV },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  })
-  let stdout = ''
-  let stderr = ''
-  child.stdout?.setEncoding('utf8').on('data', (d: string) => (stdout += d))
-  child.stderr?.setEncoding('utf8').on('data', (d: string) => (stderr += d))
-  const done = new Promise<CliResult>((res, rej) => {
-    child.on('error', rej)
-    child.on('close', (code, signal) => res({ code, signal, stdout, stderr }))
-  })
-  return { child, done, stdout: () => stdout }
+  return startNode([...(fromSource ? ['--import', 'tsx'] : []), script, bootstrap, input, output, group, String(fetchWaitMs)])
 }
 
 export async function freePort(): Promise<number> {
@@ -350,7 +338,7 @@ export async function measureKafkaLatency(options: KafkaLatencyOptions = {}): Pr
       sinks: { tagChanges: [{ type: 'kafka', brokers: bootstrap, topic: output }], deadLetter: { type: 'ndjson-file' } },
       http: { enabled: true, port },
     })
-    const engine: { child: ChildProcess; done: Promise<CliResult>; stdout?: () => string } =
+    const engine: { child: ChildProcess; done: Promise<Pick<CliResult, 'code' | 'stderr'>>; stdout?: () => string } =
       pipe === 'engine' ? startCli(['run', '--config', configPath], { env: ENGINE_ENV }) : startBarePipe(bootstrap, input, output, `lat-bare-${suffix}`, fetchWaitMs)
     const stopEngine = async (): Promise<void> => {
       engine.child.kill('SIGTERM')

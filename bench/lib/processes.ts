@@ -59,7 +59,8 @@ const MALLOC_ARENA_MAX = process.env.MALLOC_ARENA_MAX ?? '2'
 /** What the environment of a measured engine process adds (for processes started elsewhere, e.g. `startCli`). */
 export const ENGINE_ENV: NodeJS.ProcessEnv = { MALLOC_ARENA_MAX }
 
-export function startNode(args: readonly string[], options: { cwd?: string } = {}): { child: ChildProcess; done: Promise<ProcessResult> } {
+/** Starts a node program as a measured process; `stdout()` is what it printed so far. */
+export function startNode(args: readonly string[], options: { cwd?: string } = {}): { child: ChildProcess; done: Promise<ProcessResult>; stdout(): string } {
   const t0 = performance.now()
   const child = spawn(process.execPath, args, { cwd: options.cwd, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...ENGINE_ENV } })
   let stdout = ''
@@ -70,7 +71,7 @@ export function startNode(args: readonly string[], options: { cwd?: string } = {
     child.on('error', reject)
     child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr, wallMs: performance.now() - t0 }))
   })
-  return { child, done }
+  return { child, done, stdout: () => stdout }
 }
 
 /** Runs a node program to its end and parses the last stdout line as JSON; throws on failure. */
