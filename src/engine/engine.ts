@@ -2243,10 +2243,10 @@ export class Engine {
   /**
    * Takes everything applied so far into one commit and returns the promise of it landing. What is
    * small or already encoded (timer index, history, memberships, counts, clocks, positions) is
-   * taken now. The dirty users' records and projections, most of a commit's work, are encoded two
-   * per event applied after this and COMMIT_SLICE_MS at a time when the event loop turns, so that
-   * the events behind a commit are not held up while thousands of users are encoded. The commit stays
-   * a snapshot of this instant: a user of it about to change is encoded first
+   * taken now. The dirty users' records and projections, most of a commit's work, are encoded
+   * USERS_ENCODED_PER_EVENT per event applied after this and COMMIT_SLICE_MS at a time when the
+   * event loop turns, so that the events behind a commit are not held up while thousands of users
+   * are encoded. The commit stays a snapshot of this instant: a user of it about to change is encoded first
    * (`encodeBeforeChange`). The sinks' flushes start here too, so they cover exactly the changes
    * applied so far.
    */
