@@ -119,11 +119,6 @@ export interface EngineStats {
   definitionPassesStarted: number
   definitionPassesCompleted: number
   usersReevaluated: number
-  /**
-   * Users of a commit being encoded (see Engine.startCommit) that were about to change, so encoded
-   * at once rather than in the commit's next slice.
-   */
-  commitUsersEncodedBeforeChange: number
 }
 
 function newStats(): EngineStats {
@@ -163,7 +158,6 @@ function newStats(): EngineStats {
     definitionPassesStarted: 0,
     definitionPassesCompleted: 0,
     usersReevaluated: 0,
-    commitUsersEncodedBeforeChange: 0,
   }
 }
 
@@ -490,9 +484,7 @@ export class Engine {
    * their stored projection: when the states are still those (the sweep changed only tags), the
    * commit reuses the projection's views instead of computing them again.
    */
-  private sweptViews = new Map<UserRecord, SweptView>()
-  /** The commit taken last, while its users' records and projections are being encoded (see `startCommit`). */
-  private sealed: SealedCommit | undefined
+  private readonly sweptViews = new Map<UserRecord, { readonly ops: Readonly<Record<string, unknown>>; readonly projection: EncodedProjection }>()
   /** Rule views built from projections, per compiled rule (see `projectedView`). */
   private readonly projectedViews = new WeakMap<CompiledRule, (r: ProjectionReader) => RuleView | undefined>()
   private sweepMinutes: number | undefined
@@ -920,7 +912,6 @@ export class Engine {
 
   /** Applies every pending definition pass to one user, oldest first (at most once each). */
   private catchUp(task: PartitionTask, rec: UserRecord, key: string): void {
-    if (this.sealed !== undefined) this.encodeBeforeChange(key)
     for (const pass of this.definitions.passes) {
       const dv = (rec.dv ??= {})
       if ((dv[pass.lane] ?? 0) >= pass.seq) continue
@@ -1051,7 +1042,6 @@ export class Engine {
       }
       for (let i = next; i < limit; i++) {
         this.applyEvent(this.task(eventPartitions[i] as number), events[i] as InputEvent, eventKeys[i] as string, source.name, eventRecords[i] as SourceRecord, wallNow)
-        if (this.sealed !== undefined) this.encodeSealedUsers(this.sealed, USERS_ENCODED_PER_EVENT)
         // Let HTTP requests in between slices of a large batch: without it their p99 is the time
         // one whole batch takes to apply. One macrotask per slice, never per event. Not with a
         // partitioned (Kafka) source: it was written for rebalance callbacks that arrive between
@@ -1266,7 +1256,6 @@ export class Engine {
       return
     }
     const rec = this.userRecord(task, ev.userId, key)
-    if (this.sealed !== undefined) this.encodeBeforeChange(key)
     // Definition changes first: everything evaluated after a publication uses the new definition.
     if (this.definitions.passes.length > 0) this.catchUp(task, rec, key)
     if (task.sweep !== undefined && (rec.rs ?? -Infinity) < task.sweep.at) this.rescoreUser(task, rec, key)
@@ -1450,7 +1439,6 @@ export class Engine {
 
   /** Re-derives a user's rescore tags at the sweep's instant, against the sweep's population. */
   private rescoreUser(task: PartitionTask, rec: UserRecord, key: string): void {
-    if (this.sealed !== undefined) this.encodeBeforeChange(key)
     const sweep = task.sweep as Sweep
     if (this.definitions.passes.length > 0) this.catchUp(task, rec, key)
     // `rs` is written only with a change: re-scoring a user whose stored `rs` is older again (after
@@ -1771,9 +1759,9 @@ export class Engine {
   }
 
   /** The put of a user's projection at the partition clock `clock` (written with the user record). */
-  private projectionWrite(rec: UserRecord, clock: number, sweptViews?: ReadonlyMap<UserRecord, SweptView>): WriteOp {
+  private projectionWrite(rec: UserRecord, clock: number): WriteOp {
     let projection: EncodedProjection
-    const swept = sweptViews?.get(rec)
+    const swept = this.sweptViews.get(rec)
     if (swept !== undefined && this.projection.sameViews(rec, swept.ops, swept.projection)) {
       return { type: 'put', key: projectionKey(rec.p, rec.u), value: this.projection.withTags(rec, swept.projection) }
     }
@@ -1848,7 +1836,6 @@ export class Engine {
     }
     // The user's record is the truth; index entries of moved or cancelled timers are stale.
     if (rec.timers[entry.timer] !== entry.due) return
-    if (this.sealed !== undefined) this.encodeBeforeChange(key)
     // Definition changes first: everything evaluated after a publication uses the new definition.
     if (this.definitions.passes.length > 0) this.catchUp(task, rec, key)
     if (task.sweep !== undefined && (rec.rs ?? -Infinity) < task.sweep.at) this.rescoreUser(task, rec, key)
@@ -2193,10 +2180,9 @@ export class Engine {
    * replays from the previous positions and regenerates the same changes with the same ids.
    *
    * `commit()` resolves when everything applied so far is in the store. The run loop instead
-   * commits in the background (`commitInBackground`): the commit is taken at once, then its users
-   * are encoded and the batch written while the next events are applied, so a commit's encoding,
-   * flush and fsync (tens of ms) do not hold up the events behind it. What stays correct while a
-   * commit is in flight: a user about to change is encoded first, its users stay cached until
+   * commits in the background (`commitInBackground`): the batch is taken at once and written while
+   * the next events are applied, so a commit's flush and fsync (tens of ms) do not hold up the
+   * events behind it. What stays correct while a commit is in flight: its users stay cached until
    * it lands (`landingUsers`, eviction only between batches), its timers are found in
    * `landingTimers`, users it created stay in `task.created`, and sweeps and definition passes,
    * which read users from the store, wait for it to land first.
@@ -2241,42 +2227,39 @@ export class Engine {
   }
 
   /**
-   * Takes everything applied so far into one commit and returns the promise of it landing. What is
-   * small or already encoded (timer index, history, memberships, counts, clocks, positions) is
-   * taken now. The dirty users' records and projections, most of a commit's work, are encoded
-   * USERS_ENCODED_PER_EVENT per event applied after this and COMMIT_SLICE_MS at a time when the
-   * event loop turns, so that the events behind a commit are not held up while thousands of users
-   * are encoded. The commit stays a snapshot of this instant: a user of it about to change is encoded first
-   * (`encodeBeforeChange`). The sinks' flushes start here too, so they cover exactly the changes
-   * applied so far.
+   * Takes everything dirty into one commit, synchronously (the sinks' flushes start here too, so
+   * they cover exactly the changes applied so far), and returns the promise of it landing.
    */
   private startCommit(): Promise<void> {
     const started = this.wallNow()
     const t0 = performance.now()
     const flushes = [...this.sinks.map((s) => s.flush()), this.deadLetters.flush()]
     const ops: WriteOp[] = []
-    const sealed: SealedCommit = {
-      ops,
-      pending: new Set(this.dirtyUsers),
-      clocks: new Map([...this.tasks.values()].map((task) => [task.partition, task.watermark])),
-      sweptViews: this.sweptViews,
-      records: 0,
-      recordBytes: 0,
-    }
-    // Views the sweep stores from here on belong to the next commit.
-    this.sweptViews = new Map()
+    let recordBytes = 0
     for (const key of this.dirtyUsers) {
       const rec = this.cache.get(key)
       if (rec === undefined) continue
-      // The pages (and the pages being built) no longer hold this user's projection.
+      const value = this.store.encode(rec)
+      recordBytes += value.length
+      ops.push({ type: 'put', key, value })
+    }
+    // Half of the estimate follows each commit: it tracks a workload whose states grow, smoothly.
+    if (ops.length > 0) this.meanRecordBytes = (this.meanRecordBytes + recordBytes / ops.length) / 2
+    for (const key of this.dirtyUsers) {
+      const rec = this.cache.get(key)
+      if (rec === undefined) continue
       const task = this.task(rec.p)
+      ops.push(this.projectionWrite(rec, task.watermark))
+      // The pages (and the pages being built) no longer hold this user's projection.
       task.pages?.fresh.add(rec.u)
       task.pagesBuild?.fresh.add(rec.u)
     }
     // The population moves of the same events: snapshot + deltas stay equal to the records.
     const populationDeltas = this.populationLog.take()
     for (const op of populationDeltas.ops) ops.push(op)
-    for (const [key, value] of this.timerWrites) ops.push(value === null ? { type: 'del', key } : { type: 'put', key, value })
+    for (const [key, value] of this.timerWrites) {
+      ops.push(value === null ? { type: 'del', key } : { type: 'put', key, value })
+    }
     for (const task of this.tasks.values()) {
       if (!task.dirty) continue
       const clock: PartitionClock = { maxTs: task.maxTs, users: task.users, proj: this.projection.id }
@@ -2287,11 +2270,15 @@ export class Engine {
       }
       ops.push({ type: 'put', key: clockKey(task.partition), value: this.store.encode(clock) })
     }
-    for (const name of this.dirtyPositions) ops.push({ type: 'put', key: globalOffsetKey(name), value: this.store.encode(this.positions.get(name)) })
+    for (const name of this.dirtyPositions) {
+      ops.push({ type: 'put', key: globalOffsetKey(name), value: this.store.encode(this.positions.get(name)) })
+    }
     if (this.definitionsDirty) ops.push({ type: 'put', key: DEFINITIONS_KEY, value: this.store.encode(this.definitions) })
     const offsetsCommitted = this.dirtyPartitionOffsets.size > 0
     for (const p of this.dirtyPartitionOffsets) {
-      for (const [topic, offset] of this.partitionOffsets.get(p) ?? []) ops.push({ type: 'put', key: partitionOffsetKey(p, topic), value: this.store.encode(offset) })
+      for (const [topic, offset] of this.partitionOffsets.get(p) ?? []) {
+        ops.push({ type: 'put', key: partitionOffsetKey(p, topic), value: this.store.encode(offset) })
+      }
     }
     for (const [key, put] of this.memberWrites) ops.push(put ? { type: 'put', key, value: EMPTY } : { type: 'del', key })
     for (const [key, value] of this.historyWrites) ops.push(value === null ? { type: 'del', key } : { type: 'put', key, value })
@@ -2319,7 +2306,8 @@ export class Engine {
       }
     }
     this.landingUsers = landingUsers
-    this.sealed = sealed
+    // The sweep's stored views were used by the projections above.
+    this.sweptViews.clear()
     this.dirtyUsers.clear()
     this.definitionsDirty = false
     this.timerWrites.clear()
@@ -2332,15 +2320,7 @@ export class Engine {
     this.lastCommitAt = this.wallNow()
 
     const land = async (): Promise<void> => {
-      try {
-        await this.encodeSealed(sealed)
-        // Half of the estimate follows each commit: it tracks a workload whose states grow, smoothly.
-        if (sealed.records > 0) this.meanRecordBytes = (this.meanRecordBytes + sealed.recordBytes / sealed.records) / 2
-        await Promise.all(flushes)
-      } catch (err) {
-        if (this.sealed === sealed) this.sealed = undefined
-        throw err
-      }
+      await Promise.all(flushes)
       await this.store.commit(ops, this.config.engine.syncWrites)
       this.populationLog.landed(populationDeltas)
       // In the store now: scans find these users and timers, and counts read from there agree.
@@ -2366,56 +2346,6 @@ export class Engine {
       if (partitionOffsets !== undefined) for (const source of this.partitionedSources) source.committed(partitionOffsets)
     }
     return land()
-  }
-
-  /** Encodes a taken commit's users, a slice of at most COMMIT_SLICE_MS per turn of the event loop. */
-  private async encodeSealed(sealed: SealedCommit): Promise<void> {
-    while (sealed.pending.size > 0) {
-      const until = performance.now() + COMMIT_SLICE_MS
-      let encoded = 0
-      for (const key of sealed.pending) {
-        this.encodeSealedUser(sealed, key)
-        if (++encoded % 16 === 0 && performance.now() >= until) break
-      }
-      if (sealed.pending.size === 0) break
-      // The next turn of the event loop, or sooner: the events applied meanwhile may encode the rest.
-      await new Promise<void>((resolve) => {
-        sealed.onDrained = resolve
-        setImmediate(resolve)
-      })
-      sealed.onDrained = undefined
-    }
-    if (this.sealed === sealed) this.sealed = undefined
-  }
-
-  /** Encodes up to `count` users of a taken commit (between two events). */
-  private encodeSealedUsers(sealed: SealedCommit, count: number): void {
-    let encoded = 0
-    for (const key of sealed.pending) {
-      this.encodeSealedUser(sealed, key)
-      if (++encoded >= count) break
-    }
-  }
-
-  /** Puts a user of a taken commit into its batch: its record and its projection, as they are now. */
-  private encodeSealedUser(sealed: SealedCommit, key: string): void {
-    sealed.pending.delete(key)
-    if (sealed.pending.size === 0) sealed.onDrained?.()
-    const rec = this.cache.get(key)
-    if (rec === undefined) return
-    const value = this.store.encode(rec)
-    sealed.records++
-    sealed.recordBytes += value.length
-    sealed.ops.push({ type: 'put', key, value })
-    sealed.ops.push(this.projectionWrite(rec, sealed.clocks.get(rec.p) as number, sealed.sweptViews))
-  }
-
-  /** Called before a user changes: if the commit being encoded still holds it, it is encoded now, as it was. */
-  private encodeBeforeChange(key: string): void {
-    const sealed = this.sealed as SealedCommit
-    if (!sealed.pending.has(key)) return
-    this.encodeSealedUser(sealed, key)
-    this.stats.commitUsersEncodedBeforeChange++
   }
 
   /**
@@ -2788,21 +2718,6 @@ interface Change {
 const NO_TAGS: DerivedTags = Object.freeze({})
 /** Events applied between two turns of the event loop within a batch. */
 const APPLY_SLICE = 1024
-/**
- * Longest run of a commit's user encoding between two turns of the event loop, ms. Encoded at once,
- * the 2,000 users a commit takes at 2,000 events/s held the events behind them for 60-250 ms.
- */
-const COMMIT_SLICE_MS = 2
-/**
- * Users of the commit being encoded that each applied event encodes too. The slices above run only
- * when the event loop turns, which a replay of buffered input or a busy consumer may not let happen
- * for seconds: a commit that waited for them held its users in memory while the next one grew (a
- * pass over 1,000,000 stored users peaked at 1.45 GB instead of 0.89). Eight per event: a commit
- * lands before the events after it dirty an eighth of what it holds. With two, scenario 4's pass
- * over 200,000 stored users still peaked 30-170 MB above synchronous commits; with eight, within
- * their spread (835, 852 MB against 807-840).
- */
-const USERS_ENCODED_PER_EVENT = 8
 const yieldToEventLoop = (): Promise<void> => new Promise((resolve) => setImmediate(resolve))
 const NO_OPERATORS: ReadonlySet<string> = new Set()
 /** An evaluation failed: the user keeps the value it had. */
@@ -2811,33 +2726,6 @@ const JS_TYPES = { string: 'string', number: 'number', boolean: 'boolean' } as c
 
 /** An operator's view as shown (memoized per user round; rules convert what they read). */
 type ViewPair = Readonly<Record<string, unknown>>
-
-/** A user's operator states when a sweep read its stored projection, and that projection (see `sweptViews`). */
-interface SweptView {
-  readonly ops: Readonly<Record<string, unknown>>
-  readonly projection: EncodedProjection
-}
-
-/** A commit taken whose users' records and projections are not all in its batch yet (see Engine.startCommit). */
-interface SealedCommit {
-  /**
-   * The commit's writes, put into one store batch when it is written. Not a store batch filled as
-   * users are encoded: that held 300 MB more of the process's memory in scenario 4's pass (peak RSS
-   * 1,088-1,164 MB against 810-884 over its first 200,000 events), the native batch growing in
-   * pieces among the engine's own allocations.
-   */
-  readonly ops: WriteOp[]
-  /** Keys of the users still to encode. */
-  readonly pending: Set<string>
-  /** Each partition's watermark when the commit was taken: the clock its projections are written at. */
-  readonly clocks: ReadonlyMap<number, number>
-  /** The sweep's stored views the projections may reuse. */
-  readonly sweptViews: ReadonlyMap<UserRecord, SweptView>
-  records: number
-  recordBytes: number
-  /** Called when the last pending user is encoded (the encoding loop waits for it). */
-  onDrained?: (() => void) | undefined
-}
 
 /** What setting a lane's value needs to know about it (a removed lane has no TagSlot any more). */
 type LaneTarget = Pick<TagSlot, 'lane' | 'id' | 'version' | 'emit' | 'counts' | 'reentry'>
