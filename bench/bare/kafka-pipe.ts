@@ -35,6 +35,9 @@ async function main(bootstrap: string, input: string, output: string, group: str
     'heartbeat.interval.ms': 1000,
     'enable.partition.eof': false,
     'enable.auto.commit': false,
+    // From the topic's start, as the engine reads a partition it has no offset for: with the
+    // default (latest), the records produced before the offsets were looked up were skipped.
+    'auto.offset.reset': 'earliest',
     'partition.assignment.strategy': 'range',
     'fetch.wait.max.ms': fetchWaitMs,
     rebalance_cb: (err: LibrdKafkaError, assignment: Assignment[]) => {
