@@ -247,12 +247,24 @@ export async function measureKafkaPipeline(options: KafkaPipelineOptions = {}): 
 // Latency
 // ---------------------------------------------------------------------------------------------
 
+/** One steady offered rate: `warmupSeconds` of traffic, then `seconds` measured. */
+export interface LatencyPhase {
+  readonly eventsPerSecond: number
+  readonly seconds: number
+  readonly warmupSeconds: number
+}
+
 export interface KafkaLatencyOptions {
   /** Offered rate, events per second (default 20,000). */
   readonly eventsPerSecond?: number
   /** Measured seconds, after `warmupSeconds` (defaults 10 and 3). */
   readonly seconds?: number
   readonly warmupSeconds?: number
+  /**
+   * Several rates in turn through one engine process (one group join), each drained before the
+   * next starts; replaces the three fields above.
+   */
+  readonly phases?: readonly LatencyPhase[]
   readonly users?: number
   readonly bootstrap?: string
   readonly operators?: OperatorSet
@@ -267,12 +279,16 @@ export interface KafkaLatencyOptions {
 export interface KafkaLatencyResult {
   readonly offeredEventsPerSecond: number
   readonly producedEventsPerSecond: number
+  /** Events produced in the measured window. */
+  readonly measuredEvents: number
   /** Tag changes caused by an event produced in the measured window, matched to it. */
   readonly samples: number
   readonly p50Ms: number
   readonly p99Ms: number
   readonly p999Ms: number
   readonly maxMs: number
+  /** From the window's end until the pipe had read every record and no change came for DRAIN_QUIET_MS. */
+  readonly drainMs: number
   /**
    * The engine's event-loop delay over the measured window (prom-client's monitorEventLoopDelay,
    * 10 ms resolution, reset by the scrape at the window's start): its longest stall, and p99.
@@ -305,10 +321,31 @@ export async function freePort(): Promise<number> {
   })
 }
 
+/**
+ * A window's changes have all arrived once the pipe has read every record produced and no change
+ * came for this long (a commit's event-loop stall at the end of the last batch is shorter).
+ */
+const DRAIN_QUIET_MS = 1000
+/** A pipe still behind after this long is broken, not slow: the measurement fails. */
+const DRAIN_LIMIT_MS = 60_000
+
+/** The latency of one offered rate (see `measureKafkaLatencyPhases`). */
 export async function measureKafkaLatency(options: KafkaLatencyOptions = {}): Promise<KafkaLatencyResult> {
-  const rate = options.eventsPerSecond ?? 20_000
-  const seconds = options.seconds ?? 10
-  const warmup = options.warmupSeconds ?? 3
+  return (await measureKafkaLatencyPhases(options))[0] as KafkaLatencyResult
+}
+
+/**
+ * Starts the pipe (the engine or the bare pipe) on fresh topics, then for each phase: produces at
+ * its rate, measures the changes caused by the events of its window, and waits until every one of
+ * them could have arrived: the pipe has read every record produced (the engine's
+ * tagstream_events_received_total; for the bare pipe, one message per event) and no change came
+ * for DRAIN_QUIET_MS. A window whose changes never arrive fails the measurement rather than report
+ * the latency of none.
+ */
+export async function measureKafkaLatencyPhases(options: KafkaLatencyOptions = {}): Promise<KafkaLatencyResult[]> {
+  const phases: readonly LatencyPhase[] = options.phases ?? [
+    { eventsPerSecond: options.eventsPerSecond ?? 20_000, seconds: options.seconds ?? 10, warmupSeconds: options.warmupSeconds ?? 3 },
+  ]
   const log = options.log ?? (() => undefined)
   return withCluster(options.bootstrap, async (bootstrap) => {
     const suffix = Date.now().toString(36)
@@ -347,8 +384,13 @@ export async function measureKafkaLatency(options: KafkaLatencyOptions = {}): Pr
     }
     /** The engine's metrics (a scrape resets its event-loop delay histogram); none from the bare pipe. */
     const scrape = (): Promise<string> => (pipe === 'engine' ? fetch(`http://127.0.0.1:${port}/metrics`).then((r) => r.text()) : Promise.resolve(''))
+    let producer: InstanceType<typeof Kafka.Producer> | undefined
+    let consumer: KafkaConsumer | undefined
+    let reading = true
+    let reader: Promise<void> | undefined
     try {
       // Ready: partitions assigned and started at their offsets.
+      const startedAt = performance.now()
       const deadline = Date.now() + 60_000
       for (;;) {
         if (engine.child.exitCode !== null) throw new Error(`${pipe} exited early: ${(await engine.done).stderr}`)
@@ -357,52 +399,56 @@ export async function measureKafkaLatency(options: KafkaLatencyOptions = {}): Pr
         if (Date.now() > deadline) throw new Error(`${pipe} not ready after 60 s`)
         await new Promise((r) => setTimeout(r, 100))
       }
+      log(`${pipe} ready after ${Math.round(performance.now() - startedAt)} ms (the mock cluster delays a new group's first join by 3 s, as Kafka does)`)
 
-      const producer = new Kafka.Producer({
+      const p = new Kafka.Producer({
         'bootstrap.servers': bootstrap,
         'compression.codec': 'lz4',
         'linger.ms': 1,
         partitioner: 'murmur2_random',
         'queue.buffering.max.messages': 1_000_000,
       })
-      await new Promise<void>((res, rej) => producer.connect({ timeout: 10_000 }, (err) => (err ? rej(err) : res())))
-      producer.setPollInterval(50)
-      const consumer: KafkaConsumer = new Kafka.KafkaConsumer({ 'bootstrap.servers': bootstrap, 'group.id': `lat-reader-${suffix}`, 'enable.partition.eof': false, 'fetch.wait.max.ms': 5 })
-      await new Promise<void>((res, rej) => consumer.connect({ timeout: 10_000 }, (err) => (err ? rej(err) : res())))
-      consumer.setDefaultConsumeTimeout(20)
-      ;(consumer as unknown as { setDefaultIsTimeoutOnlyForFirstMessage(b: boolean): void }).setDefaultIsTimeoutOnlyForFirstMessage(true)
-      consumer.assign(Array.from({ length: PARTITIONS }, (_, partition) => ({ topic: output, partition, offset: 0 })))
+      producer = p
+      await new Promise<void>((res, rej) => p.connect({ timeout: 10_000 }, (err) => (err ? rej(err) : res())))
+      p.setPollInterval(50)
+      const c: KafkaConsumer = new Kafka.KafkaConsumer({ 'bootstrap.servers': bootstrap, 'group.id': `lat-reader-${suffix}`, 'enable.partition.eof': false, 'fetch.wait.max.ms': 5 })
+      consumer = c
+      await new Promise<void>((res, rej) => c.connect({ timeout: 10_000 }, (err) => (err ? rej(err) : res())))
+      c.setDefaultConsumeTimeout(20)
+      ;(c as unknown as { setDefaultIsTimeoutOnlyForFirstMessage(b: boolean): void }).setDefaultIsTimeoutOnlyForFirstMessage(true)
+      c.assign(Array.from({ length: PARTITIONS }, (_, partition) => ({ topic: output, partition, offset: 0 })))
 
-      const histogram = hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 120_000_000, numberOfSignificantValueDigits: 3 })
-      /** Produce time (performance.now(), ms) of each measured event. */
-      const producedAt = new Map<string, number>()
-      const workload = createLiveWorkload({ seed: 9, users: options.users ?? 20_000, timeScale: 1, invalidRatio: 0 })
-      const start = performance.now()
-      const measureFrom = start + warmup * 1000
-      const stopAt = measureFrom + seconds * 1000
-      let produced = 0
-      let measuredProduced = 0
-      let reading = true
-      let samples = 0
-      // A scrape resets the engine's event-loop delay histogram: the one at the window's start leaves
-      // the start-up (module loading, the group join) out of the stall figures.
-      let windowScrape: Promise<unknown> | undefined
+      /** The phase being measured: its histogram, and the produce time (performance.now(), ms) of each measured event. */
+      let current = { producedAt: new Map<string, number>(), histogram: newLatencyHistogram(), samples: 0, measureFrom: 0 }
+      /** Messages read from the output topic, and when the last one came. */
+      let consumed = 0
+      let lastConsumedAt = performance.now()
       /** With ENGINE_METRICS=1: the worst latency of the events produced in each second. */
       const perSecond = process.env.ENGINE_METRICS === '1' ? new Map<number, number>() : undefined
-
-      const reader = (async () => {
+      reader = (async () => {
         while (reading) {
-          const batch = await new Promise<Message[]>((res, rej) => consumer.consume(4096, (err: LibrdKafkaError, msgs: Message[]) => (err ? rej(err) : res(msgs))))
+          // An error is logged, not thrown: a reader that stopped would leave every later change unread.
+          const batch = await new Promise<Message[]>((res) =>
+            c.consume(4096, (err: LibrdKafkaError, msgs: Message[]) => {
+              if (err) log(`latency reader: ${err.message}`)
+              res(err ? [] : msgs)
+            }),
+          )
           const now = performance.now()
+          if (batch.length > 0) {
+            consumed += batch.length
+            lastConsumedAt = now
+          }
+          const phase = current
           for (const m of batch) {
             const change = JSON.parse((m.value as Buffer).toString('utf8')) as { cause: { kind: string; eventId?: string } }
             if (change.cause.kind !== 'event') continue
-            const at = producedAt.get(change.cause.eventId as string)
+            const at = phase.producedAt.get(change.cause.eventId as string)
             if (at === undefined) continue
-            histogram.recordValue(Math.max(1, Math.round((now - at) * 1000)))
-            samples++
+            phase.histogram.recordValue(Math.max(1, Math.round((now - at) * 1000)))
+            phase.samples++
             if (perSecond !== undefined) {
-              const second = Math.floor((at - measureFrom) / 1000)
+              const second = Math.floor((at - phase.measureFrom) / 1000)
               const worst = perSecond.get(second) ?? 0
               if (now - at > worst) perSecond.set(second, now - at)
             }
@@ -410,58 +456,100 @@ export async function measureKafkaLatency(options: KafkaLatencyOptions = {}): Pr
         }
       })()
 
-      // Steady offered rate: every tick, produce what the schedule says is due by now.
-      while (performance.now() < stopAt) {
-        const now = performance.now()
-        const due = Math.floor(((now - start) / 1000) * rate)
-        const wall = Date.now()
-        for (; produced < due; produced++) {
-          const r = workload.next(wall)
-          if (r.kind !== 'event') continue
-          const e = r.event
-          producer.produce(input, null, Buffer.from(JSON.stringify(e)), e.userId)
-          if (now >= measureFrom) {
-            windowScrape ??= scrape()
-            producedAt.set(e.eventId, performance.now())
-            measuredProduced++
+      const workload = createLiveWorkload({ seed: 9, users: options.users ?? 20_000, timeScale: 1, invalidRatio: 0 })
+      /** Records on the input topic, the one that created it included. */
+      let producedTotal = 1
+      const results: KafkaLatencyResult[] = []
+      for (const phase of phases) {
+        current = { producedAt: new Map(), histogram: newLatencyHistogram(), samples: 0, measureFrom: 0 }
+        const { producedAt } = current
+        const start = performance.now()
+        const measureFrom = start + phase.warmupSeconds * 1000
+        current.measureFrom = measureFrom
+        const stopAt = measureFrom + phase.seconds * 1000
+        let produced = 0
+        let measuredProduced = 0
+        // A scrape resets the engine's event-loop delay histogram: the one at the window's start leaves
+        // the start-up (module loading, the group join) and the phase before out of the stall figures.
+        let windowScrape: Promise<unknown> | undefined
+        // Steady offered rate: every tick, produce what the schedule says is due by now.
+        while (performance.now() < stopAt) {
+          const now = performance.now()
+          const due = Math.floor(((now - start) / 1000) * phase.eventsPerSecond)
+          const wall = Date.now()
+          for (; produced < due; produced++) {
+            const r = workload.next(wall)
+            if (r.kind !== 'event') continue
+            const e = r.event
+            p.produce(input, null, Buffer.from(JSON.stringify(e)), e.userId)
+            producedTotal++
+            if (now >= measureFrom) {
+              windowScrape ??= scrape()
+              producedAt.set(e.eventId, performance.now())
+              measuredProduced++
+            }
           }
+          await new Promise((r) => setTimeout(r, 1))
         }
-        await new Promise((r) => setTimeout(r, 1))
+        const windowEnd = await scrape()
+        await windowScrape
+        const drainFrom = performance.now()
+        for (;;) {
+          const waited = performance.now() - drainFrom
+          const received = pipe === 'engine' ? gaugeValue(await scrape(), 'tagstream_events_received_total') : consumed + 1
+          if (waited > DRAIN_LIMIT_MS) {
+            throw new Error(`${pipe} at ${phase.eventsPerSecond} ev/s: ${DRAIN_LIMIT_MS / 1000} s after the window, ${received} of ${producedTotal} records read (the bare pipe: changes consumed + 1)`)
+          }
+          const read = received >= producedTotal
+          if (read && performance.now() - lastConsumedAt >= DRAIN_QUIET_MS && waited >= DRAIN_QUIET_MS) break
+          await new Promise((r) => setTimeout(r, 100))
+        }
+        const drainMs = performance.now() - drainFrom
+        if (current.samples === 0) throw new Error(`${pipe} at ${phase.eventsPerSecond} ev/s: no tag change of the ${measuredProduced} events of the window arrived`)
+        if (perSecond !== undefined && pipe === 'engine') {
+          log(`worst latency by second of production: ${JSON.stringify([...perSecond].map(([sec, ms]) => [sec, Math.round(ms)]))}`)
+          perSecond.clear()
+          const text = await scrape()
+          log(text.split('\n').filter((l) => /^(tagstream_(commit|event_processing|end_to_end|consumer_lag)|nodejs_eventloop_lag)/.test(l) && (!l.includes('_bucket') || l.includes('event_processing'))).join('\n'))
+        }
+        const { histogram } = current
+        const ms = (q: number): number => histogram.getValueAtPercentile(q) / 1000
+        const result: KafkaLatencyResult = {
+          offeredEventsPerSecond: phase.eventsPerSecond,
+          producedEventsPerSecond: measuredProduced / phase.seconds,
+          measuredEvents: measuredProduced,
+          samples: current.samples,
+          p50Ms: ms(50),
+          p99Ms: ms(99),
+          p999Ms: ms(99.9),
+          maxMs: histogram.maxValue / 1000,
+          drainMs: Math.round(drainMs),
+          engineLoopDelayMaxMs: gaugeValue(windowEnd, 'nodejs_eventloop_lag_max_seconds') * 1000,
+          engineLoopDelayP99Ms: gaugeValue(windowEnd, 'nodejs_eventloop_lag_p99_seconds') * 1000,
+        }
+        log(`latency through the ${pipe} at ${phase.eventsPerSecond} events/s offered: ${JSON.stringify(result)}`)
+        results.push(result)
       }
-      const windowEnd = await scrape()
-      await windowScrape
-      // Let the last changes arrive: until none came for 500 ms, at most 3 s.
-      for (let waited = 0, seen = -1; waited < 3000 && samples !== seen; waited += 500) {
-        seen = samples
-        await new Promise((r) => setTimeout(r, 500))
-      }
-      if (process.env.ENGINE_METRICS === '1' && pipe === 'engine') {
-        const text = await fetch(`http://127.0.0.1:${port}/metrics`).then((r) => r.text())
-        log(`worst latency by second of production: ${JSON.stringify([...(perSecond ?? [])].map(([sec, ms]) => [sec, Math.round(ms)]))}`)
-        log(text.split('\n').filter((l) => /^(tagstream_(commit|event_processing|end_to_end|consumer_lag)|nodejs_eventloop_lag)/.test(l) && (!l.includes("_bucket") || l.includes("event_processing"))).join('\n'))
-      }
-      reading = false
-      await reader
-      await new Promise<void>((res) => producer.disconnect(5000, () => res()))
-      await new Promise<void>((res) => consumer.disconnect(() => res()))
-      const ms = (p: number): number => histogram.getValueAtPercentile(p) / 1000
-      const result: KafkaLatencyResult = {
-        offeredEventsPerSecond: rate,
-        producedEventsPerSecond: measuredProduced / seconds,
-        samples,
-        p50Ms: ms(50),
-        p99Ms: ms(99),
-        p999Ms: ms(99.9),
-        maxMs: histogram.maxValue / 1000,
-        engineLoopDelayMaxMs: gaugeValue(windowEnd, 'nodejs_eventloop_lag_max_seconds') * 1000,
-        engineLoopDelayP99Ms: gaugeValue(windowEnd, 'nodejs_eventloop_lag_p99_seconds') * 1000,
-      }
-      log(`latency through the ${pipe} at ${rate} events/s offered: ${JSON.stringify(result)}`)
-      return result
+      return results
     } finally {
+      reading = false
+      await reader?.catch(() => undefined)
+      if (producer !== undefined) {
+        const p = producer
+        await new Promise<void>((res) => p.disconnect(5000, () => res()))
+      }
+      if (consumer !== undefined) {
+        const c = consumer
+        await new Promise<void>((res) => c.disconnect(() => res()))
+      }
       await stopEngine()
     }
   })
+}
+
+/** Microseconds, 1 µs to 120 s, 3 significant digits. */
+function newLatencyHistogram(): hdr.Histogram {
+  return hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 120_000_000, numberOfSignificantValueDigits: 3 })
 }
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {

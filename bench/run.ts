@@ -167,6 +167,7 @@ async function main(): Promise<void> {
 
   const startedAt = new Date()
   const commit = gitCommit(ROOT)
+  const benchStart = performance.now()
   const ctx: BenchContext = {
     quick: values.quick,
     runs,
@@ -176,7 +177,8 @@ async function main(): Promise<void> {
     profileDir,
     reuseStores: values['reuse-stores'],
     shared: new Map(),
-    log: (m) => process.stderr.write(`bench: ${m}\n`),
+    // Seconds since the start: where an invocation's time goes (a quick run must stay under 3 minutes).
+    log: (m) => process.stderr.write(`bench [${((performance.now() - benchStart) / 1000).toFixed(1)}s]: ${m}\n`),
   }
   ctx.log(`${values.quick ? 'quick' : 'full'} run of ${chosen.map((s) => s.name).join(', ') || 'nothing'}; ${runs} runs; commit ${commit.short}${commit.dirty ? ' (dirty)' : ''}`)
 
