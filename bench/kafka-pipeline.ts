@@ -103,7 +103,8 @@ export function operatorConfig(set: OperatorSet = 'default'): Pick<Config, 'oper
 }
 
 function buildConfig(raw: Record<string, unknown>): Config {
-  const result = validateConfig(raw)
+  // The engines run in the bench's process: their info lines (sweeps, restores) would bury the bench's own.
+  const result = validateConfig({ log: { level: 'warn' }, ...raw })
   if (result.config === undefined) throw new Error(`bench config invalid: ${JSON.stringify(result.issues)}`)
   return result.config
 }
