@@ -379,6 +379,12 @@ export class RuleCompileError extends TagstreamError {
   }
 }
 
+/**
+ * What a landed commit holds: each embedded source's position, and when the commit wrote partition
+ * offsets, every owned partition's next offset by topic (partition -> topic -> offset).
+ */
+export type CommitListener = (positions: ReadonlyMap<string, number>, partitionOffsets: ReadonlyMap<number, ReadonlyMap<string, number>> | undefined) => void
+
 export interface RunOptions {
   /** Stop when every source has ended (replay), instead of running until `stop()`. */
   readonly untilEnd: boolean
@@ -531,7 +537,7 @@ export class Engine {
   private lastIso = ''
   private stopping = false
   private running: Promise<void> | undefined
-  private readonly commitListeners: ((positions: ReadonlyMap<string, number>) => void)[] = []
+  private readonly commitListeners: CommitListener[] = []
   private opened = false
 
   constructor(options: EngineOptions) {
@@ -752,9 +758,12 @@ export class Engine {
 
   /**
    * Calls `listener` after every commit with the committed position of every embedded source
-   * (e.g. the HTTP ingest source acknowledges requests once their records are committed).
+   * (e.g. the HTTP ingest source acknowledges requests once their records are committed), and the
+   * partitioned (Kafka) sources' offsets when the commit wrote any. Counters such as
+   * `stats.recordsIn` are no such mark: a batch is counted when read, and a commit may land while
+   * that batch waits for its users' records.
    */
-  onCommitted(listener: (positions: ReadonlyMap<string, number>) => void): void {
+  onCommitted(listener: CommitListener): void {
     this.commitListeners.push(listener)
   }
 
@@ -2342,7 +2351,7 @@ export class Engine {
       this.stats.commits++
       this.stats.lastCommitMs = this.wallNow() - started
       this.observer?.commit(performance.now() - t0)
-      for (const listener of this.commitListeners) listener(positions)
+      for (const listener of this.commitListeners) listener(positions, partitionOffsets)
       if (partitionOffsets !== undefined) for (const source of this.partitionedSources) source.committed(partitionOffsets)
     }
     return land()
