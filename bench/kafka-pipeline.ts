@@ -26,6 +26,7 @@
 import type { ChildProcess } from 'node:child_process'
 import { randomUUID } from 'node:crypto'
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
+import { Session } from 'node:inspector/promises'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
@@ -59,6 +60,11 @@ export interface KafkaPipelineOptions {
    * timers, ...); `light`: fact + two counters (the e2e tests' set), where the Kafka path weighs more.
    */
   readonly operators?: OperatorSet
+  /**
+   * Profiles each pipeline run (the engine runs in this process) from its start to the commit that
+   * holds every record, with V8's sampling profiler, into `<profileDir>/CPU.kafka-pipeline.<time>.<run>.cpuprofile`.
+   */
+  readonly profileDir?: string
   readonly log?: (line: string) => void
 }
 
@@ -147,7 +153,22 @@ async function bareConsume(bootstrap: string, topic: string, total: number): Pro
 }
 
 /** The engine in this process: from its first assignment until the commit that holds the last record. */
-async function pipelineRun(bootstrap: string, input: string, total: number, run: number, operators: OperatorSet): Promise<{ eventsPerSecond: number; tagChanges: number }> {
+/** V8's sampling profiler on this thread, through the inspector: what `--cpu-prof` writes, for one stretch of a run. */
+async function startCpuProfile(): Promise<(path: string) => Promise<void>> {
+  const session = new Session()
+  session.connect()
+  await session.post('Profiler.enable')
+  // --cpu-prof's interval, so the two kinds of profile compare.
+  await session.post('Profiler.setSamplingInterval', { interval: 1000 })
+  await session.post('Profiler.start')
+  return async (path) => {
+    const { profile } = await session.post('Profiler.stop')
+    writeFileSync(path, JSON.stringify(profile))
+    session.disconnect()
+  }
+}
+
+async function pipelineRun(bootstrap: string, input: string, total: number, run: number, operators: OperatorSet, profileDir?: string): Promise<{ eventsPerSecond: number; tagChanges: number }> {
   const dataDir = mkdtempSync(join(tmpdir(), 'ts-bench-kafka-'))
   const output = `bench-changes-${run}-${Date.now().toString(36)}`
   const config = buildConfig({
@@ -176,12 +197,19 @@ async function pipelineRun(bootstrap: string, input: string, total: number, run:
       }
     })
   })
+  // The profile covers what the clock covers: from the assignment (the group join left out) to the end.
+  let profiling: Promise<(path: string) => Promise<void>> | undefined
   const ready = setInterval(() => {
-    if (t0 === 0 && engine.ready) t0 = performance.now()
+    if (t0 === 0 && engine.ready) {
+      t0 = performance.now()
+      if (profileDir !== undefined) profiling = startCpuProfile()
+    }
   }, 1)
   const running = engine.run({ untilEnd: false })
   await committedAll
   clearInterval(ready)
+  const stopProfile = await profiling
+  await stopProfile?.(join(profileDir as string, `CPU.kafka-pipeline.${new Date().toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, '')}.${run + 1}.cpuprofile`))
   const tagChanges = engine.stats.tagChanges
   // Every record the commit holds was applied, skipped as a duplicate, or rejected, before it was written.
   const handled = engine.stats.eventsApplied + engine.stats.duplicates + Object.values(engine.stats.invalid).reduce((a, b) => a + b, 0)
@@ -238,7 +266,7 @@ export async function measureKafkaPipeline(options: KafkaPipelineOptions = {}): 
     let tagChanges = 0
     for (let i = 0; i < repeats; i++) {
       bare.push(await bareConsume(bootstrap, input, events))
-      const p = await pipelineRun(bootstrap, input, events, i, options.operators ?? 'default')
+      const p = await pipelineRun(bootstrap, input, events, i, options.operators ?? 'default', options.profileDir)
       pipeline.push(p.eventsPerSecond)
       tagChanges = p.tagChanges
       fromFile.push(await fileRun(file, events, options.operators ?? 'default'))

@@ -5,7 +5,8 @@
  *   --only NAME[,NAME]  scenarios by name or number (e.g. `--only replay,5`)
  *   --runs N            runs per figure (default 3)
  *   --events N          scenario 1 input size (and follow-up traffic); --users N: populated store size
- *   --profile           scenario 1 only, engine runs under --cpu-prof into bench/results/profiles/
+ *   --profile           scenarios 1 and 2 only, their engines profiled (V8's sampling profiler) into
+ *                       bench/results/profiles/
  *   --reuse-stores      reuse populated stores an earlier invocation built from the same src/,
  *                       operators/ and config/ (committed, unchanged); default: build them again
  *   --work-dir DIR      cached inputs and stores (default bench/.work, gitignored)
@@ -183,6 +184,9 @@ async function main(): Promise<void> {
   ctx.log(`${values.quick ? 'quick' : 'full'} run of ${chosen.map((s) => s.name).join(', ') || 'nothing'}; ${runs} runs; commit ${commit.short}${commit.dirty ? ' (dirty)' : ''}`)
 
   const results: ScenarioResult[] = []
+  /** Profile files by the scenario that wrote them. */
+  const profileFiles: { scenario: number; file: string }[] = []
+  const seenProfiles = new Set(profilesBefore)
   for (const s of chosen) {
     ctx.log(`scenario ${s.number} ${s.name}: ${s.title}`)
     const t0 = performance.now()
@@ -198,6 +202,13 @@ async function main(): Promise<void> {
       ctx.log(`scenario ${s.name} failed: ${(err as Error).stack ?? String(err)}`)
       results.push({ number: s.number, name: s.name, title: s.title, status: 'failed', reason: (err as Error).message, seconds: (performance.now() - t0) / 1000, figures: [] })
     }
+    if (profileDir !== undefined) {
+      for (const f of readdirSync(profileDir).sort()) {
+        if (!f.endsWith('.cpuprofile') || seenProfiles.has(f)) continue
+        seenProfiles.add(f)
+        profileFiles.push({ scenario: s.number, file: f })
+      }
+    }
   }
   // Issue #7's scenarios that no module in this build provides.
   const provided = new Set(all.map((s) => s.number))
@@ -209,14 +220,14 @@ async function main(): Promise<void> {
   }
   results.sort((a, b) => a.number - b.number)
 
-  let profiles: { file: string; top: Cost[]; inclusive: Cost[] }[] | undefined
+  let profiles: { scenario: number; file: string; top: Cost[]; inclusive: Cost[] }[] | undefined
   if (profileDir !== undefined) {
-    const fresh = readdirSync(profileDir).filter((f) => f.endsWith('.cpuprofile') && !profilesBefore.has(f))
-    profiles = fresh.sort().map((f) => ({
+    profiles = profileFiles.map(({ scenario, file: f }) => ({
+      scenario,
       file: join('bench/results/profiles', f),
       top: topSelfCosts(join(profileDir, f), 15),
       // The engine's own functions (and the operators) with what they call: where the time goes.
-      inclusive: topInclusiveCosts(join(profileDir, f), /\/(src|operators)\/|msgpackr|classic-level/, 25),
+      inclusive: topInclusiveCosts(join(profileDir, f), /\/(src|operators)\/|msgpackr|classic-level|kafka-javascript/, 25),
     }))
   }
 
@@ -241,9 +252,9 @@ async function main(): Promise<void> {
   process.stdout.write(table(results) + '\n')
   if (profiles !== undefined) {
     for (const p of profiles) {
-      process.stdout.write(`\n${p.file}: largest self costs\n`)
+      process.stdout.write(`\nscenario ${p.scenario}, ${p.file}: largest self costs\n`)
       for (const c of p.top.slice(0, 8)) process.stdout.write(`  ${c.selfPercent.toFixed(1).padStart(5)}%  ${c.function} ${c.location}\n`)
-      process.stdout.write('  inclusive (engine, operators, msgpackr, classic-level):\n')
+      process.stdout.write('  inclusive (engine, operators, msgpackr, classic-level, the Kafka client):\n')
       for (const c of p.inclusive.slice(0, 16)) process.stdout.write(`  ${c.selfPercent.toFixed(1).padStart(5)}%  ${c.function} ${c.location}\n`)
     }
   }

@@ -10,8 +10,15 @@ export const scenario: Scenario = {
   name: 'kafka',
   number: 2,
   title: 'Kafka end to end on the mock cluster vs bare consume+decode',
+  profiled: true,
   async run(ctx: BenchContext): Promise<ScenarioOutcome> {
-    const result = await measureKafkaPipeline({ events: ctx.quick ? 20_000 : 100_000, repeats: ctx.runs, operators: 'default', log: (l) => ctx.log(l) })
+    const result = await measureKafkaPipeline({
+      events: ctx.quick ? 20_000 : 100_000,
+      repeats: ctx.runs,
+      operators: 'default',
+      ...(ctx.profileDir === undefined ? {} : { profileDir: ctx.profileDir }),
+      log: (l) => ctx.log(l),
+    })
     return {
       status: 'ok',
       figures: [
@@ -23,7 +30,7 @@ export const scenario: Scenario = {
           better: 'higher',
           limit: { title: 'bare: the same client consumes and JSON-parses the same topic', samples: result.bareEventsPerSecond },
           target: { kind: 'ratio-to-limit-at-least', ratio: 0.7 },
-          details: { events: result.events, fileEventsPerSecond: result.fileEventsPerSecond, tagChangesPerRun: result.tagChangesPerRun },
+          details: { events: result.events, fileEventsPerSecond: result.fileEventsPerSecond, tagChangesPerRun: result.tagChangesPerRun, profiled: ctx.profileDir !== undefined },
         },
       ],
     }
