@@ -50,8 +50,11 @@ export const scenario: Scenario = {
           samples: result.previewMs.map((ms) => (ms * PER) / result.users),
           better: 'lower',
           limit: { title: 'bare read of every projection (the v! ranges), nothing done with them, one thread, per 1,000,000', samples: projectionReads.map(perMillion) },
-          target: { kind: 'at-most', value: 2000 },
+          // Judged at a million users only: below 50,000 users per partition previews get no
+          // projection pages, so a small store's time per user says little about a large one's.
+          ...(result.users >= 1_000_000 ? { target: { kind: 'at-most', value: 2000 } as const } : {}),
           details: {
+            ...(result.users < 1_000_000 ? { note: `target (< 2 s) applies at 1,000,000 users; this run has ${result.users}` } : {}),
             users: result.users,
             matched: result.matched,
             rule: result.rule,
