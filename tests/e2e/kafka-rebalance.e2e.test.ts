@@ -85,10 +85,14 @@ describe('Kafka source rebalance between two processes (librdkafka mock cluster)
     const b = member('b')
     const rb = await openRuntime(b.config, { live: true })
     runtimes.push(rb)
-    // Records B has read as of its last commit (B starts from offset 0 on the partitions it gets).
+    // Records B's last commit holds: its partitions' offsets (B starts them from 0). Not
+    // stats.recordsIn, which counts a batch when it is read, possibly before it is applied.
     let committedByB = 0
-    rb.engine.onCommitted(() => {
-      committedByB = rb.engine.stats.recordsIn
+    rb.engine.onCommitted((_positions, offsets) => {
+      if (offsets === undefined) return
+      let held = 0
+      for (const byTopic of offsets.values()) held += byTopic.get(input) ?? 0
+      committedByB = held
     })
     const runB = rb.engine.run({ untilEnd: false })
     await produceMessages(mock.bootstrap, input, records.slice(4000).map(toMessage))
