@@ -28,6 +28,9 @@ Usage:
   tagstream generate --out FILE [--events N] [--users N] [--seed N] [--days N] [--format ndjson|msgpack]
                                                      write a deterministic workload as NDJSON, or as
                                                      length-prefixed msgpack records (4-byte big-endian length)
+  tagstream generate --brokers HOST:PORT --topic T [-X key=value]... [same options]
+                                                     produce it to a Kafka topic, a record per message,
+                                                     keyed by userId (-X: librdkafka producer properties)
 
 --config defaults to ${DEFAULT_CONFIG} when it exists, else built-in defaults.
 Environment overrides: TAGSTREAM_<KEY>__<SUBKEY>=value (e.g. TAGSTREAM_ENGINE__BATCH_SIZE=8192).
@@ -228,9 +231,12 @@ async function cmdValidate(values: { config?: string }): Promise<void> {
   process.stdout.write(JSON.stringify({ valid: true, tags, warnings: [...warnings, ...catalog.lint().map((i) => `${i.key}: ${i.message}`)], config }, null, 2) + '\n')
 }
 
-async function cmdGenerate(values: Record<string, string | boolean | undefined>): Promise<void> {
-  const out = values.out
-  if (typeof out !== 'string') throw new TagstreamError(ErrorCodes.USAGE, 'generate needs --out FILE')
+async function cmdGenerate(values: Record<string, string | boolean | string[] | undefined>): Promise<void> {
+  const { out, brokers, topic } = values
+  const toKafka = brokers !== undefined || topic !== undefined
+  if (toKafka && out !== undefined) throw new TagstreamError(ErrorCodes.USAGE, 'generate writes to --out FILE or to --brokers and --topic, not both')
+  if (toKafka && (typeof brokers !== 'string' || typeof topic !== 'string')) throw new TagstreamError(ErrorCodes.USAGE, 'generate to Kafka needs both --brokers HOST:PORT and --topic T')
+  if (!toKafka && typeof out !== 'string') throw new TagstreamError(ErrorCodes.USAGE, 'generate needs --out FILE, or --brokers HOST:PORT and --topic T')
   const num = (k: string, d: number) => {
     const v = values[k]
     if (v === undefined) return d
@@ -240,8 +246,7 @@ async function cmdGenerate(values: Record<string, string | boolean | undefined>)
   }
   const format = values.format ?? 'ndjson'
   if (format !== 'ndjson' && format !== 'msgpack') throw new TagstreamError(ErrorCodes.USAGE, `--format must be ndjson or msgpack, got "${String(format)}"`)
-  const write = format === 'msgpack' ? writeMsgpackFile : writeNdjsonFile
-  const result = await write(out, {
+  const workload = {
     seed: num('seed', 42),
     users: num('users', 10_000),
     events: num('events', 100_000),
@@ -249,7 +254,22 @@ async function cmdGenerate(values: Record<string, string | boolean | undefined>)
     duplicateRatio: num('duplicate-ratio', 0.01),
     lateRatio: num('late-ratio', 0.01),
     invalidRatio: num('invalid-ratio', 0),
-  })
+  }
+  if (toKafka) {
+    const librdkafka: Record<string, string> = {}
+    for (const setting of (values.X as string[] | undefined) ?? []) {
+      const eq = setting.indexOf('=')
+      if (eq <= 0) throw new TagstreamError(ErrorCodes.USAGE, `-X takes key=value (a librdkafka property), got "${setting}"`)
+      librdkafka[setting.slice(0, eq)] = setting.slice(eq + 1)
+    }
+    // Loaded only here: the other commands never need the native Kafka client.
+    const { produceWorkload } = await import('../workload/kafka-producer.js')
+    const result = await produceWorkload({ brokers: brokers as string, topic: topic as string, format, librdkafka }, workload)
+    process.stdout.write(JSON.stringify(result) + '\n')
+    return
+  }
+  const write = format === 'msgpack' ? writeMsgpackFile : writeNdjsonFile
+  const result = await write(out as string, workload)
   process.stdout.write(JSON.stringify(result) + '\n')
 }
 
@@ -271,6 +291,9 @@ export async function main(argv: string[]): Promise<void> {
       'late-ratio': { type: 'string' },
       'invalid-ratio': { type: 'string' },
       format: { type: 'string' },
+      brokers: { type: 'string' },
+      topic: { type: 'string' },
+      X: { type: 'string', short: 'X', multiple: true },
       help: { type: 'boolean', short: 'h' },
     },
   })
