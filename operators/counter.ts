@@ -17,6 +17,7 @@ import {
   categorySchema,
   isTagId,
   operatorConfigError,
+  isoString,
 } from '../src/operator-api.js'
 
 /** Name of the one timer this operator registers. */
@@ -160,8 +161,8 @@ export default defineOperator<CounterConfig, CounterState>({
         total: state.total,
         countInWindow: countAt(state, ctx.now),
         windowDays,
-        firstAt: state.firstTs === null ? null : new Date(state.firstTs).toISOString(),
-        lastAt: state.lastTs === null ? null : new Date(state.lastTs).toISOString(),
+        firstAt: state.firstTs === null ? null : isoString(state.firstTs),
+        lastAt: state.lastTs === null ? null : isoString(state.lastTs),
       }
     }
 

@@ -16,6 +16,7 @@ import {
   TAG_ID_PATTERN,
   isTagId,
   operatorConfigError,
+  isoString,
 } from '../src/operator-api.js'
 
 /** Tag ids are identifiers (same shape as operator instance names), so rules can name them. */
@@ -158,7 +159,7 @@ export default defineOperator<FactConfig, FactState>({
       for (const plan of plans) {
         const entry = own(state.attributes, plan.tag)
         if (entry === undefined || entry.value === null) continue
-        tags[plan.tag] = { value: entry.value, evidence: { property: plan.property, setAt: new Date(entry.ts).toISOString() } }
+        tags[plan.tag] = { value: entry.value, evidence: { property: plan.property, setAt: isoString(entry.ts) } }
       }
       return tags
     }

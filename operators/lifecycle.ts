@@ -33,6 +33,7 @@ import {
   categorySchema,
   isTagId,
   operatorConfigError,
+  isoString,
 } from '../src/operator-api.js'
 
 /** Name of the one timer this operator registers: the earliest time-triggered transition. */
@@ -413,7 +414,7 @@ export default defineOperator<LifecycleConfig, LifecycleState>({
           evidence: {
             stage: s.stage,
             previousStage: s.previous,
-            since: new Date(s.since as number).toISOString(),
+            since: isoString(s.since as number),
             daysSinceLastPurchase: daysSince(cal, s.lastPurchaseTs, ctx.now),
             purchases: s.purchases,
             rule: s.rule,
@@ -429,12 +430,12 @@ export default defineOperator<LifecycleConfig, LifecycleState>({
       return {
         stage: s.stage,
         previousStage: s.previous,
-        since: s.since === null ? null : new Date(s.since).toISOString(),
+        since: s.since === null ? null : isoString(s.since),
         daysInStage: daysSince(cal, s.since, ctx.now),
         purchases: s.purchases,
-        lastPurchaseAt: s.lastPurchaseTs === null ? null : new Date(s.lastPurchaseTs).toISOString(),
+        lastPurchaseAt: s.lastPurchaseTs === null ? null : isoString(s.lastPurchaseTs),
         daysSinceLastPurchase: daysSince(cal, s.lastPurchaseTs, ctx.now),
-        next: next === undefined ? null : { stage: next.rule.to, at: new Date(next.at).toISOString(), rule: next.rule.label },
+        next: next === undefined ? null : { stage: next.rule.to, at: isoString(next.at), rule: next.rule.label },
       }
     }
 

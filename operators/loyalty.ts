@@ -33,6 +33,7 @@ import {
   categorySchema,
   isTagId,
   operatorConfigError,
+  isoString,
 } from '../src/operator-api.js'
 
 /** Name of the one timer this operator registers (rollingWindow only). */
@@ -262,8 +263,8 @@ export default defineOperator<LoyaltyConfig, LoyaltyState>({
         ...(rolling
           ? {
               windowDays,
-              nextExpiry: oldest === undefined ? null : { at: new Date(cal.startOfDay(oldest[0] + windowDays)).toISOString(), points: toPoints(oldest[1]) },
-              tierUntil: until === undefined ? null : new Date(until).toISOString(),
+              nextExpiry: oldest === undefined ? null : { at: isoString(cal.startOfDay(oldest[0] + windowDays)), points: toPoints(oldest[1]) },
+              tierUntil: until === undefined ? null : isoString(until),
             }
           : {}),
       }

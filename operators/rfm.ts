@@ -37,6 +37,7 @@ import {
   categorySchema,
   isTagId,
   operatorConfigError,
+  isoString,
 } from '../src/operator-api.js'
 
 const CELL_PATTERN = '^[1-5],[1-5],[1-5]$'
@@ -397,7 +398,7 @@ export default defineOperator<RfmConfig, RfmState>({
     function view(state: RfmState, ctx: OperatorContext): Readonly<Record<string, unknown>> {
       const s = score(state, ctx)
       const out: Record<string, unknown> = {
-        lastPurchaseAt: state.lastPurchaseTs === null ? null : new Date(state.lastPurchaseTs).toISOString(),
+        lastPurchaseAt: state.lastPurchaseTs === null ? null : isoString(state.lastPurchaseTs),
         recencyDays: recencyDays(state, ctx),
         frequency: state.frequency,
         monetary: state.monetary,

@@ -32,6 +32,7 @@ import {
   userRange,
 } from '../store/keys.js'
 import { calendarFor, DAY_MS, type Calendar } from '../time/calendar.js'
+import { isoString } from '../time/iso.js'
 import type { PublishMode, ReentryPolicy } from '../tags/catalog-schema.js'
 import type { TagCatalog } from '../tags/catalog.js'
 import {
@@ -2068,7 +2069,7 @@ export class Engine {
   private isoOf(ms: number): string {
     if (ms !== this.lastIsoMs) {
       this.lastIsoMs = ms
-      this.lastIso = new Date(ms).toISOString()
+      this.lastIso = isoString(ms)
     }
     return this.lastIso
   }

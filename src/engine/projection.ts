@@ -2,6 +2,7 @@ import { Packr } from 'msgpackr'
 import type { TagValue } from '../contracts/tag-change.js'
 import type { Operator, OperatorContext, PopulationView } from '../operator-api.js'
 import type { RuleView, RuleViewPlan } from '../tags/rules.js'
+import { isoString } from '../time/iso.js'
 import { TIMER_KEY_SEP, type StoredTag, type UserRecord } from './user-record.js'
 
 /**
@@ -313,7 +314,7 @@ function readCell(buf: Buffer, pos: number): unknown {
     case F64:
       return buf.readDoubleLE(pos + 1)
     case ISO:
-      return new Date(buf.readDoubleLE(pos + 1)).toISOString()
+      return isoString(buf.readDoubleLE(pos + 1))
     case I8:
       return buf.readInt8(pos + 1)
     case I16:
