@@ -423,20 +423,55 @@ export default defineOperator<LifecycleConfig, LifecycleState>({
       }
     }
 
-    function view(state: LifecycleState, ctx: OperatorContext): Readonly<Record<string, unknown>> {
+    function view(state: LifecycleState, ctx: OperatorContext, fields?: ReadonlySet<string>): Readonly<Record<string, unknown>> {
       const cal = calendarFor(ctx.timeZone)
       const s = settle(state, ctx.now, cal)
-      const next = nextDue(s, cal)
-      return {
-        stage: s.stage,
-        previousStage: s.previous,
-        since: s.since === null ? null : isoString(s.since),
-        daysInStage: daysSince(cal, s.since, ctx.now),
-        purchases: s.purchases,
-        lastPurchaseAt: s.lastPurchaseTs === null ? null : isoString(s.lastPurchaseTs),
-        daysSinceLastPurchase: daysSince(cal, s.lastPurchaseTs, ctx.now),
-        next: next === undefined ? null : { stage: next.rule.to, at: isoString(next.at), rule: next.rule.label },
+      if (fields === undefined) {
+        const next = nextDue(s, cal)
+        return {
+          stage: s.stage,
+          previousStage: s.previous,
+          since: s.since === null ? null : isoString(s.since),
+          daysInStage: daysSince(cal, s.since, ctx.now),
+          purchases: s.purchases,
+          lastPurchaseAt: s.lastPurchaseTs === null ? null : isoString(s.lastPurchaseTs),
+          daysSinceLastPurchase: daysSince(cal, s.lastPurchaseTs, ctx.now),
+          next: next === undefined ? null : { stage: next.rule.to, at: isoString(next.at), rule: next.rule.label },
+        }
       }
+      // Only what the caller reads (a rule reads `stage`, a projection a few fields).
+      const out: Record<string, unknown> = {}
+      for (const f of fields) {
+        switch (f) {
+          case 'stage':
+            out.stage = s.stage
+            break
+          case 'previousStage':
+            out.previousStage = s.previous
+            break
+          case 'since':
+            out.since = s.since === null ? null : isoString(s.since)
+            break
+          case 'daysInStage':
+            out.daysInStage = daysSince(cal, s.since, ctx.now)
+            break
+          case 'purchases':
+            out.purchases = s.purchases
+            break
+          case 'lastPurchaseAt':
+            out.lastPurchaseAt = s.lastPurchaseTs === null ? null : isoString(s.lastPurchaseTs)
+            break
+          case 'daysSinceLastPurchase':
+            out.daysSinceLastPurchase = daysSince(cal, s.lastPurchaseTs, ctx.now)
+            break
+          case 'next': {
+            const next = nextDue(s, cal)
+            out.next = next === undefined ? null : { stage: next.rule.to, at: isoString(next.at), rule: next.rule.label }
+            break
+          }
+        }
+      }
+      return out
     }
 
     return {

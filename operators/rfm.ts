@@ -203,6 +203,9 @@ const NO_TAGS: DerivedTags = Object.freeze({})
 const NOT_SCORED: Readonly<Record<string, number>> = Object.freeze({})
 const NO_VALUES: Readonly<Record<string, string>> = Object.freeze({})
 
+/** The view fields that need the population scores. */
+const SCORE_FIELDS = ['scores', 'cell', 'segment', 'valueSegment'] as const
+
 export default defineOperator<RfmConfig, RfmState>({
   type: 'rfm',
   description: 'Recency, frequency and monetary value, quintile scores among all users, 11-segment and 8-segment RFM models; windows per local day',
@@ -221,6 +224,8 @@ export default defineOperator<RfmConfig, RfmState>({
       if (prev !== undefined && w <= prev) throw invalid(name, `windowsDays must be strictly ascending (${w} after ${prev})`, `windowsDays[${i}]`)
     })
     const longest = windowsDays[windowsDays.length - 1] ?? 0
+    /** The view fields of the windows' totals, and those of the population scores. */
+    const windowFields = windowsDays.flatMap((w) => [`frequency${w}d`, `monetary${w}d`])
     const purchaseTypes = new Set(config.purchaseEventTypes)
     const refundTypes = new Set(config.refundEventTypes)
     for (const t of refundTypes) {
@@ -395,24 +400,29 @@ export default defineOperator<RfmConfig, RfmState>({
       }
     }
 
-    function view(state: RfmState, ctx: OperatorContext): Readonly<Record<string, unknown>> {
-      const s = score(state, ctx)
-      const out: Record<string, unknown> = {
-        lastPurchaseAt: state.lastPurchaseTs === null ? null : isoString(state.lastPurchaseTs),
-        recencyDays: recencyDays(state, ctx),
-        frequency: state.frequency,
-        monetary: state.monetary,
+    function view(state: RfmState, ctx: OperatorContext, fields?: ReadonlySet<string>): Readonly<Record<string, unknown>> {
+      const want = (f: string): boolean => fields === undefined || fields.has(f)
+      const out: Record<string, unknown> = {}
+      if (want('lastPurchaseAt')) out.lastPurchaseAt = state.lastPurchaseTs === null ? null : isoString(state.lastPurchaseTs)
+      if (want('recencyDays')) out.recencyDays = recencyDays(state, ctx)
+      if (want('frequency')) out.frequency = state.frequency
+      if (want('monetary')) out.monetary = state.monetary
+      // The windows' totals and the population ranks only when a field of theirs is read.
+      if (fields === undefined || windowFields.some((f) => fields.has(f))) {
+        const totals = totalsAt(state.days, calendarFor(ctx.timeZone).dayIndex(ctx.now))
+        windowsDays.forEach((w, i) => {
+          const t = totals[i] as RfmWindowTotals
+          if (want(`frequency${w}d`)) out[`frequency${w}d`] = t[0]
+          if (want(`monetary${w}d`)) out[`monetary${w}d`] = t[1]
+        })
       }
-      const totals = totalsAt(state.days, calendarFor(ctx.timeZone).dayIndex(ctx.now))
-      windowsDays.forEach((w, i) => {
-        const t = totals[i] as RfmWindowTotals
-        out[`frequency${w}d`] = t[0]
-        out[`monetary${w}d`] = t[1]
-      })
-      out.scores = s === undefined ? null : { r: s.r, f: s.f, m: s.m }
-      out.cell = s?.cell ?? null
-      out.segment = s?.segment ?? null
-      out.valueSegment = s?.valueSegment ?? null
+      if (fields === undefined || SCORE_FIELDS.some((f) => fields.has(f))) {
+        const s = score(state, ctx)
+        if (want('scores')) out.scores = s === undefined ? null : { r: s.r, f: s.f, m: s.m }
+        if (want('cell')) out.cell = s?.cell ?? null
+        if (want('segment')) out.segment = s?.segment ?? null
+        if (want('valueSegment')) out.valueSegment = s?.valueSegment ?? null
+      }
       return out
     }
 

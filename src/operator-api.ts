@@ -107,8 +107,12 @@ export interface Operator<S = unknown> {
   /**
    * The user's public state as shown in profiles (`state.<name>`), evaluated at `ctx.now` (the
    * partition clock or a query's `asOf`). Defaults to the state itself.
+   *
+   * `fields`, when given, are the only fields the caller reads (a rule's, a projection's): the
+   * operator may leave the others out, and should when they cost (ISO strings, population ranks).
+   * A field it returns must have the value the full view gives.
    */
-  view?(state: S, ctx: OperatorContext): Readonly<Record<string, unknown>>
+  view?(state: S, ctx: OperatorContext, fields?: ReadonlySet<string>): Readonly<Record<string, unknown>>
   /**
    * The typed fields of `view` that strategy-tag rules may read (`rfm.monetary90d`): field -> type.
    * Fields left out (nested objects, lists of objects) are shown in profiles but not visible to rules.

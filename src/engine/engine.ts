@@ -538,6 +538,11 @@ export class Engine {
   private lastIso = ''
   private stopping = false
   private running: Promise<void> | undefined
+  /**
+   * Per operator, the view fields the strategy rules read (all of them when a rule reads the whole
+   * view, e.g. `has(rfm.segment)` on a map): what rule evaluation asks the operator's view for.
+   */
+  private ruleViewFields = new Map<string, ReadonlySet<string> | undefined>()
   private readonly commitListeners: CommitListener[] = []
   private opened = false
 
@@ -629,6 +634,7 @@ export class Engine {
     for (const s of this.slots) s.tags = byOperator.get(s.op.name) ?? []
     this.lanes = lanes
     this.strategies = evaluationOrder(strategies)
+    this.ruleViewFields = ruleViewFieldsOf(this.strategies.map((slot) => (slot.rule as CompiledLaneRule).rule))
     // Sweeps re-derive what changes without an event: population-ranked and clock-dependent operator
     // tags, and strategy rules (they may read `rfm.recencyDays`). Once on, they stay on.
     if (this.sweepMinutes === undefined && this.config.rescore.schedule !== 'off' && (this.rescoreSlots.length > 0 || this.strategies.length > 0)) {
@@ -1777,12 +1783,12 @@ export class Engine {
     }
     try {
       const timeZone = this.config.timeZone
-      projection = this.projection.project(rec, clock, (op, state) => {
+      projection = this.projection.project(rec, clock, (op, state, fields) => {
         // Projected fields never depend on the population (see ProjectionLayout): an empty one
         // spares the views' rank queries.
         const ctx = new CallContext(rec, clock, timeZone, NO_POPULATIONS)
         ctx.operator = op.name
-        return (op.view as NonNullable<Operator['view']>)(state, ctx)
+        return (op.view as NonNullable<Operator['view']>)(state, ctx, fields)
       })
     } catch {
       // An operator's view failed: a projection that never holds sends sweeps and previews to the record.
@@ -1938,7 +1944,7 @@ export class Engine {
     const compiled = slot.rule as CompiledLaneRule
     const rule = compiled.rule
     this.stats.ruleEvaluations++
-    const view = compiled.view(this.viewSource(rec, ctx, views))
+    const view = compiled.view(this.viewSource(rec, ctx, views, this.ruleViewFields))
     // A field the rule reads is missing and nothing in the rule could make up for it: no value.
     if (view === undefined) return undefined
     const result = rule.evaluate(view)
@@ -1962,7 +1968,7 @@ export class Engine {
   }
 
   /** Where rule views of one user come from: operator views computed once per round (memoized in `views`). */
-  private viewSource(rec: UserRecord, ctx: CallContext, views: Map<string, ViewPair>): RuleViewSource {
+  private viewSource(rec: UserRecord, ctx: CallContext, views: Map<string, ViewPair>, fields: ReadonlyMap<string, ReadonlySet<string> | undefined>): RuleViewSource {
     return {
       operatorView: (variable) => {
         let plain = views.get(variable)
@@ -1972,7 +1978,7 @@ export class Engine {
           plain = {}
           if (opSlot !== undefined && state !== undefined) {
             ctx.operator = variable
-            plain = opSlot.op.view === undefined ? (state as Record<string, unknown>) : opSlot.op.view(state, ctx)
+            plain = opSlot.op.view === undefined ? (state as Record<string, unknown>) : opSlot.op.view(state, ctx, fields.get(variable))
           }
           views.set(variable, plain)
         }
@@ -2560,13 +2566,14 @@ export class Engine {
     const rule = compileRule(expression, this.ruleSchema)
     if (isRuleErrors(rule)) throw new RuleCompileError(rule)
     const buildView = ruleViewBuilder(rule, this.ruleSchema)
+    const viewFields = ruleViewFieldsOf([rule])
     const sampleSize = options.sample ?? 20
     const maxValues = options.maxValues ?? 20
     const counts = emptyCounts()
     const partitions = [...this.tasks.keys()].sort((a, b) => a - b)
     const fromRecord = (rec: UserRecord): RuleResult | undefined => {
       const ctx = new CallContext(rec, this.task(rec.p).watermark, this.config.timeZone, this.populations)
-      return evaluateView(rule, buildView(this.viewSource(rec, ctx, new Map())))
+      return evaluateView(rule, buildView(this.viewSource(rec, ctx, new Map(), viewFields)))
     }
     // The rule reads only what projections hold: partitions whose projections are written are read
     // from them, the others (and every partition, for other rules) from the records.
@@ -2739,6 +2746,22 @@ type ViewPair = Readonly<Record<string, unknown>>
 
 /** What setting a lane's value needs to know about it (a removed lane has no TagSlot any more). */
 type LaneTarget = Pick<TagSlot, 'lane' | 'id' | 'version' | 'emit' | 'counts' | 'reentry'>
+
+/** The view fields each operator's view is asked for when `rules` are evaluated (undefined: all). */
+function ruleViewFieldsOf(rules: readonly CompiledRule[]): Map<string, ReadonlySet<string> | undefined> {
+  const fields = new Map<string, Set<string> | undefined>()
+  const whole = new Set<string>()
+  for (const rule of rules) {
+    for (const v of rule.wholeVariables) whole.add(v)
+    for (const [variable, field] of rule.fields) {
+      let set = fields.get(variable)
+      if (set === undefined) fields.set(variable, (set = new Set()))
+      set.add(field)
+    }
+  }
+  for (const v of whole) fields.set(v, undefined)
+  return fields
+}
 
 function intersects(a: ReadonlySet<string>, b: ReadonlySet<string>): boolean {
   if (a.size === 0 || b.size === 0) return false

@@ -355,6 +355,8 @@ const nullOfNaN = (v: number): number | null => (Number.isNaN(v) ? null : v)
 export interface ProjectedOperator {
   readonly op: Operator
   readonly fields: readonly string[]
+  /** `fields` as the set the operator's view is asked for. */
+  readonly wanted: ReadonlySet<string>
   readonly index: ReadonlyMap<string, number>
   /** How the keys of the operator's timers in `rec.timers` start (`<operator>\u0000`). */
   readonly prefix: string
@@ -420,7 +422,7 @@ export class ProjectionLayout implements ProjectionShape {
         const timer = new Set(op.viewTimerFields ?? [])
         // Undeclared clock fields: every field may move with the clock, none is kept.
         const fields = Object.keys(op.viewSchema ?? {}).filter((f) => clock !== undefined && (!clock.has(f) || timer.has(f)))
-        return { op, fields, index: new Map(fields.map((f, i) => [f, i])), prefix: `${op.name}${TIMER_KEY_SEP}` }
+        return { op, fields, wanted: new Set(fields), index: new Map(fields.map((f, i) => [f, i])), prefix: `${op.name}${TIMER_KEY_SEP}` }
       })
     this.byName = new Map(this.operators.map((o, i) => [o.op.name, i]))
     this.rescored = operators
@@ -447,10 +449,10 @@ export class ProjectionLayout implements ProjectionShape {
   }
 
   /**
-   * The projection of a user at the partition clock `clock`. `view(op, state)` is the operator's
-   * view at that clock (the engine's call context).
+   * The projection of a user at the partition clock `clock`. `view(op, state, fields)` is the
+   * operator's view at that clock (the engine's call context), of which only `fields` are read.
    */
-  project(rec: UserRecord, clock: number, view: (op: Operator, state: unknown) => Readonly<Record<string, unknown>>): EncodedProjection {
+  project(rec: UserRecord, clock: number, view: (op: Operator, state: unknown, fields: ReadonlySet<string>) => Readonly<Record<string, unknown>>): EncodedProjection {
     const validUntil = nextTimer(rec)
     const w = this.writer
     const starts = this.starts
@@ -470,7 +472,7 @@ export class ProjectionLayout implements ProjectionShape {
     }
     const held = Number.isFinite(clock)
     let timerKeys: string[] | undefined
-    for (const { op, fields, prefix } of this.operators) {
+    for (const { op, fields, wanted, prefix } of this.operators) {
       starts[s++] = w.pos
       const state = rec.ops[op.name]
       if (state === undefined || !held) continue
@@ -486,7 +488,7 @@ export class ProjectionLayout implements ProjectionShape {
         w.restore(memo.bytes)
         continue
       }
-      const v = op.view === undefined ? (state as Record<string, unknown>) : view(op, state)
+      const v = op.view === undefined ? (state as Record<string, unknown>) : view(op, state, wanted)
       const from = w.pos
       if (fields.length === 0) w.byte(NIL)
       for (const f of fields) w.cell(v[f])

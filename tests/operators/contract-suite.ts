@@ -137,6 +137,40 @@ export function operatorContractSuite(
       expect(outcome(stored.driver)).toStrictEqual(outcome(plain.driver))
     })
 
+    it('gives, for the view fields asked for, the values of the full view', () => {
+      const { steps, driver } = run(makeOperator, makeEvents(), driverOptions)
+      const operator = makeOperator()
+      if (operator.view === undefined) return
+      const view = operator.view.bind(operator)
+      const ctx = (userId: string, now: number): OperatorContext => ({
+        now,
+        timeZone: driverOptions.timeZone ?? 'UTC',
+        userId,
+        setTimer: () => {
+          throw new Error('view must not set timers')
+        },
+        deleteTimer: () => {
+          throw new Error('view must not delete timers')
+        },
+        timer: () => undefined,
+        population: (dimension: string) => driver.populations.get(operator.name, dimension),
+      })
+      let checked = 0
+      steps.forEach((step, i) => {
+        const c = ctx(step.userId, step.now)
+        const full = view(step.after, c)
+        const names = Object.keys(full)
+        // Each field alone, and a few fields together (a rule's, a projection's).
+        const asks = [...names.map((f) => [f]), names.filter((_, j) => (i + j) % 3 === 0)]
+        for (const ask of asks) {
+          const part = view(step.after, c, new Set(ask))
+          for (const f of ask) expect(part[f], `${f} of ${step.userId} after ${step.kind} at ${step.now}`).toStrictEqual(full[f])
+          checked++
+        }
+      })
+      expect(checked).toBeGreaterThan(0)
+    })
+
     it('fires its timers: no timer is left behind the clock and tags derived at the clock match the held tags', () => {
       const events = makeEvents()
       const driver = createDriver<unknown>(makeOperator(), driverOptions)
