@@ -2,12 +2,13 @@ import { mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import type { TagChange } from '../../src/contracts/tag-change.js'
 import { DeadLetterHeaders } from '../../src/sinks/kafka-sinks.js'
 import { encodeNdjsonLine, generateWorkload } from '../../src/workload/generator.js'
-import { assertBuilt, readNdjson, runCli, startCli, writeConfig } from '../support/cli.js'
-import { endOffsets, groupOffsets, produceMessages, readTopic, startKafkaMock, waitForGroupOffsets, type KafkaMock } from '../support/kafka-mock.js'
+import { readNdjson, runCli, startCli, writeConfig } from '../support/cli.js'
+import { endOffsets, groupOffsets, produceMessages, readTopic, waitForGroupOffsets } from '../support/kafka-mock.js'
+import { mockClusterForTests } from '../support/kafka-mock-suite.js'
 
 const EVENTS = 60_000
 const KILLS = 3
@@ -21,14 +22,7 @@ function stable(c: TagChange): string {
 const sum = (xs: readonly number[]): number => xs.reduce((a, b) => a + Math.max(0, b), 0)
 
 describe('Kafka source crash safety (SIGKILL, librdkafka mock cluster)', () => {
-  let mock: KafkaMock
-  beforeAll(async () => {
-    assertBuilt()
-    mock = await startKafkaMock()
-  })
-  afterAll(async () => {
-    await mock?.stop()
-  })
+  const mock = mockClusterForTests()
 
   it(`killed ${KILLS} times mid-stream, the engine ends with the state of an uninterrupted run and every expected tag change on the topic`, async () => {
     const records = [...generateWorkload({ seed: 2025, users: 6000, events: EVENTS, days: 60, invalidRatio: 0.001 })]

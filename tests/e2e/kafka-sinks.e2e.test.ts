@@ -1,21 +1,15 @@
 import { mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import type { TagChange } from '../../src/contracts/tag-change.js'
 import { encodeNdjsonLine, generateWorkload } from '../../src/workload/generator.js'
-import { assertBuilt, readNdjson, runCli, writeConfig } from '../support/cli.js'
-import { readTopic, startKafkaMock, type KafkaMock } from '../support/kafka-mock.js'
+import { readNdjson, runCli, writeConfig } from '../support/cli.js'
+import { readTopic } from '../support/kafka-mock.js'
+import { mockClusterForTests } from '../support/kafka-mock-suite.js'
 
 describe('replay into Kafka (librdkafka mock cluster)', () => {
-  let mock: KafkaMock
-  beforeAll(async () => {
-    assertBuilt()
-    mock = await startKafkaMock()
-  })
-  afterAll(async () => {
-    await mock?.stop()
-  })
+  const mock = mockClusterForTests()
 
   it('puts every tag change on the topic, keyed by user, and every bad record on the dead-letter topic', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'ts-kafka-'))

@@ -1,12 +1,13 @@
 import { mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import type { TagChange } from '../../src/contracts/tag-change.js'
 import { DeadLetterHeaders } from '../../src/sinks/kafka-sinks.js'
 import { encodeNdjsonLine, generateWorkload, type GeneratedRecord } from '../../src/workload/generator.js'
-import { assertBuilt, readNdjson, runCli, startCli, writeConfig } from '../support/cli.js'
-import { endOffsets, produceMessages, readTopic, startKafkaMock, waitForGroupOffsets, type KafkaMock, type OutgoingMessage } from '../support/kafka-mock.js'
+import { readNdjson, runCli, startCli, writeConfig } from '../support/cli.js'
+import { endOffsets, produceMessages, readTopic, waitForGroupOffsets, type OutgoingMessage } from '../support/kafka-mock.js'
+import { mockClusterForTests } from '../support/kafka-mock-suite.js'
 
 /** The record as a Kafka message: keyed by user id when it has one (invalid records may not). */
 function toMessage(r: GeneratedRecord): OutgoingMessage {
@@ -35,14 +36,7 @@ interface KafkaSetup {
 }
 
 describe('Kafka source: consumer group in, tag changes and dead letters out (librdkafka mock cluster)', () => {
-  let mock: KafkaMock
-  beforeAll(async () => {
-    assertBuilt()
-    mock = await startKafkaMock()
-  })
-  afterAll(async () => {
-    await mock?.stop()
-  })
+  const mock = mockClusterForTests()
 
   function setup(name: string): KafkaSetup {
     const suffix = `${name}-${Date.now().toString(36)}`

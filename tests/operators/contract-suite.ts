@@ -80,6 +80,25 @@ function sharedObjects(a: unknown, b: unknown): string[] {
   return shared
 }
 
+/**
+ * The context of a call that only reads (deriveTags, view, rescoreTagValues): the clock and the
+ * run's final population; setting or deleting a timer throws.
+ */
+function readingContext(operator: Operator<any>, driver: Driver<unknown>, timeZone: string): (userId: string, now: number) => OperatorContext {
+  const refuse = (): never => {
+    throw new Error(`${operator.name}: a reading call must not set or delete timers`)
+  }
+  return (userId, now) => ({
+    now,
+    timeZone,
+    userId,
+    setTimer: refuse,
+    deleteTimer: refuse,
+    timer: () => undefined,
+    population: (dimension: string) => driver.populations.get(operator.name, dimension),
+  })
+}
+
 export function operatorContractSuite(
   name: string,
   makeOperator: () => Operator<any>,
@@ -108,20 +127,7 @@ export function operatorContractSuite(
       const { steps, driver } = run(makeOperator, makeEvents(), driverOptions)
       const operator = makeOperator()
       // Ranks here are against the final population: the same for a state and its decoded copy.
-      const driverPopulation = (dimension: string) => driver.populations.get(operator.name, dimension)
-      const ctx = (userId: string, now: number): OperatorContext => ({
-        now,
-        timeZone: driverOptions.timeZone ?? 'UTC',
-        userId,
-        setTimer: () => {
-          throw new Error('deriveTags must not set timers')
-        },
-        deleteTimer: () => {
-          throw new Error('deriveTags must not delete timers')
-        },
-        timer: () => undefined,
-        population: (dimension: string) => driverPopulation(dimension),
-      })
+      const ctx = readingContext(operator, driver, driverOptions.timeZone ?? 'UTC')
       for (const step of steps) {
         expect(plainDataIssues(step.after), `state of ${step.userId} after ${step.kind} at ${step.now}`).toStrictEqual([])
         const decoded: unknown = packr.unpack(packr.pack(step.after))
@@ -142,19 +148,7 @@ export function operatorContractSuite(
       const operator = makeOperator()
       if (operator.view === undefined) return
       const view = operator.view.bind(operator)
-      const ctx = (userId: string, now: number): OperatorContext => ({
-        now,
-        timeZone: driverOptions.timeZone ?? 'UTC',
-        userId,
-        setTimer: () => {
-          throw new Error('view must not set timers')
-        },
-        deleteTimer: () => {
-          throw new Error('view must not delete timers')
-        },
-        timer: () => undefined,
-        population: (dimension: string) => driver.populations.get(operator.name, dimension),
-      })
+      const ctx = readingContext(operator, driver, driverOptions.timeZone ?? 'UTC')
       let checked = 0
       steps.forEach((step, i) => {
         const c = ctx(step.userId, step.now)
@@ -227,19 +221,7 @@ export function operatorContractSuite(
       if (operator.rescoreTagValues === undefined) return
       expect(operator.rescore, 'rescoreTagValues is for rescore operators').toBe(true)
       const { steps, driver } = run(makeOperator, makeEvents(), driverOptions)
-      const ctx = (userId: string, now: number): OperatorContext => ({
-        now,
-        timeZone: driverOptions.timeZone ?? 'UTC',
-        userId,
-        setTimer: () => {
-          throw new Error('no timers here')
-        },
-        deleteTimer: () => {
-          throw new Error('no timers here')
-        },
-        timer: () => undefined,
-        population: (dimension: string) => driver.populations.get(operator.name, dimension),
-      })
+      const ctx = readingContext(operator, driver, driverOptions.timeZone ?? 'UTC')
       let tagged = 0
       for (const step of steps) {
         const expected = values(operator.deriveTags(step.after, ctx(step.userId, step.now)))

@@ -2,23 +2,17 @@ import { mkdtempSync, readFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { unpack } from 'msgpackr'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { partitionFor } from '../../src/engine/partitioner.js'
 import { encodeNdjsonLine, generateWorkload } from '../../src/workload/generator.js'
-import { assertBuilt, runCli } from '../support/cli.js'
-import { readTopic, startKafkaMock, type KafkaMock } from '../support/kafka-mock.js'
+import { runCli } from '../support/cli.js'
+import { readTopic } from '../support/kafka-mock.js'
+import { mockClusterForTests } from '../support/kafka-mock-suite.js'
 
 const WORKLOAD = ['--events', '5000', '--users', '300', '--days', '20', '--seed', '7', '--invalid-ratio', '0.01']
 
 describe('tagstream generate --brokers --topic (librdkafka mock cluster)', () => {
-  let mock: KafkaMock
-  beforeAll(async () => {
-    assertBuilt()
-    mock = await startKafkaMock()
-  })
-  afterAll(async () => {
-    await mock?.stop()
-  })
+  const mock = mockClusterForTests()
 
   it('produces the same records as the NDJSON file, a message each, keyed by userId into the partition the engine routes the user to', async () => {
     const file = join(mkdtempSync(join(tmpdir(), 'ts-genk-')), 'events.ndjson')
