@@ -539,8 +539,8 @@ export class Engine {
   private stopping = false
   private running: Promise<void> | undefined
   /**
-   * Per operator, the view fields the strategy rules read (all of them when a rule reads the whole
-   * view, e.g. `has(rfm.segment)` on a map): what rule evaluation asks the operator's view for.
+   * Per operator, the view fields the strategy rules read (undefined: all of them, when a rule uses
+   * the operator's variable as a whole): what rule evaluation asks the operator's view for.
    */
   private ruleViewFields = new Map<string, ReadonlySet<string> | undefined>()
   private readonly commitListeners: CommitListener[] = []
