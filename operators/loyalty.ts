@@ -249,25 +249,27 @@ export default defineOperator<LoyaltyConfig, LoyaltyState>({
       return { [tag]: { value: evidence.tier, evidence } }
     }
 
-    function view(state: LoyaltyState, ctx: OperatorContext): Readonly<Record<string, unknown>> {
+    function view(state: LoyaltyState, ctx: OperatorContext, fields?: ReadonlySet<string>): Readonly<Record<string, unknown>> {
       const cal = calendarFor(ctx.timeZone)
       const days = rolling ? prune(state.days, ctx.now, cal) : []
       const oldest = days[0]
       const until = state.earnEvents > 0 && rolling ? downgradeAt(days, cal) : undefined
-      return {
+      const full: Record<string, unknown> = {
         ...ladder(pointsAt(state, ctx.now, cal), state.earnEvents > 0),
         earnedPoints: toPoints(state.earned),
         earnEvents: state.earnEvents,
         refundEvents: state.refundEvents,
         policy: config.downgrade.policy,
-        ...(rolling
-          ? {
-              windowDays,
-              nextExpiry: oldest === undefined ? null : { at: isoString(cal.startOfDay(oldest[0] + windowDays)), points: toPoints(oldest[1]) },
-              tierUntil: until === undefined ? null : isoString(until),
-            }
-          : {}),
       }
+      if (rolling) {
+        full.windowDays = windowDays
+        // The next expiry is an object of its own (not rule-visible): formatted only when asked for.
+        if (fields === undefined || fields.has('nextExpiry')) {
+          full.nextExpiry = oldest === undefined ? null : { at: isoString(cal.startOfDay(oldest[0] + windowDays)), points: toPoints(oldest[1]) }
+        }
+        if (fields === undefined || fields.has('tierUntil')) full.tierUntil = until === undefined ? null : isoString(until)
+      }
+      return full
     }
 
     return {
