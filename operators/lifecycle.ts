@@ -426,50 +426,19 @@ export default defineOperator<LifecycleConfig, LifecycleState>({
     function view(state: LifecycleState, ctx: OperatorContext, fields?: ReadonlySet<string>): Readonly<Record<string, unknown>> {
       const cal = calendarFor(ctx.timeZone)
       const s = settle(state, ctx.now, cal)
-      if (fields === undefined) {
-        const next = nextDue(s, cal)
-        return {
-          stage: s.stage,
-          previousStage: s.previous,
-          since: s.since === null ? null : isoString(s.since),
-          daysInStage: daysSince(cal, s.since, ctx.now),
-          purchases: s.purchases,
-          lastPurchaseAt: s.lastPurchaseTs === null ? null : isoString(s.lastPurchaseTs),
-          daysSinceLastPurchase: daysSince(cal, s.lastPurchaseTs, ctx.now),
-          next: next === undefined ? null : { stage: next.rule.to, at: isoString(next.at), rule: next.rule.label },
-        }
-      }
-      // Only what the caller reads (a rule reads `stage`, a projection a few fields).
+      // Only what the caller reads (a rule reads `stage`, a projection a few fields); all for a profile.
+      const want = (f: string): boolean => fields === undefined || fields.has(f)
       const out: Record<string, unknown> = {}
-      for (const f of fields) {
-        switch (f) {
-          case 'stage':
-            out.stage = s.stage
-            break
-          case 'previousStage':
-            out.previousStage = s.previous
-            break
-          case 'since':
-            out.since = s.since === null ? null : isoString(s.since)
-            break
-          case 'daysInStage':
-            out.daysInStage = daysSince(cal, s.since, ctx.now)
-            break
-          case 'purchases':
-            out.purchases = s.purchases
-            break
-          case 'lastPurchaseAt':
-            out.lastPurchaseAt = s.lastPurchaseTs === null ? null : isoString(s.lastPurchaseTs)
-            break
-          case 'daysSinceLastPurchase':
-            out.daysSinceLastPurchase = daysSince(cal, s.lastPurchaseTs, ctx.now)
-            break
-          case 'next': {
-            const next = nextDue(s, cal)
-            out.next = next === undefined ? null : { stage: next.rule.to, at: isoString(next.at), rule: next.rule.label }
-            break
-          }
-        }
+      if (want('stage')) out.stage = s.stage
+      if (want('previousStage')) out.previousStage = s.previous
+      if (want('since')) out.since = s.since === null ? null : isoString(s.since)
+      if (want('daysInStage')) out.daysInStage = daysSince(cal, s.since, ctx.now)
+      if (want('purchases')) out.purchases = s.purchases
+      if (want('lastPurchaseAt')) out.lastPurchaseAt = s.lastPurchaseTs === null ? null : isoString(s.lastPurchaseTs)
+      if (want('daysSinceLastPurchase')) out.daysSinceLastPurchase = daysSince(cal, s.lastPurchaseTs, ctx.now)
+      if (want('next')) {
+        const next = nextDue(s, cal)
+        out.next = next === undefined ? null : { stage: next.rule.to, at: isoString(next.at), rule: next.rule.label }
       }
       return out
     }

@@ -262,12 +262,11 @@ export default defineOperator<LoyaltyConfig, LoyaltyState>({
         policy: config.downgrade.policy,
       }
       if (rolling) {
+        const want = (f: string): boolean => fields === undefined || fields.has(f)
         full.windowDays = windowDays
         // The next expiry is an object of its own (not rule-visible): formatted only when asked for.
-        if (fields === undefined || fields.has('nextExpiry')) {
-          full.nextExpiry = oldest === undefined ? null : { at: isoString(cal.startOfDay(oldest[0] + windowDays)), points: toPoints(oldest[1]) }
-        }
-        if (fields === undefined || fields.has('tierUntil')) full.tierUntil = until === undefined ? null : isoString(until)
+        if (want('nextExpiry')) full.nextExpiry = oldest === undefined ? null : { at: isoString(cal.startOfDay(oldest[0] + windowDays)), points: toPoints(oldest[1]) }
+        if (want('tierUntil')) full.tierUntil = until === undefined ? null : isoString(until)
       }
       return full
     }
