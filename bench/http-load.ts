@@ -34,6 +34,7 @@ import { fileURLToPath } from 'node:url'
 import autocannon from 'autocannon'
 import { parse, stringify } from 'yaml'
 import { writeNdjsonFile } from '../src/workload/generator.js'
+import { metricValue } from './lib/metrics-text.js'
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..')
 
@@ -188,9 +189,7 @@ async function startEngine(configPath: string): Promise<Engine> {
 }
 
 async function metric(base: string, name: string): Promise<number> {
-  const text = await (await fetch(`${base}/metrics`)).text()
-  const line = text.split('\n').find((l) => l.startsWith(`${name} `))
-  return Number(line?.split(' ')[1] ?? NaN)
+  return metricValue(await (await fetch(`${base}/metrics`)).text(), name)
 }
 
 const recordsIn = (base: string) => metric(base, 'tagstream_events_received_total')

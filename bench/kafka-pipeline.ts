@@ -40,6 +40,7 @@ import type { Config } from '../src/config/schema.js'
 import { openRuntime } from '../src/runtime.js'
 import { createLiveWorkload, encodeNdjsonLine, generateWorkload } from '../src/workload/generator.js'
 import { FOUNDATION_OPERATORS, REPO_ROOT, startCli, writeConfig, type CliResult } from '../tests/support/cli.js'
+import { metricValue } from './lib/metrics-text.js'
 import { ENGINE_ENV, startNode } from './lib/processes.js'
 import { endOffsets, produceMessages, startKafkaMock, type KafkaMock } from '../tests/support/kafka-mock.js'
 
@@ -335,24 +336,9 @@ export interface KafkaLatencyResult {
   readonly engineLoopDelayP99Ms: number
 }
 
-/** A gauge's value from a Prometheus text exposition (NaN when absent). */
-function gaugeValue(text: string, name: string): number {
-  const line = text.split('\n').find((l) => l.startsWith(`${name} `))
-  return line === undefined ? Number.NaN : Number(line.slice(name.length + 1))
-}
-
-/** The sum of every series of a metric (labelled or not) in a Prometheus text exposition. */
-function metricSum(text: string, name: string): number {
-  let sum = 0
-  for (const line of text.split('\n')) {
-    if (line.startsWith(`${name} `) || line.startsWith(`${name}{`)) sum += Number(line.slice(line.lastIndexOf(' ') + 1))
-  }
-  return sum
-}
-
 /** Records the engine has applied, skipped as duplicates or rejected, from its metrics. */
 function recordsHandled(metrics: string): number {
-  return metricSum(metrics, 'tagstream_events_applied_total') + metricSum(metrics, 'tagstream_events_duplicate_total') + metricSum(metrics, 'tagstream_events_invalid_total')
+  return ['tagstream_events_applied_total', 'tagstream_events_duplicate_total', 'tagstream_events_invalid_total'].reduce((n, name) => n + (metricValue(metrics, name) || 0), 0)
 }
 
 /** bench/bare/kafka-pipe as a child process: built JS beside this module, or TS under tsx. */
@@ -392,8 +378,8 @@ export async function measureKafkaLatency(options: KafkaLatencyOptions = {}): Pr
  * them could have arrived: the pipe has handled every record produced (the engine's applied,
  * duplicate and rejected counters; the bare pipe produces one message per event) and no change
  * came for DRAIN_QUIET_MS. Records read are not enough: a batch is counted as received when read,
- * before it waits for its users' records and is applied. A window whose changes never arrive fails the measurement rather than report
- * the latency of none.
+ * before it waits for its users' records and is applied. A window whose changes never arrive fails
+ * the measurement rather than report the latency of none.
  */
 export async function measureKafkaLatencyPhases(options: KafkaLatencyOptions = {}): Promise<KafkaLatencyResult[]> {
   const phases: readonly LatencyPhase[] = options.phases ?? [
@@ -576,8 +562,8 @@ export async function measureKafkaLatencyPhases(options: KafkaLatencyOptions = {
           p999Ms: ms(99.9),
           maxMs: histogram.maxValue / 1000,
           drainMs: Math.round(drainMs),
-          engineLoopDelayMaxMs: gaugeValue(windowEnd, 'nodejs_eventloop_lag_max_seconds') * 1000,
-          engineLoopDelayP99Ms: gaugeValue(windowEnd, 'nodejs_eventloop_lag_p99_seconds') * 1000,
+          engineLoopDelayMaxMs: metricValue(windowEnd, 'nodejs_eventloop_lag_max_seconds') * 1000,
+          engineLoopDelayP99Ms: metricValue(windowEnd, 'nodejs_eventloop_lag_p99_seconds') * 1000,
         }
         log(`latency through the ${pipe} at ${phase.eventsPerSecond} events/s offered: ${JSON.stringify(result)}`)
         results.push(result)
