@@ -223,6 +223,12 @@ class PartitionTask {
   watermark: number
   /** Store timer entries with due <= this are in `heap` (or fired). */
   scannedUpTo = -Infinity
+  /**
+   * No timer in the store is due in (scannedUpTo, storedTimersFrom): the first stored due past the
+   * last scan, lowered at every commit by the timers it writes past `scannedUpTo`. A clock that moves
+   * less far needs no scan (most moves, in a replay cut at each day's sweep). -Infinity: unknown.
+   */
+  storedTimersFrom = -Infinity
   /** Timers that are due soon: loaded from the store or registered with due <= scannedUpTo. */
   readonly heap = new TimerHeap()
   /** Timers registered since the last commit with due > scannedUpTo (the store does not have them yet). */
@@ -1175,16 +1181,28 @@ export class Engine {
 
   /** Moves timers due at or before `target` into the partition's heap; returns the clock they cover. */
   private async loadTimersUpTo(task: PartitionTask, target: number, wanted: Set<string>): Promise<number> {
-    if (target > task.scannedUpTo) {
+    if (target > task.scannedUpTo && target < task.storedTimersFrom) {
+      // The store has nothing due up to the target: only timers not written yet can be.
+      task.scannedUpTo = target
+      this.takePendingTimers(task)
+    } else if (target > task.scannedUpTo) {
       // A commit may land while the store is read: its timers are then taken from `landingTimers`,
       // which stays until this scan is done (a timer found both ways fires once: the second entry
       // is stale when it comes, see fireTimer).
       task.timerScans++
       let entries: TimerEntry[]
       let covered = target
+      let storedFrom = -Infinity
       try {
-        entries = await this.store.scanTimers(task.partition, task.scannedUpTo, target, this.timerScanLimit)
+        const [found, nextDue] = await Promise.all([
+          this.store.scanTimers(task.partition, task.scannedUpTo, target, this.timerScanLimit),
+          this.store.nextTimerDue(task.partition, target),
+        ])
+        entries = found
+        storedFrom = nextDue
         if (entries.length === this.timerScanLimit) {
+          // The scan stopped early: what follows what it covers is not known.
+          storedFrom = -Infinity
           // A full scan may have stopped inside one due instant: cover only the instants before the
           // last one, unless that would cover nothing, then read that one instant whole.
           const lastDue = (entries[entries.length - 1] as TimerEntry).due
@@ -1201,11 +1219,10 @@ export class Engine {
       }
       for (const e of entries) task.heap.push(e)
       task.scannedUpTo = covered
-      for (const pending of [task.uncommitted, task.landingTimers]) {
-        while (pending !== undefined && pending.size > 0 && (pending.peek() as TimerEntry).due <= covered) {
-          task.heap.push(pending.pop() as TimerEntry)
-        }
-      }
+      this.takePendingTimers(task)
+      // The scan may have read the store before a commit in flight landed: its timers past the
+      // scan are still in `landingTimers` (kept while a scan runs), and count as stored.
+      task.storedTimersFrom = Math.min(storedFrom, task.landingTimers?.peek()?.due ?? Infinity)
       if (task.landedTimers && task.timerScans === 0) {
         task.landingTimers = undefined
         task.landedTimers = false
@@ -1217,6 +1234,16 @@ export class Engine {
       if (!this.cache.has(key)) wanted.add(key)
     })
     return task.scannedUpTo
+  }
+
+  /** Moves the timers not in the store yet (uncommitted, or in the commit in flight) due by `scannedUpTo` into the heap. */
+  private takePendingTimers(task: PartitionTask): void {
+    const covered = task.scannedUpTo
+    for (const pending of [task.uncommitted, task.landingTimers]) {
+      while (pending !== undefined && pending.size > 0 && (pending.peek() as TimerEntry).due <= covered) {
+        task.heap.push(pending.pop() as TimerEntry)
+      }
+    }
   }
 
   /** Cache lookup that refreshes recency; true on a hit. */
@@ -2316,6 +2343,9 @@ export class Engine {
         task.landedTimers = false
       }
       if (task.uncommitted.size > 0) {
+        // These go to the store now: a scan can no longer skip their dues.
+        const first = (task.uncommitted.peek() as TimerEntry).due
+        if (first < task.storedTimersFrom) task.storedTimersFrom = first
         if (task.landingTimers === undefined) task.landingTimers = task.uncommitted
         else for (let e = task.uncommitted.pop(); e !== undefined; e = task.uncommitted.pop()) task.landingTimers.push(e)
         task.uncommitted = new TimerHeap()

@@ -68,6 +68,15 @@ export function timerRange(partition: number, afterMs: number, uptoMs: number): 
   return { gt: `${p}${encodeDue(afterMs)}"`, lt }
 }
 
+/** Range of the timer index entries due after `afterMs`, to the partition's last. */
+export function timersAfter(partition: number, afterMs: number): { gt?: string; gte?: string; lt: string } {
+  const p = `${partitionPrefix(partition)}t!`
+  // '"' follows '!': the first key past every `t!` key of the partition.
+  const lt = `${partitionPrefix(partition)}t"`
+  if (afterMs < 0 || !Number.isFinite(afterMs)) return { gte: p, lt }
+  return { gt: `${p}${encodeDue(afterMs)}"`, lt }
+}
+
 /** The due time of a timer index key. */
 export function dueOfTimerKey(key: string): number {
   const start = 'p0000!t!'.length

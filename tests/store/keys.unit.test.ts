@@ -43,6 +43,24 @@ describe('store', () => {
     await store.close()
   })
 
+  it('finds the first timer due after an instant in the partition, past every unusual user id due at it', async () => {
+    const store = await Store.open(mkdtempSync(join(tmpdir(), 'ts-store-')))
+    const put = (p: number, due: number, u: string) => ({ type: 'put' as const, key: timerKey(p, due, u, 'op\u0000t'), value: store.encode([u, 'op\u0000t']) })
+    // Partition 1's neighbours: its users and clock, partition 2's timers. None is a timer of 1.
+    await store.commit(
+      [put(1, 100, 'm"q'), put(1, 100, '\u{1F600}'), put(1, 250, 'a'), put(2, 120, 'b'), put(0, 5, 'c')]
+        .concat([{ type: 'put' as const, key: userKey(1, 'zz'), value: store.encode({}) }]),
+      true,
+    )
+    expect(await store.nextTimerDue(1, -Infinity)).toBe(100)
+    expect(await store.nextTimerDue(1, 99)).toBe(100)
+    expect(await store.nextTimerDue(1, 100)).toBe(250)
+    expect(await store.nextTimerDue(1, 250)).toBe(Infinity)
+    expect(await store.nextTimerDue(3, -Infinity)).toBe(Infinity)
+    expect(await store.nextTimerDue(0, 5)).toBe(Infinity)
+    await store.close()
+  })
+
   it('refuses a partition count other than the one the store was made with', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'ts-store-'))
     const store = await Store.open(dir)
