@@ -4,7 +4,8 @@
  * as the nightly batch systems they replace compute them.
  *
  * A local day index is the number of days from 1970-01-01 to the local calendar date, so in UTC it
- * is `floor(ts / DAY_MS)`. Offsets come from Intl and are memoized per quarter hour.
+ * is `floor(ts / DAY_MS)`. Offsets come from Intl and are memoized per UTC day, or per quarter hour
+ * on the days the zone's offset changes.
  */
 export const DAY_MS = 86_400_000
 const QUARTER_HOUR_MS = 900_000
@@ -56,18 +57,33 @@ function zonedCalendar(timeZone: string): Calendar {
     minute: 'numeric',
     second: 'numeric',
   })
-  const memo = new Map<number, number>()
+  function offsetAt(at: number): number {
+    const p: Record<string, number> = {}
+    for (const part of format.formatToParts(at)) if (part.type !== 'literal') p[part.type] = Number(part.value)
+    const local = Date.UTC(p.year as number, (p.month as number) - 1, p.day as number, p.hour as number, p.minute as number, p.second as number)
+    return local - at
+  }
+  // An Intl call costs about 15 µs. Zones change offset on a few days a year, at whole quarter
+  // hours: a UTC day whose first and last quarter hours have one offset has it throughout (two
+  // changes that cancel within one day are not in the tz database). Other days: per quarter hour.
+  const byDay = new Map<number, number>()
+  const byQuarterHour = new Map<number, number>()
   function offset(ts: number): number {
-    const bucket = Math.floor(ts / QUARTER_HOUR_MS)
-    let off = memo.get(bucket)
+    const day = Math.floor(ts / DAY_MS)
+    let off = byDay.get(day)
     if (off === undefined) {
-      const at = bucket * QUARTER_HOUR_MS
-      const p: Record<string, number> = {}
-      for (const part of format.formatToParts(at)) if (part.type !== 'literal') p[part.type] = Number(part.value)
-      const local = Date.UTC(p.year as number, (p.month as number) - 1, p.day as number, p.hour as number, p.minute as number, p.second as number)
-      off = local - at
-      if (memo.size > 200_000) memo.clear()
-      memo.set(bucket, off)
+      const first = offsetAt(day * DAY_MS)
+      off = first === offsetAt((day + 1) * DAY_MS - QUARTER_HOUR_MS) ? first : Number.NaN
+      if (byDay.size > 100_000) byDay.clear()
+      byDay.set(day, off)
+    }
+    if (!Number.isNaN(off)) return off
+    const bucket = Math.floor(ts / QUARTER_HOUR_MS)
+    off = byQuarterHour.get(bucket)
+    if (off === undefined) {
+      off = offsetAt(bucket * QUARTER_HOUR_MS)
+      if (byQuarterHour.size > 100_000) byQuarterHour.clear()
+      byQuarterHour.set(bucket, off)
     }
     return off
   }

@@ -25,6 +25,35 @@ describe('calendar', () => {
     expect(berlin.startOfDay(day(2024, 9, 28)) - berlin.startOfDay(day(2024, 9, 27))).toBe(25 * 3_600_000)
   })
 
+  it("gives Intl's own offset at every quarter hour of the days around each zone change", () => {
+    // Zones with DST at 01:00Z, at local 02:00, by 30 minutes (Lord Howe), a +5:45 zone, and Apia,
+    // which skipped 30 December 2011.
+    const zones = ['Europe/Berlin', 'America/New_York', 'Australia/Lord_Howe', 'Asia/Kathmandu', 'Pacific/Apia', 'America/Santiago']
+    for (const zone of zones) {
+      const cal = calendarFor(zone)
+      const intl = new Intl.DateTimeFormat('en-US', { timeZone: zone, hourCycle: 'h23', year: 'numeric', month: 'numeric', day: 'numeric', hour: 'numeric', minute: 'numeric', second: 'numeric' })
+      const offsetOf = (at: number): number => {
+        const p = Object.fromEntries(intl.formatToParts(at).filter((x) => x.type !== 'literal').map((x) => [x.type, Number(x.value)]))
+        return Date.UTC(p.year, p.month - 1, p.day, p.hour, p.minute, p.second) - at
+      }
+      let changes = 0
+      // Every quarter hour of 2024 (of mid-2011 to mid-2012 for Apia): each change, and the days on either side.
+      const years = zone === 'Pacific/Apia' ? [[Date.UTC(2011, 6, 1), Date.UTC(2012, 6, 1)]] : [[Date.UTC(2024, 0, 1), Date.UTC(2025, 0, 1)]]
+      for (const [from, to] of years as [number, number][]) {
+        let previous = offsetOf(from)
+        for (let at = from; at < to; at += 900_000) {
+          const expected = offsetOf(at)
+          if (expected !== previous) changes++
+          previous = expected
+          if (cal.offset(at) !== expected) expect(`${zone} ${new Date(at).toISOString()} ${cal.offset(at)}`).toBe(`${zone} ${new Date(at).toISOString()} ${expected}`)
+          // Inside the quarter hour too: the first and last millisecond.
+          if (cal.offset(at + 899_999) !== expected) expect(`${zone} ${new Date(at + 899_999).toISOString()}`).toBe(String(expected))
+        }
+      }
+      if (zone !== 'Asia/Kathmandu') expect(changes, zone).toBeGreaterThanOrEqual(2)
+    }
+  })
+
   it('handles zones where midnight is skipped and half-hour offsets', () => {
     // Santiago moved clocks from 24:00 to 01:00 on 2024-09-08: that day starts at 01:00 local (04:00Z).
     const santiago = calendarFor('America/Santiago')
