@@ -66,6 +66,12 @@ export interface KafkaPipelineOptions {
    * holds every record, with V8's sampling profiler, into `<profileDir>/CPU.kafka-pipeline.<time>.<run>.cpuprofile`.
    */
   readonly profileDir?: string
+  /**
+   * One round of both sides before the measured ones, discarded (default true). Without it the first
+   * pipeline run in a process ran at about half the rate of the next two in every quick run, with
+   * every cost in its profile 1.6-2x: code not yet optimized, which a running engine is past.
+   */
+  readonly warmup?: boolean
   readonly log?: (line: string) => void
 }
 
@@ -169,7 +175,7 @@ async function startCpuProfile(): Promise<(path: string) => Promise<void>> {
   }
 }
 
-async function pipelineRun(bootstrap: string, input: string, total: number, run: number, operators: OperatorSet, profileDir?: string): Promise<{ eventsPerSecond: number; tagChanges: number }> {
+async function pipelineRun(bootstrap: string, input: string, total: number, run: number, operators: OperatorSet, profileDir?: string): Promise<{ eventsPerSecond: number; tagChanges: number; commits: number; sweepStepMs: number }> {
   const dataDir = mkdtempSync(join(tmpdir(), 'ts-bench-kafka-'))
   const output = `bench-changes-${run}-${Date.now().toString(36)}`
   const config = buildConfig({
@@ -212,6 +218,7 @@ async function pipelineRun(bootstrap: string, input: string, total: number, run:
   const stopProfile = await profiling
   await stopProfile?.(join(profileDir as string, `CPU.kafka-pipeline.${new Date().toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, '')}.${run + 1}.cpuprofile`))
   const tagChanges = engine.stats.tagChanges
+  const { commits, sweepStepMs } = engine.stats
   // Every record the commit holds was applied, skipped as a duplicate, or rejected, before it was written.
   const handled = engine.stats.eventsApplied + engine.stats.duplicates + Object.values(engine.stats.invalid).reduce((a, b) => a + b, 0)
   await runtime.stop()
@@ -227,7 +234,7 @@ async function pipelineRun(bootstrap: string, input: string, total: number, run:
     if (lowOffset !== 0) throw new Error(`output partition ${p} lost data in the mock (low watermark ${lowOffset}): lower EVENTS`)
   }
   await new Promise<void>((res) => consumer.disconnect(() => res()))
-  return { eventsPerSecond: total / ((t1 - t0) / 1000), tagChanges }
+  return { eventsPerSecond: total / ((t1 - t0) / 1000), tagChanges, commits, sweepStepMs }
 }
 
 /** The same engine over the same records from an NDJSON file, in this process: open to the final commit. */
@@ -265,6 +272,11 @@ export async function measureKafkaPipeline(options: KafkaPipelineOptions = {}): 
     const pipeline: number[] = []
     const fromFile: number[] = []
     let tagChanges = 0
+    if (options.warmup ?? true) {
+      const warmBare = await bareConsume(bootstrap, input, events)
+      const warmPipeline = await pipelineRun(bootstrap, input, events, -1, options.operators ?? 'default')
+      log(`warm-up, not measured: bare ${Math.round(warmBare)} events/s, pipeline ${Math.round(warmPipeline.eventsPerSecond)} events/s (${warmPipeline.commits} commits)`)
+    }
     for (let i = 0; i < repeats; i++) {
       bare.push(await bareConsume(bootstrap, input, events))
       const p = await pipelineRun(bootstrap, input, events, i, options.operators ?? 'default', options.profileDir)
@@ -273,7 +285,7 @@ export async function measureKafkaPipeline(options: KafkaPipelineOptions = {}): 
       fromFile.push(await fileRun(file, events, options.operators ?? 'default'))
       log(
         `run ${i + 1}/${repeats}: bare ${Math.round(bare[i] as number)} events/s, pipeline ${Math.round(p.eventsPerSecond)} events/s ` +
-          `(${p.tagChanges} tag changes), same engine from a file ${Math.round(fromFile[i] as number)} events/s`,
+          `(${p.tagChanges} tag changes, ${p.commits} commits, ${Math.round(p.sweepStepMs)} ms in sweep steps), same engine from a file ${Math.round(fromFile[i] as number)} events/s`,
       )
     }
     const medianBare = median(bare)
