@@ -15,12 +15,14 @@
  * Scenarios are the modules in bench/scenarios/ (each exports `scenario`, see lib/scenario.ts);
  * issue #7's scenarios without a module in this build are reported as not available.
  */
+import { spawnSync } from 'node:child_process'
 import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs'
 import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import { parseArgs } from 'node:util'
 import { topInclusiveCosts, topSelfCosts, type Cost } from './lib/cpuprofile.js'
 import { environmentOverrides, gitCommit, machine } from './lib/machine.js'
+import { ENGINE_ENV } from './lib/processes.js'
 import { EXPECTED_SCENARIOS, type BenchContext, type Figure, type Scenario, type Target } from './lib/scenario.js'
 import { sizesFor } from './lib/sizes.js'
 import { summarize, type Summary } from './lib/stats.js'
@@ -262,7 +264,14 @@ async function main(): Promise<void> {
   if (results.some((r) => r.status === 'failed')) process.exitCode = 1
 }
 
-main().catch((err: unknown) => {
-  process.stderr.write(`bench: ${(err as Error).stack ?? String(err)}\n`)
-  process.exit(1)
-})
+if (process.env.UV_THREADPOOL_SIZE === undefined) {
+  // libuv sizes its pool once, before this module runs (the module loader uses it): scenario 2's
+  // engines run in this process, so it starts again with the environment the tagstream command sets.
+  const child = spawnSync(process.execPath, [...process.execArgv, ...process.argv.slice(1)], { stdio: 'inherit', env: { ...process.env, ...ENGINE_ENV } })
+  process.exit(child.status ?? 1)
+} else {
+  main().catch((err: unknown) => {
+    process.stderr.write(`bench: ${(err as Error).stack ?? String(err)}\n`)
+    process.exit(1)
+  })
+}

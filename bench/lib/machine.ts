@@ -50,7 +50,7 @@ const SECRET_NAME = /PASSWORD|SECRET|TOKEN|KEY|SASL|AUTH|CREDENTIAL/i
 export function environmentOverrides(env: NodeJS.ProcessEnv = process.env): Record<string, string> {
   const out: Record<string, string> = {}
   for (const [name, value] of Object.entries(env).sort(([a], [b]) => (a < b ? -1 : 1))) {
-    if (value === undefined || !(name.startsWith('TAGSTREAM_') || name === 'MALLOC_ARENA_MAX')) continue
+    if (value === undefined || !(name.startsWith('TAGSTREAM_') || name === 'MALLOC_ARENA_MAX' || name === 'UV_THREADPOOL_SIZE')) continue
     out[name] = SECRET_NAME.test(name) ? '(redacted)' : value
   }
   return out

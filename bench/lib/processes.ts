@@ -51,13 +51,15 @@ export interface ProcessResult {
 }
 
 /**
- * The malloc arenas `bin/tagstream` (the tagstream command) runs the engine with, unless the
- * environment sets them: every measured process, engine and bare loops, runs as a deployment does.
+ * The malloc arenas and libuv thread pool `bin/tagstream` (the tagstream command) runs the engine
+ * with, unless the environment sets them: every measured process, engine and bare loops, runs as a
+ * deployment does. (The bench's own process too: `bench/run.ts` starts itself again with them.)
  */
 const MALLOC_ARENA_MAX = process.env.MALLOC_ARENA_MAX ?? '2'
+const UV_THREADPOOL_SIZE = process.env.UV_THREADPOOL_SIZE ?? '16'
 
 /** What the environment of a measured engine process adds (for processes started elsewhere, e.g. `startCli`). */
-export const ENGINE_ENV: NodeJS.ProcessEnv = { MALLOC_ARENA_MAX }
+export const ENGINE_ENV: NodeJS.ProcessEnv = { MALLOC_ARENA_MAX, UV_THREADPOOL_SIZE }
 
 /** Starts a node program as a measured process; `stdout()` is what it printed so far. */
 export function startNode(args: readonly string[], options: { cwd?: string } = {}): { child: ChildProcess; done: Promise<ProcessResult>; stdout(): string } {

@@ -60,6 +60,8 @@ describe('bench --quick', () => {
 
     expect(report.schema).toBe('tagstream-bench/1')
     expect(report.environment).toMatchObject({ TAGSTREAM_ENGINE__CACHE_MAX_USERS: '150000', TAGSTREAM_HTTP__READ_TOKEN: '(redacted)' })
+    // The bench's own process runs with the thread pool the tagstream command sets (it starts itself again).
+    expect(report.environment).toMatchObject({ UV_THREADPOOL_SIZE: process.env.UV_THREADPOOL_SIZE ?? '16' })
     expect(JSON.stringify(report)).not.toContain('not-for-a-results-file')
     expect(report.mode).toBe('quick')
     expect(report.runs).toBe(3)
