@@ -162,7 +162,11 @@ export const ConfigSchema = Type.Object(
       {
         partitions: Type.Integer({ minimum: 1, maximum: 1024, default: 4, description: 'Partitions that embedded sources route users to (Kafka brings its own)' }),
         batchSize: Type.Integer({ minimum: 1, default: 4096, description: 'Records read and processed together' }),
-        commitIntervalMs: Type.Integer({ minimum: 1, default: 1000 }),
+        commitIntervalMs: Type.Integer({
+          minimum: 1,
+          default: 1000,
+          description: 'Commit at least this often while records keep coming; an engine that has read everything its sources have commits at once',
+        }),
         commitEvents: Type.Integer({ minimum: 1, default: 50000, description: 'Commit after this many events even before the interval' }),
         syncWrites: Type.Boolean({ default: true, description: 'fsync the store on every commit' }),
         cacheMaxUsers: Type.Integer({ minimum: 1, default: 200000, description: 'User states kept in memory (dirty ones stay until committed)' }),

@@ -844,7 +844,11 @@ export class Engine {
       // A sweep's backlog (see commitBacklogFull) only: events are bounded by commitEvents, and
       // waiting for the commit in flight would hold up the events behind it.
       const full = this.eventsSinceCommit >= commitEvents || (this.sweeping && this.commitBacklogFull)
-      if (full || (now - this.lastCommitAt >= commitIntervalMs && this.hasUncommitted())) {
+      // Caught up (no source had a record this round) with no background pass running: commit now,
+      // not at the interval, so that a quiet stream's last changes reach the sinks (SSE pushed,
+      // files fsynced, Kafka acknowledged) and its state is durable one poll after it, not a second.
+      const caughtUp = received === 0 && !this.sweeping && this.definitions.passes.length === 0
+      if (full || ((caughtUp || now - this.lastCommitAt >= commitIntervalMs) && this.hasUncommitted())) {
         // One commit in flight at a time; with `commitEvents` applied since, or a sweep's backlog of
         // users to commit, wait for it (memory bound).
         if (full) await this.awaitLanding()
@@ -2231,8 +2235,9 @@ export class Engine {
    * which read users from the store, wait for it to land first.
    */
   async commit(): Promise<void> {
+    // A background commit that failed was reported when it failed: its error is rethrown, not reported again.
+    await this.awaitLanding()
     try {
-      await this.awaitLanding()
       await this.startCommit()
     } catch (err) {
       this.lifecycle?.commitFailed?.(err)

@@ -6,7 +6,7 @@ import { validateConfig } from '../../src/config/load.js'
 import { Engine } from '../../src/engine/engine.js'
 import type { DerivedTags, Operator } from '../../src/operator-api.js'
 import { Store } from '../../src/store/store.js'
-import { CaptureSink } from '../support/engine-fixture.js'
+import { CaptureSink, createFixture } from '../support/engine-fixture.js'
 import { ScriptedPartitions } from '../support/scripted-partitions.js'
 
 const T0 = Date.UTC(2024, 0, 1)
@@ -59,5 +59,47 @@ describe('commit listeners', () => {
     // The last commit holds every record.
     expect(landings[landings.length - 1]?.held).toBe(2000)
     expect(engine.stats.eventsApplied).toBe(2000)
+  })
+
+  it('come as soon as the engine has read everything its sources have, not at the interval', async () => {
+    // An interval far beyond the test: only a caught-up engine's commit can land in time.
+    const fx = await createFixture([visits as Operator], { engine: { commitIntervalMs: 600_000 } })
+    const landed: number[] = []
+    let onLanding: (() => void) | undefined
+    fx.engine.onCommitted(() => {
+      landed.push(fx.engine.stats.eventsApplied)
+      onLanding?.()
+    })
+    const nextCommit = (): Promise<void> =>
+      new Promise((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`no commit within 5 s (commits so far after ${landed.join(', ')} events)`)), 5000)
+        onLanding = () => {
+          clearTimeout(timer)
+          resolve()
+        }
+      })
+    const running = fx.engine.run({ untilEnd: false })
+    const visit = (i: number) => ({ eventId: `q${i}`, userId: 'u1', type: 'view', ts: T0 + i * 1000, properties: {} })
+
+    let commit = nextCommit()
+    fx.source.push(visit(1), visit(2), visit(3))
+    await commit
+    // The change is in the sinks (flushed by the commit) and the state holds all three visits.
+    expect(landed).toEqual([3])
+    expect(fx.changes.changes.map((c) => [c.tag, c.op, c.to])).toEqual([['regular', 'entered', true]])
+    expect((await fx.engine.profile('u1'))?.state.visits).toEqual({ n: 3 })
+
+    // Quiet again: nothing new to commit, so no commit either.
+    await new Promise((r) => setTimeout(r, 300))
+    expect(landed).toEqual([3])
+
+    commit = nextCommit()
+    fx.source.push(visit(4))
+    await commit
+    expect(landed).toEqual([3, 4])
+
+    await fx.engine.stop()
+    await running
+    await fx.close()
   })
 })

@@ -50,7 +50,10 @@ export class ArraySource implements Source {
     this.position = position
   }
 
-  async poll(max: number): Promise<SourceRecord[] | null> {
+  async poll(max: number, waitMs = 0): Promise<SourceRecord[] | null> {
+    // Drained but not ended: wait a little, as a live source does (at most `waitMs`), so that a
+    // running engine's loop lets timers and I/O in.
+    if (this.position >= this.records.length && !this.ended && waitMs > 0) await new Promise((r) => setTimeout(r, Math.min(waitMs, 5)))
     const out: SourceRecord[] = []
     while (out.length < max && this.position < this.records.length) {
       out.push({ value: this.records[this.position] as Buffer, offset: this.position, nextOffset: this.position + 1 })
