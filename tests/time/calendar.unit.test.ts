@@ -33,8 +33,9 @@ describe('calendar', () => {
       const cal = calendarFor(zone)
       const intl = new Intl.DateTimeFormat('en-US', { timeZone: zone, hourCycle: 'h23', year: 'numeric', month: 'numeric', day: 'numeric', hour: 'numeric', minute: 'numeric', second: 'numeric' })
       const offsetOf = (at: number): number => {
-        const p = Object.fromEntries(intl.formatToParts(at).filter((x) => x.type !== 'literal').map((x) => [x.type, Number(x.value)]))
-        return Date.UTC(p.year, p.month - 1, p.day, p.hour, p.minute, p.second) - at
+        const p: Record<string, number> = Object.fromEntries(intl.formatToParts(at).filter((x) => x.type !== 'literal').map((x) => [x.type, Number(x.value)]))
+        const part = (name: string): number => p[name] as number
+        return Date.UTC(part('year'), part('month') - 1, part('day'), part('hour'), part('minute'), part('second')) - at
       }
       let changes = 0
       // Every quarter hour of 2024 (of mid-2011 to mid-2012 for Apia): each change, and the days on either side.
