@@ -159,7 +159,6 @@ async function bareConsume(bootstrap: string, topic: string, total: number): Pro
   }
 }
 
-/** The engine in this process: from its first assignment until the commit that holds the last record. */
 /** V8's sampling profiler on this thread, through the inspector: what `--cpu-prof` writes, for one stretch of a run. */
 async function startCpuProfile(): Promise<(path: string) => Promise<void>> {
   const session = new Session()
@@ -175,6 +174,7 @@ async function startCpuProfile(): Promise<(path: string) => Promise<void>> {
   }
 }
 
+/** The engine in this process: from its first assignment until the commit that holds the last record. */
 async function pipelineRun(bootstrap: string, input: string, total: number, run: number, operators: OperatorSet, profileDir?: string): Promise<{ eventsPerSecond: number; tagChanges: number; commits: number; sweepStepMs: number }> {
   const dataDir = mkdtempSync(join(tmpdir(), 'ts-bench-kafka-'))
   const output = `bench-changes-${run}-${Date.now().toString(36)}`
@@ -217,8 +217,7 @@ async function pipelineRun(bootstrap: string, input: string, total: number, run:
   clearInterval(ready)
   const stopProfile = await profiling
   await stopProfile?.(join(profileDir as string, `CPU.kafka-pipeline.${new Date().toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, '')}.${run + 1}.cpuprofile`))
-  const tagChanges = engine.stats.tagChanges
-  const { commits, sweepStepMs } = engine.stats
+  const { tagChanges, commits, sweepStepMs } = engine.stats
   // Every record the commit holds was applied, skipped as a duplicate, or rejected, before it was written.
   const handled = engine.stats.eventsApplied + engine.stats.duplicates + Object.values(engine.stats.invalid).reduce((a, b) => a + b, 0)
   await runtime.stop()

@@ -34,6 +34,7 @@ import {
   isTagId,
   operatorConfigError,
   isoString,
+  viewWants,
 } from '../src/operator-api.js'
 
 /** Name of the one timer this operator registers: the earliest time-triggered transition. */
@@ -427,7 +428,7 @@ export default defineOperator<LifecycleConfig, LifecycleState>({
       const cal = calendarFor(ctx.timeZone)
       const s = settle(state, ctx.now, cal)
       // Only what the caller reads (a rule reads `stage`, a projection a few fields); all for a profile.
-      const want = (f: string): boolean => fields === undefined || fields.has(f)
+      const want = viewWants(fields)
       const out: Record<string, unknown> = {}
       if (want('stage')) out.stage = s.stage
       if (want('previousStage')) out.previousStage = s.previous

@@ -34,6 +34,7 @@ import {
   isTagId,
   operatorConfigError,
   isoString,
+  viewWants,
 } from '../src/operator-api.js'
 
 /** Name of the one timer this operator registers (rollingWindow only). */
@@ -262,7 +263,7 @@ export default defineOperator<LoyaltyConfig, LoyaltyState>({
         policy: config.downgrade.policy,
       }
       if (rolling) {
-        const want = (f: string): boolean => fields === undefined || fields.has(f)
+        const want = viewWants(fields)
         full.windowDays = windowDays
         // The next expiry is an object of its own (not rule-visible): formatted only when asked for.
         if (want('nextExpiry')) full.nextExpiry = oldest === undefined ? null : { at: isoString(cal.startOfDay(oldest[0] + windowDays)), points: toPoints(oldest[1]) }

@@ -38,6 +38,7 @@ import {
   isTagId,
   operatorConfigError,
   isoString,
+  viewWants,
 } from '../src/operator-api.js'
 
 const CELL_PATTERN = '^[1-5],[1-5],[1-5]$'
@@ -401,7 +402,7 @@ export default defineOperator<RfmConfig, RfmState>({
     }
 
     function view(state: RfmState, ctx: OperatorContext, fields?: ReadonlySet<string>): Readonly<Record<string, unknown>> {
-      const want = (f: string): boolean => fields === undefined || fields.has(f)
+      const want = viewWants(fields)
       const out: Record<string, unknown> = {}
       if (want('lastPurchaseAt')) out.lastPurchaseAt = state.lastPurchaseTs === null ? null : isoString(state.lastPurchaseTs)
       if (want('recencyDays')) out.recencyDays = recencyDays(state, ctx)

@@ -156,6 +156,11 @@ export interface Operator<S = unknown> {
   rescoreTagValues?(scored: Readonly<Record<string, number>>, ctx: OperatorContext): Readonly<Record<string, TagValue>>
 }
 
+/** For an operator's `view`: whether its caller reads `field` (every field when `fields` is undefined). */
+export function viewWants(fields: ReadonlySet<string> | undefined): (field: string) => boolean {
+  return fields === undefined ? () => true : (field) => fields.has(field)
+}
+
 /** A field of an operator's view as rules see it (CEL types; `timestamp` fields are ISO-8601 strings in the view). */
 export type ViewFieldType = 'int' | 'double' | 'string' | 'bool' | 'timestamp' | 'list<string>'
 

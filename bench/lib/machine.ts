@@ -1,5 +1,6 @@
 import { execFileSync } from 'node:child_process'
 import { cpus, totalmem, platform, release } from 'node:os'
+import { ENGINE_ENV } from './processes.js'
 
 export interface Machine {
   readonly cpuModel: string
@@ -43,14 +44,15 @@ const SECRET_NAME = /PASSWORD|SECRET|TOKEN|KEY|SASL|AUTH|CREDENTIAL/i
 
 /**
  * What the environment changed in the measured processes: `TAGSTREAM_*` config overrides (they
- * reach every engine the bench starts) and `MALLOC_ARENA_MAX`. A results file says, for example,
- * that its sweep ran with `TAGSTREAM_ENGINE__SWEEP_THREADS=0`. Values of variables that may hold
- * credentials are replaced by "(redacted)".
+ * reach every engine the bench starts) and the variables `ENGINE_ENV` sets (malloc arenas, libuv
+ * threads). A results file says, for example, that its sweep ran with
+ * `TAGSTREAM_ENGINE__SWEEP_THREADS=0`. Values of variables that may hold credentials are replaced
+ * by "(redacted)".
  */
 export function environmentOverrides(env: NodeJS.ProcessEnv = process.env): Record<string, string> {
   const out: Record<string, string> = {}
   for (const [name, value] of Object.entries(env).sort(([a], [b]) => (a < b ? -1 : 1))) {
-    if (value === undefined || !(name.startsWith('TAGSTREAM_') || name === 'MALLOC_ARENA_MAX' || name === 'UV_THREADPOOL_SIZE')) continue
+    if (value === undefined || !(name.startsWith('TAGSTREAM_') || Object.hasOwn(ENGINE_ENV, name))) continue
     out[name] = SECRET_NAME.test(name) ? '(redacted)' : value
   }
   return out

@@ -60,12 +60,9 @@ export function timerKey(partition: number, dueMs: number, userId: string, timer
 
 /** Range of the timer index entries due in (afterMs, uptoMs]. */
 export function timerRange(partition: number, afterMs: number, uptoMs: number): { gt?: string; gte?: string; lt: string } {
-  const p = `${partitionPrefix(partition)}t!`
   // Every entry due at D starts with `D!`, and '!' < '"': so `D"` bounds all entries due at D
   // whatever bytes the user id holds.
-  const lt = `${p}${encodeDue(uptoMs)}"`
-  if (afterMs < 0 || !Number.isFinite(afterMs)) return { gte: p, lt }
-  return { gt: `${p}${encodeDue(afterMs)}"`, lt }
+  return { ...timersAfter(partition, afterMs), lt: `${partitionPrefix(partition)}t!${encodeDue(uptoMs)}"` }
 }
 
 /** Range of the timer index entries due after `afterMs`, to the partition's last. */
