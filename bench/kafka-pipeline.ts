@@ -5,6 +5,7 @@
  *   EVENTS=100000 REPEATS=3 npx tsx bench/kafka-pipeline.ts
  *   LATENCY=0 npx tsx bench/kafka-pipeline.ts       # throughput only
  *   OPERATORS=light npx tsx bench/kafka-pipeline.ts # fact + two counters instead of the default six
+ *   POPULATION_SCOPE=partition npx tsx bench/kafka-pipeline.ts  # RFM ranked within each partition
  *   THROUGHPUT=0 RATE=5000 npx tsx bench/kafka-pipeline.ts  # latency only, at another offered rate
  *   THROUGHPUT=0 PIPE=bare npx tsx bench/kafka-pipeline.ts  # latency through the bare pipe (the limit)
  *
@@ -37,6 +38,7 @@ import * as hdr from 'hdr-histogram-js'
 import { parse } from 'yaml'
 import { validateConfig } from '../src/config/load.js'
 import type { Config } from '../src/config/schema.js'
+import type { PopulationScope } from '../src/engine/population.js'
 import { openRuntime } from '../src/runtime.js'
 import { createLiveWorkload, encodeNdjsonLine, generateWorkload } from '../src/workload/generator.js'
 import { FOUNDATION_OPERATORS, REPO_ROOT, startCli, writeConfig, type CliResult } from '../tests/support/cli.js'
@@ -61,6 +63,8 @@ export interface KafkaPipelineOptions {
    * timers, ...); `light`: fact + two counters (the e2e tests' set), where the Kafka path weighs more.
    */
   readonly operators?: OperatorSet
+  /** `engine.populationScope` of the pipeline and file runs (default: the config's default, `process`). */
+  readonly populationScope?: PopulationScope
   /**
    * Profiles each pipeline run (the engine runs in this process) from its start to the commit that
    * holds every record, with V8's sampling profiler, into `<profileDir>/CPU.kafka-pipeline.<time>.<run>.cpuprofile`.
@@ -106,6 +110,12 @@ export async function withCluster<T>(bootstrap: string | undefined, fn: (bootstr
   } finally {
     await mock?.stop()
   }
+}
+
+/** What the pipeline and file runs of one measurement configure. */
+interface EngineChoice {
+  readonly operators: OperatorSet
+  readonly populationScope: PopulationScope
 }
 
 /** The operators and time zone of the default configuration, or the light set. */
@@ -175,13 +185,20 @@ async function startCpuProfile(): Promise<(path: string) => Promise<void>> {
 }
 
 /** The engine in this process: from its first assignment until the commit that holds the last record. */
-async function pipelineRun(bootstrap: string, input: string, total: number, run: number, operators: OperatorSet, profileDir?: string): Promise<{ eventsPerSecond: number; tagChanges: number; commits: number; sweepStepMs: number }> {
+async function pipelineRun(
+  bootstrap: string,
+  input: string,
+  total: number,
+  run: number,
+  choice: EngineChoice,
+  profileDir?: string,
+): Promise<{ eventsPerSecond: number; tagChanges: number; commits: number; sweepStepMs: number }> {
   const dataDir = mkdtempSync(join(tmpdir(), 'ts-bench-kafka-'))
   const output = `bench-changes-${run}-${Date.now().toString(36)}`
   const config = buildConfig({
     dataDir,
-    ...operatorConfig(operators),
-    engine: { partitions: PARTITIONS },
+    ...operatorConfig(choice.operators),
+    engine: { partitions: PARTITIONS, populationScope: choice.populationScope },
     time: { idleAdvanceMs: 0 },
     sources: [{ name: 'events', type: 'kafka', brokers: bootstrap, groupId: `bench-${run}-${randomUUID()}`, topics: [{ topic: input }], sessionTimeoutMs: 6000 }],
     sinks: { tagChanges: [{ type: 'kafka', brokers: bootstrap, topic: output }], deadLetter: { type: 'ndjson-file' } },
@@ -237,9 +254,9 @@ async function pipelineRun(bootstrap: string, input: string, total: number, run:
 }
 
 /** The same engine over the same records from an NDJSON file, in this process: open to the final commit. */
-async function fileRun(file: string, total: number, operators: OperatorSet): Promise<number> {
+async function fileRun(file: string, total: number, choice: EngineChoice): Promise<number> {
   const dataDir = mkdtempSync(join(tmpdir(), 'ts-bench-file-'))
-  const config = buildConfig({ dataDir, ...operatorConfig(operators), engine: { partitions: PARTITIONS }, sinks: { tagChanges: [{ type: 'ndjson-file' }] } })
+  const config = buildConfig({ dataDir, ...operatorConfig(choice.operators), engine: { partitions: PARTITIONS, populationScope: choice.populationScope }, sinks: { tagChanges: [{ type: 'ndjson-file' }] } })
   const runtime = await openRuntime(config, { live: false, replayFiles: [file] })
   const t0 = performance.now()
   await runtime.engine.run({ untilEnd: true })
@@ -271,17 +288,18 @@ export async function measureKafkaPipeline(options: KafkaPipelineOptions = {}): 
     const pipeline: number[] = []
     const fromFile: number[] = []
     let tagChanges = 0
+    const engine: EngineChoice = { operators: options.operators ?? 'default', populationScope: options.populationScope ?? 'process' }
     if (options.warmup ?? true) {
       const warmBare = await bareConsume(bootstrap, input, events)
-      const warmPipeline = await pipelineRun(bootstrap, input, events, -1, options.operators ?? 'default')
+      const warmPipeline = await pipelineRun(bootstrap, input, events, -1, engine)
       log(`warm-up, not measured: bare ${Math.round(warmBare)} events/s, pipeline ${Math.round(warmPipeline.eventsPerSecond)} events/s (${warmPipeline.commits} commits)`)
     }
     for (let i = 0; i < repeats; i++) {
       bare.push(await bareConsume(bootstrap, input, events))
-      const p = await pipelineRun(bootstrap, input, events, i, options.operators ?? 'default', options.profileDir)
+      const p = await pipelineRun(bootstrap, input, events, i, engine, options.profileDir)
       pipeline.push(p.eventsPerSecond)
       tagChanges = p.tagChanges
-      fromFile.push(await fileRun(file, events, options.operators ?? 'default'))
+      fromFile.push(await fileRun(file, events, engine))
       log(
         `run ${i + 1}/${repeats}: bare ${Math.round(bare[i] as number)} events/s, pipeline ${Math.round(p.eventsPerSecond)} events/s ` +
           `(${p.tagChanges} tag changes, ${p.commits} commits, ${Math.round(p.sweepStepMs)} ms in sweep steps), same engine from a file ${Math.round(fromFile[i] as number)} events/s`,
@@ -609,6 +627,7 @@ if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
       events: Number(process.env.EVENTS ?? 100_000),
       repeats: Number(process.env.REPEATS ?? 3),
       operators,
+      ...(process.env.POPULATION_SCOPE === undefined ? {} : { populationScope: process.env.POPULATION_SCOPE as PopulationScope }),
       log,
     })
     console.log(

@@ -1,6 +1,7 @@
 /**
- * RFM operator: recency, frequency and monetary value per user, scored 1-5 against every scored user
- * the engine holds (quintiles of the "min" rank, the definition batch RFM analyses use), and the
+ * RFM operator: recency, frequency and monetary value per user, scored 1-5 against the scored users
+ * of the population (`engine.populationScope`: every user the process holds, or the user's
+ * partition; quintiles of the "min" rank, the definition batch RFM analyses use), and the
  * segments built on them: the 11-segment map of the cell "R,F,M" (Champions ... Lost) and the
  * 8-segment value model (R, F, M each above or below the population mean).
  *

@@ -59,7 +59,8 @@ export interface OperatorContext {
   timer(name: string): number | undefined
   /**
    * Population statistics of one of this operator's declared `population` dimensions, as they
-   * stand at this point of the stream (in a re-scoring sweep: frozen at the sweep's clock).
+   * stand at this point of the stream (in a re-scoring sweep: frozen at the sweep's clock), over
+   * the users of `engine.populationScope`: the process's partitions, or this user's partition.
    */
   population(dimension: string): PopulationView
 }

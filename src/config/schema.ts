@@ -167,6 +167,11 @@ export const ConfigSchema = Type.Object(
           default: 1000,
           description: 'Commit at least this often while records keep coming; an engine that has read everything its sources have commits at once',
         }),
+        populationScope: Type.Union([Type.Literal('process'), Type.Literal('partition')], {
+          default: 'process',
+          description:
+            "Which users population-ranked values (RFM quintiles and means) are ranked among. process: every user of the partitions this process holds, exact as a batch analysis of them; but through Kafka, what the other partitions hold at an instant depends on how the consumer interleaves them, so a replay after a crash or a rebalance can re-score differently. partition: the users of the user's own partition, a random sample of the whole by hash; ranks follow from that partition's events alone, so replays, rebalances and added processes give the same tags and tag-change ids",
+        }),
         commitEvents: Type.Integer({ minimum: 1, default: 50000, description: 'Commit after this many events even before the interval' }),
         syncWrites: Type.Boolean({ default: true, description: 'fsync the store on every commit' }),
         cacheMaxUsers: Type.Integer({ minimum: 1, default: 200000, description: 'User states kept in memory (dirty ones stay until committed)' }),

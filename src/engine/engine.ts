@@ -58,7 +58,7 @@ import {
   type RuleResult,
 } from '../tags/rules.js'
 import { partitionFor } from './partitioner.js'
-import { type CompactionPolicy, PopulationLog, Populations, type SharedPopulations } from './population.js'
+import { type CompactionPolicy, PopulationLog, Populations, ScopedPopulations, type SharedPopulations } from './population.js'
 import { ProjectionLayout, ProjectionReader, projectedViewBuilder, type EncodedProjection } from './projection.js'
 import { SweepDecider, type DecisionLane } from './sweep-decider.js'
 import type { SweepChunk, SweepJob, SweepScan } from './sweep-scan.js'
@@ -506,8 +506,8 @@ export class Engine {
   private readonly dispatchByType = new Map<string, readonly OperatorSlot[]>()
 
   private readonly tasks = new Map<number, PartitionTask>()
-  /** Population statistics of every operator that ranks users, over every user this engine holds. */
-  readonly populations = new Populations()
+  /** Population statistics of every operator that ranks users, by partition under `engine.populationScope`. */
+  readonly populations: ScopedPopulations
   /** User records by store key; Map order is recency of use (LRU). */
   private readonly cache = new Map<string, UserRecord>()
   private readonly dirtyUsers = new Set<string>()
@@ -583,6 +583,7 @@ export class Engine {
     this.slotByName = new Map(this.slots.map((s) => [s.op.name, s]))
     this.rescoreSlots = this.slots.filter((s) => s.op.rescore === true)
     this.hasRankedOperators = this.slots.some((s) => s.op.scoredValues !== undefined)
+    this.populations = new ScopedPopulations(this.config.engine.populationScope)
     this.populationLog = new PopulationLog(this.store, this.slots.map((s) => s.op), options.populationCompaction)
     this.projection = new ProjectionLayout(this.slots.map((s) => s.op))
     this.readProjections = options.readProjections ?? true
@@ -702,7 +703,7 @@ export class Engine {
       if (clock?.sweepAt !== undefined && this.sweepMinutes !== undefined) {
         // A sweep interrupted by a stop or a crash resumes where its committed cursor is, against
         // the population as restored (the one at its instant is gone).
-        task.sweep = { at: clock.sweepAt, populations: this.populations.snapshot(), cursor: clock.sweepCursor, startKey: undefined, wrapped: false }
+        task.sweep = { at: clock.sweepAt, populations: this.populations.of(task.partition).snapshot(), cursor: clock.sweepCursor, startKey: undefined, wrapped: false }
       }
       if (Number.isFinite(task.watermark)) task.nextSweepAt = this.nextSweepAfter(Math.max(task.watermark, clock?.sweepAt ?? -Infinity))
     }
@@ -968,7 +969,7 @@ export class Engine {
       }
       this.setTag(rec, removed, undefined, now, cause, announce)
     } else {
-      const ctx = new CallContext(rec, now, this.config.timeZone, this.populations)
+      const ctx = new CallContext(rec, now, this.config.timeZone, this.populations.of(rec.p))
       let next: DerivedTag | undefined | typeof KEEP
       if (slot.rule !== undefined) next = this.evaluateRule(slot, rec, ctx, new Map())
       else {
@@ -988,7 +989,7 @@ export class Engine {
       if (next !== KEEP) this.setTag(rec, slot, next, now, cause, announce)
     }
     // Strategy tags reading the changed tag follow it.
-    if (this.roundTags.size > 0) this.evaluateStrategies(rec, new CallContext(rec, now, this.config.timeZone, this.populations), NO_OPERATORS, false, now, cause)
+    if (this.roundTags.size > 0) this.evaluateStrategies(rec, new CallContext(rec, now, this.config.timeZone, this.populations.of(rec.p)), NO_OPERATORS, false, now, cause)
   }
 
   /** One chunk of the oldest definition pass, partition by partition. Called between batches. */
@@ -1319,7 +1320,7 @@ export class Engine {
     // Apply every operator first; commit their states and timers only if none throws, so a
     // failing operator leaves the user exactly as before the event.
     const now = task.watermark
-    const ctx = new CallContext(rec, now, this.config.timeZone, this.populations)
+    const ctx = new CallContext(rec, now, this.config.timeZone, this.populations.of(rec.p))
     const changed: Change[] = []
     try {
       for (const slot of slots) {
@@ -1368,6 +1369,7 @@ export class Engine {
   private movePopulations(changed: readonly Change[], undo: boolean, partition: number): void {
     if (!this.hasRankedOperators) return
     const journal = this.populationLog.journal(partition)
+    const populations = this.populations.of(partition)
     const moves: { op: string; from: Readonly<Record<string, number>> | undefined; to: Readonly<Record<string, number>> | undefined }[] = []
     for (const c of changed) {
       const scored = c.slot.op.scoredValues
@@ -1379,11 +1381,11 @@ export class Engine {
     for (let i = 0; i < moves.length; i++) {
       const m = moves[i] as (typeof moves)[number]
       try {
-        this.populations.update(m.op, m.from, m.to, journal)
+        populations.update(m.op, m.from, m.to, journal)
       } catch (err) {
         for (let j = i - 1; j >= 0; j--) {
           const done = moves[j] as (typeof moves)[number]
-          this.populations.update(done.op, done.to, done.from, journal)
+          populations.update(done.op, done.to, done.from, journal)
         }
         throw err
       }
@@ -1465,7 +1467,7 @@ export class Engine {
     const previous = task.sweep
     task.sweep = {
       at,
-      populations: this.populations.snapshot(),
+      populations: this.populations.of(task.partition).snapshot(),
       cursor: previous?.cursor,
       startKey: previous?.cursor,
       wrapped: false,
@@ -1895,7 +1897,7 @@ export class Engine {
     const slot = this.slotByName.get(opName)
     if (slot === undefined || slot.op.onTimer === undefined) return // operator removed from config since
     this.stats.timersFired++
-    const ctx = new CallContext(rec, entry.due, this.config.timeZone, this.populations)
+    const ctx = new CallContext(rec, entry.due, this.config.timeZone, this.populations.of(rec.p))
     ctx.operator = opName
     const stored = rec.ops[opName]
     const before = stored ?? slot.op.initialState()
@@ -2607,7 +2609,7 @@ export class Engine {
     const counts = emptyCounts()
     const partitions = [...this.tasks.keys()].sort((a, b) => a - b)
     const fromRecord = (rec: UserRecord): RuleResult | undefined => {
-      const ctx = new CallContext(rec, this.task(rec.p).watermark, this.config.timeZone, this.populations)
+      const ctx = new CallContext(rec, this.task(rec.p).watermark, this.config.timeZone, this.populations.of(rec.p))
       return evaluateView(rule, buildView(this.viewSource(rec, ctx, new Map(), viewFields)))
     }
     // The rule reads only what projections hold: partitions whose projections are written are read
@@ -2754,7 +2756,7 @@ export class Engine {
   async profile(userId: string, asOf?: number): Promise<Profile | undefined> {
     const rec = await this.findRecord(userId)
     if (rec === undefined) return undefined
-    return buildProfile(rec, this.slots, asOf ?? this.task(rec.p).watermark, this.config.timeZone, this.populations)
+    return buildProfile(rec, this.slots, asOf ?? this.task(rec.p).watermark, this.config.timeZone, this.populations.of(rec.p))
   }
 }
 

@@ -386,6 +386,50 @@ export class Populations {
 }
 
 /**
+ * Which users a ranked value is ranked among (`engine.populationScope`).
+ * - `process`: every user of every partition this process holds. Exact among them, as a batch
+ *   analysis over the same users; but at any instant the other partitions hold what has been
+ *   consumed of them so far, which through Kafka depends on how the consumer interleaves them.
+ * - `partition`: the users of the user's own partition. Ranks then follow from that partition's
+ *   events alone, so a replay after a crash, a rebalance or a second process gives the same
+ *   population-ranked tags (and tag-change ids) as the first run. With users spread over the
+ *   partitions by hash, each partition is a random sample of the whole.
+ */
+export type PopulationScope = 'process' | 'partition'
+
+/** The engine's population statistics, by partition, under a `PopulationScope`. */
+export class ScopedPopulations {
+  /** `process` scope: the one population every partition shares. */
+  private readonly whole: Populations | undefined
+  private readonly byPartition = new Map<number, Populations>()
+
+  constructor(readonly scope: PopulationScope) {
+    this.whole = scope === 'process' ? new Populations() : undefined
+  }
+
+  /** The population a user of `partition` is ranked among (created empty on first use). */
+  of(partition: number): Populations {
+    if (this.whole !== undefined) return this.whole
+    let own = this.byPartition.get(partition)
+    if (own === undefined) {
+      own = new Populations()
+      this.byPartition.set(partition, own)
+    }
+    return own
+  }
+
+  /** The population the partitions share, if they share one: what leaving partitions are taken out of. */
+  get shared(): Populations | undefined {
+    return this.whole
+  }
+
+  /** Drops partitions' own populations (`partition` scope; a shared one is left to `PopulationLog.forget`). */
+  drop(partitions: Iterable<number>): void {
+    for (const p of partitions) this.byPartition.delete(p)
+  }
+}
+
+/**
  * The columns of the stored population values: one per (operator, dimension) of every ranked
  * operator, in declaration order. `id` is stored with the values; values written with another
  * layout (operators or dimensions changed) are rebuilt from the user records.
@@ -780,7 +824,7 @@ export async function rebuildPopulations(
   store: Store,
   operators: readonly Operator[] | ScoredLayout,
   partitionsIn: Iterable<number>,
-  into: Populations,
+  into: Populations | ScopedPopulations,
   options: { persist: boolean; progress?: { usersRestored: number } } = { persist: false },
 ): Promise<Map<number, RestoredPartition>> {
   const layout = operators instanceof ScoredLayout ? operators : new ScoredLayout(operators)
@@ -819,8 +863,17 @@ export async function rebuildPopulations(
     if (legacyLayout !== undefined) await store.dropScoredLayout()
     for (const p of partitions) await store.clearScored(p)
   }
-  // Each partition's column is sorted: merged, not sorted again.
-  layout.columns.forEach((c, i) => into.get(c.operator, c.dimension).addAll(mergeAll(perPartition.map((columns) => columns[i] as Float64Array))))
+  const shared = into instanceof ScopedPopulations ? into.shared : into
+  if (shared !== undefined) {
+    // Each partition's column is sorted: merged, not sorted again.
+    layout.columns.forEach((c, i) => shared.get(c.operator, c.dimension).addAll(mergeAll(perPartition.map((columns) => columns[i] as Float64Array))))
+  } else {
+    const scoped = into as ScopedPopulations
+    partitions.forEach((p, k) => {
+      const own = scoped.of(p)
+      layout.columns.forEach((c, i) => own.get(c.operator, c.dimension).addAll((perPartition[k] as Float64Array[])[i] as Float64Array))
+    })
+  }
   return restored
 }
 
@@ -937,7 +990,7 @@ export class PopulationLog {
   }
 
   /** Restores the partitions' population statistics into `into` (adding to what it holds). */
-  async restore(partitions: readonly number[], into: Populations, progress?: { usersRestored: number }): Promise<void> {
+  async restore(partitions: readonly number[], into: Populations | ScopedPopulations, progress?: { usersRestored: number }): Promise<void> {
     await this.idle()
     const restored = await rebuildPopulations(this.store, this.layout, partitions, into, { persist: true, ...(progress !== undefined ? { progress } : {}) })
     for (const [p, r] of restored) this.partitions.set(p, new PartitionLog(this.layout, r))
@@ -975,9 +1028,10 @@ export class PopulationLog {
 
   /**
    * Takes committed partitions out of `from` (handed to another process), from their stored
-   * population: the inverse of `restore`, called when the store holds all they moved.
+   * population: the inverse of `restore`, called when the store holds all they moved. Partitions
+   * with populations of their own (`partition` scope) are dropped from it, nothing read.
    */
-  async forget(partitions: readonly number[], from: Populations): Promise<void> {
+  async forget(partitions: readonly number[], from: Populations | ScopedPopulations): Promise<void> {
     for (const p of partitions) {
       const log = this.partitions.get(p)
       if (log?.hasPending === true) throw new TagstreamError(ErrorCodes.ENGINE_STATE, `partition ${p} forgotten with uncommitted population moves`)
@@ -985,7 +1039,9 @@ export class PopulationLog {
     }
     // A compaction of one of them may still be writing.
     await this.idle()
-    if (this.layout.width === 0) return
+    const shared = from instanceof ScopedPopulations ? from.shared : from
+    if (from instanceof ScopedPopulations) from.drop(partitions)
+    if (this.layout.width === 0 || shared === undefined) return
     for (const p of partitions) {
       const stored = await readStored(this.store, this.layout, p)
       let columns: Float64Array[]
@@ -994,7 +1050,7 @@ export class PopulationLog {
         warnUnusable(p, stored)
         columns = await columnsFromRecords(this.store, this.layout, p, undefined)
       }
-      this.layout.columns.forEach((c, i) => from.get(c.operator, c.dimension).removeAll(columns[i] as Float64Array))
+      this.layout.columns.forEach((c, i) => shared.get(c.operator, c.dimension).removeAll(columns[i] as Float64Array))
     }
   }
 

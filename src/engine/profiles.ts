@@ -4,7 +4,7 @@ import type { Operator } from '../operator-api.js'
 import { Store } from '../store/store.js'
 import { buildProfile } from './engine.js'
 import { createOperators } from './operators.js'
-import { Populations, rebuildPopulations } from './population.js'
+import { ScopedPopulations, rebuildPopulations } from './population.js'
 
 /** Reads profiles straight from a store that no engine has open (the `profile` command). */
 export class ProfileReader {
@@ -14,7 +14,7 @@ export class ProfileReader {
     private readonly config: Readonly<Config>,
     private readonly partitions: readonly number[],
     private readonly clocks: ReadonlyMap<number, number>,
-    private readonly populations: Populations,
+    private readonly populations: ScopedPopulations,
   ) {}
 
   static async open(config: Readonly<Config>, path: string): Promise<ProfileReader> {
@@ -25,7 +25,7 @@ export class ProfileReader {
       const partitions = [...Array(meta?.partitions ?? config.engine.partitions).keys()]
       const clocks = new Map<number, number>()
       for (const p of partitions) clocks.set(p, ((await store.readClock(p))?.maxTs ?? 0) - config.time.allowedLatenessMs)
-      const populations = new Populations()
+      const populations = new ScopedPopulations(config.engine.populationScope)
       await rebuildPopulations(store, operators, partitions, populations)
       return new ProfileReader(store, operators, config, partitions, clocks, populations)
     } catch (err) {
@@ -41,14 +41,14 @@ export class ProfileReader {
   async get(userId: string, asOf?: number): Promise<Profile | undefined> {
     const rec = await this.store.findUser(userId, this.partitions)
     if (rec === undefined) return undefined
-    return buildProfile(rec, this.slots(), asOf ?? this.clocks.get(rec.p) ?? 0, this.config.timeZone, this.populations)
+    return buildProfile(rec, this.slots(), asOf ?? this.clocks.get(rec.p) ?? 0, this.config.timeZone, this.populations.of(rec.p))
   }
 
   async *all(asOf?: number): AsyncGenerator<Profile> {
     const slots = this.slots()
     for (const p of this.partitions) {
       const now = asOf ?? this.clocks.get(p) ?? 0
-      for await (const rec of this.store.iterateUsers(p)) yield buildProfile(rec, slots, now, this.config.timeZone, this.populations)
+      for await (const rec of this.store.iterateUsers(p)) yield buildProfile(rec, slots, now, this.config.timeZone, this.populations.of(p))
     }
   }
 

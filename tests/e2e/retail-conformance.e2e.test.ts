@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { beforeAll, describe, expect, it } from 'vitest'
 import { DEFAULT_SEGMENT_MAP } from '../../operators/rfm.js'
+import { partitionFor } from '../../src/engine/partitioner.js'
 import type { Profile } from '../../src/contracts/profile.js'
 import { assertBuilt, readNdjson, runCli, writeConfig } from '../support/cli.js'
 
@@ -76,6 +77,32 @@ function writeEvents(path: string): number {
   })
   writeFileSync(path, lines.join('\n') + '\n')
   return lines.length
+}
+
+/**
+ * The reference's scores of `rows`, ranked among `rows` only, by its own rule (the dataset's README):
+ * min ranks, 1..maxRank cut into 5 equal-width bins, recency's labels reversed.
+ */
+function referenceScores(rows: readonly Reference[]): Map<string, { r: number; f: number; m: number }> {
+  const scorer = (values: readonly number[]) => {
+    const sorted = [...values].sort((a, b) => a - b)
+    const rank = (v: number) => {
+      let lo = 0
+      let hi = sorted.length
+      while (lo < hi) {
+        const mid = (lo + hi) >> 1
+        if ((sorted[mid] as number) < v) lo = mid + 1
+        else hi = mid
+      }
+      return lo + 1
+    }
+    const maxRank = rank(sorted.at(-1) as number)
+    return (v: number) => (maxRank <= 1 ? 3 : Math.max(1, Math.ceil((5 * (rank(v) - 1)) / (maxRank - 1))))
+  }
+  const r = scorer(rows.map((x) => x.recency))
+  const f = scorer(rows.map((x) => x.frequency))
+  const m = scorer(rows.map((x) => x.monetary))
+  return new Map(rows.map((x) => [x.customerId, { r: 6 - r(x.recency), f: f(x.frequency), m: m(x.monetary) }]))
 }
 
 async function profiles(configPath: string): Promise<Map<string, Profile>> {
@@ -151,5 +178,29 @@ describe('Online Retail RFM conformance', () => {
     expect(mismatches.slice(0, 20), `${mismatches.length} of 4338 customers differ`).toStrictEqual([])
     // And cell by cell, for the 113 cells the data has.
     for (const ref of reference) expect(DEFAULT_SEGMENT_MAP[ref.cell], ref.cell).toBe(ref.segment)
+  }, 120_000)
+
+  it('with populationScope partition, every customer is scored among the customers of its partition, by the reference rule', async () => {
+    // The rule reproduces the reference over all customers (a check of this test's own ranking).
+    const whole = referenceScores(reference)
+    expect(reference.filter((ref) => JSON.stringify(whole.get(ref.customerId)) !== JSON.stringify({ r: ref.r, f: ref.f, m: ref.m }))).toStrictEqual([])
+    const partitions = 4
+    const byPartition = new Map<string, { r: number; f: number; m: number }>()
+    for (let p = 0; p < partitions; p++) {
+      for (const [id, scores] of referenceScores(reference.filter((ref) => partitionFor(ref.customerId, partitions) === p))) byPartition.set(id, scores)
+    }
+    // Enough customers score otherwise among their partition for the test to tell the scopes apart.
+    const moved = reference.filter((ref) => JSON.stringify(byPartition.get(ref.customerId)) !== JSON.stringify(whole.get(ref.customerId))).length
+    expect(moved).toBeGreaterThan(100)
+    const { configPath: scoped } = writeConfig({ dataDir, engine: { partitions, populationScope: 'partition' }, operators: [{ name: 'rfm', type: 'rfm' }] })
+    const byUser = await profiles(scoped)
+    const mismatches = reference.flatMap((ref) => {
+      const v = byUser.get(ref.customerId)?.state.rfm as RfmView | undefined
+      const want = byPartition.get(ref.customerId) as { r: number; f: number; m: number }
+      const cell = `${want.r},${want.f},${want.m}`
+      const got = { scores: v?.scores, cell: v?.cell, segment: v?.segment }
+      return JSON.stringify(got) === JSON.stringify({ scores: want, cell, segment: DEFAULT_SEGMENT_MAP[cell] }) ? [] : [{ customer: ref.customerId, want: { ...want, cell }, got }]
+    })
+    expect(mismatches.slice(0, 20), `${mismatches.length} of 4338 customers differ`).toStrictEqual([])
   }, 120_000)
 })

@@ -128,14 +128,14 @@ describe('population statistics after a restart', () => {
     f.source.push(...stream())
     await f.drain()
     const expected = await fromRecords(f.store, operators(), 2)
-    expectSame(f.engine.populations, expected)
+    expectSame(f.engine.populations.of(0), expected)
     // A snapshot per partition (written at the first open), and deltas from the commits; no s! value.
     const keys = await populationKeys(f)
     expect(keys.heads).toBe(2)
     expect(keys.deltas).toBeGreaterThan(0)
     expect(keys.legacy).toBe(0)
     const g = await f.reopen()
-    expectSame(g.engine.populations, expected)
+    expectSame(g.engine.populations.of(0), expected)
     await g.close()
   })
 
@@ -149,10 +149,10 @@ describe('population statistics after a restart', () => {
     await f.store.commit(ops, true)
     expect(await populationKeys(f)).toEqual({ heads: 0, deltas: 0, legacy: 0 })
     const g = await f.reopen()
-    expectSame(g.engine.populations, expected)
+    expectSame(g.engine.populations.of(0), expected)
     expect(await populationKeys(g)).toEqual({ heads: 2, deltas: 0, legacy: 0 })
     const h = await g.reopen()
-    expectSame(h.engine.populations, expected)
+    expectSame(h.engine.populations.of(0), expected)
     await h.close()
   })
 
@@ -165,13 +165,13 @@ describe('population statistics after a restart', () => {
     const users = new Set(stream().map((e) => (e as { userId: string }).userId)).size
     expect(await populationKeys(f)).toEqual({ heads: 0, deltas: 0, legacy: users })
     const g = await f.reopen()
-    expectSame(g.engine.populations, expected)
+    expectSame(g.engine.populations.of(0), expected)
     // Converted: snapshots written, the s! values and their layout gone (an older engine would
     // rebuild from the records rather than trust values no commit updates any more).
     expect(await populationKeys(g)).toEqual({ heads: 2, deltas: 0, legacy: 0 })
     expect(await g.store.entriesIn({ gte: SCORED_LAYOUT_KEY, lt: `${SCORED_LAYOUT_KEY}\u0000` }, 1)).toEqual([])
     const h = await g.reopen()
-    expectSame(h.engine.populations, expected)
+    expectSame(h.engine.populations.of(0), expected)
     await h.close()
   })
 
@@ -183,10 +183,10 @@ describe('population statistics after a restart', () => {
     // Same store, now with a second ranked operator: the old layout has no column for it.
     const g = await createFixture(operators(), {}, { dir: f.dir })
     const expected = await fromRecords(g.store, operators(), 2)
-    expect(g.engine.populations.get('spend', 'total').count).toBeGreaterThan(0)
+    expect(g.engine.populations.of(0).get('spend', 'total').count).toBeGreaterThan(0)
     // The new operator has seen no event yet.
-    expect(g.engine.populations.get('visits', 'n').count).toBe(0)
-    expectSame(g.engine.populations, expected)
+    expect(g.engine.populations.of(0).get('visits', 'n').count).toBe(0)
+    expectSame(g.engine.populations.of(0), expected)
     const head = g.store.decode<{ layout: string }>((await g.store.entriesIn({ gte: populationHeadKey(0), lt: `${populationHeadKey(0)}\u0000` }, 1))[0]?.[1] as Buffer)
     expect(head.layout).toBe(new ScoredLayout(operators()).id)
     await g.close()

@@ -164,12 +164,12 @@ describe('population snapshot and deltas', () => {
         sweeps += f.engine.stats.sweepsStarted
         const expected = await fromRecords(f.store, PARTITIONS)
         // The live statistics, the stored ones, and the ones a restart restores.
-        expectEqual(f.engine.populations, expected, false)
+        expectEqual(f.engine.populations.of(0), expected, false)
         // (Compactions run after commits land: wait for the last one before reading.)
         await f.engine.close()
         expectEqual(await fromSnapshots(f.store, PARTITIONS), expected, true)
         f = await f.reopen()
-        expectEqual(f.engine.populations, expected, true)
+        expectEqual(f.engine.populations.of(0), expected, true)
       }
       // Every path that moves population values ran: events, undone events, timers; and sweeps.
       expect(rejected).toBeGreaterThan(20)
@@ -237,25 +237,64 @@ describe('population snapshot and deltas', () => {
 
     source.assign([0, 1]).push(both(0, 500))
     await engine.run({ untilEnd: true })
-    expectEqual(engine.populations, await fromRecords(store, [0, 1]), false)
-    const visitors = engine.populations.get('visits', 'n').count
+    expectEqual(engine.populations.of(0), await fromRecords(store, [0, 1]), false)
+    const visitors = engine.populations.of(0).get('visits', 'n').count
     expect(visitors).toBeGreaterThan(50)
     // Partition 0 goes to another process: its users leave the statistics.
     source.revoke([0]).push(onlyOne(500, 900))
     await engine.run({ untilEnd: true })
-    expectEqual(engine.populations, await fromRecords(store, [1]), false)
-    expect(engine.populations.get('visits', 'n').count).toBeGreaterThan(20)
-    expect(engine.populations.get('visits', 'n').count).toBeLessThan(visitors - 20)
+    expectEqual(engine.populations.of(0), await fromRecords(store, [1]), false)
+    expect(engine.populations.of(0).get('visits', 'n').count).toBeGreaterThan(20)
+    expect(engine.populations.of(0).get('visits', 'n').count).toBeLessThan(visitors - 20)
     // And comes back, with what the store holds of it.
     source.assign([0]).push(both(900, 1500))
     await engine.run({ untilEnd: true })
     const expected = await fromRecords(store, [0, 1])
-    expectEqual(engine.populations, expected, false)
+    expectEqual(engine.populations.of(0), expected, false)
     await engine.close()
     expectEqual(await fromSnapshots(store, PARTITIONS), expected, true)
     engine = await start(new ScriptedPartitions(partitionOf).assign([0, 1]))
     await engine.run({ untilEnd: true })
-    expectEqual(engine.populations, expected, true)
+    expectEqual(engine.populations.of(0), expected, true)
+    await engine.close()
+    await store.close()
+  })
+
+  it('with populationScope partition: one per partition, dropped on revocation, restored on assignment and after a restart', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'ts-popscope-'))
+    const store = await LevelStore.open(join(dir, 'store'))
+    const start = async (source: ScriptedPartitions): Promise<Engine> => {
+      const { config } = validateConfig({ engine: { ...SMALL_COMMITS.engine, populationScope: 'partition' } })
+      const engine = new Engine({ config: config!, store, operators: operators(), sources: [source], sinks: [new CaptureSink()], deadLetters: new CaptureSink(), now: () => Date.UTC(2030, 0, 1) })
+      await engine.open()
+      return engine
+    }
+    const own = async (engine: Engine, partitions: readonly number[]): Promise<void> => {
+      expect(engine.populations.shared).toBeUndefined()
+      for (const p of partitions) expectEqual(engine.populations.of(p), await fromRecords(store, [p]), false)
+    }
+    const source = new ScriptedPartitions(partitionOf)
+    let engine = await start(source)
+    const events = stream(0, 1200)
+    source.assign([0, 1]).push(events.slice(0, 600))
+    await engine.run({ untilEnd: true })
+    await own(engine, [0, 1])
+    // Each partition ranks among its own users only.
+    const visitors = [0, 1].map((p) => engine.populations.of(p).get('visits', 'n').count)
+    expect(Math.min(...visitors)).toBeGreaterThan(20)
+    expect(visitors[0]! + visitors[1]!).toBe((await fromRecords(store, [0, 1])).get('visits', 'n').count)
+    source.revoke([0]).push(events.slice(600, 900).filter((e) => partitionOf(e) === 1))
+    await engine.run({ untilEnd: true })
+    await own(engine, [1])
+    // Partition 0's population went with it.
+    expect(engine.populations.of(0).get('visits', 'n').count).toBe(0)
+    source.assign([0]).push(events.slice(900))
+    await engine.run({ untilEnd: true })
+    await own(engine, [0, 1])
+    await engine.close()
+    engine = await start(new ScriptedPartitions(partitionOf).assign([0, 1]))
+    await engine.run({ untilEnd: true })
+    await own(engine, [0, 1])
     await engine.close()
     await store.close()
   })
@@ -276,7 +315,7 @@ describe('population snapshot and deltas', () => {
     const warn = vi.spyOn(process, 'emitWarning').mockImplementation(() => undefined)
     const g = await f.reopen()
     expect(warn).toHaveBeenCalledWith(expect.stringContaining('population snapshot of partition 0 not used'))
-    expectEqual(g.engine.populations, expected, true)
+    expectEqual(g.engine.populations.of(0), expected, true)
     // The rebuild replaced the partition's snapshot and deltas with a good one.
     expectEqual(await fromSnapshots(g.store, PARTITIONS), expected, true)
     expect(await deltaCount(g.store, [0])).toBe(0)
