@@ -289,6 +289,14 @@ export async function openRuntime(config: Readonly<Config>, options: RuntimeOpti
       },
       'engine ready',
     )
+    const ranked = operators.filter((op) => (op.population?.length ?? 0) > 0).map((op) => op.name)
+    if (ranked.length > 0 && config.engine.populationScope === 'process' && config.sources.some((s) => s.type === 'kafka')) {
+      // Not an error (one process, no crash: exact ranks), but the stable-id promise does not hold for these tags.
+      logger.warn(
+        { operators: ranked, populationScope: 'process' },
+        'population-ranked tags read from Kafka depend on how the consumer interleaves partitions: a replay after a crash or rebalance may re-score them differently. Set engine.populationScope: partition for replay-stable tags',
+      )
+    }
     return {
       engine,
       store,

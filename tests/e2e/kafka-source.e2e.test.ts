@@ -5,7 +5,7 @@ import { describe, expect, it } from 'vitest'
 import type { TagChange } from '../../src/contracts/tag-change.js'
 import { DeadLetterHeaders } from '../../src/sinks/kafka-sinks.js'
 import { encodeNdjsonLine, generateWorkload, type GeneratedRecord } from '../../src/workload/generator.js'
-import { readNdjson, runCli, startCli, writeConfig } from '../support/cli.js'
+import { FOUNDATION_OPERATORS, readNdjson, runCli, startCli, writeConfig } from '../support/cli.js'
 import { endOffsets, produceMessages, readTopic, waitForGroupOffsets, type OutgoingMessage } from '../support/kafka-mock.js'
 import { mockClusterForTests } from '../support/kafka-mock-suite.js'
 
@@ -35,6 +35,12 @@ interface KafkaSetup {
   readonly dataDir: string
 }
 
+/**
+ * RFM among the operators, ranked within each partition: then how the consumer interleaves the
+ * partitions cannot change a tag, and the output topic must equal a file replay, re-scored tags included.
+ */
+const RANKED_PER_PARTITION = { engine: { partitions: 4, populationScope: 'partition' }, operators: [...FOUNDATION_OPERATORS, { name: 'rfm', type: 'rfm' }] }
+
 describe('Kafka source: consumer group in, tag changes and dead letters out (librdkafka mock cluster)', () => {
   const mock = mockClusterForTests()
 
@@ -50,7 +56,8 @@ describe('Kafka source: consumer group in, tag changes and dead letters out (lib
         tagChanges: [{ type: 'kafka', brokers: mock.bootstrap, topic: output }],
         deadLetter: { type: 'kafka', brokers: mock.bootstrap, topic: dead },
       },
-      engine: { partitions: 4, commitIntervalMs: 100 },
+      engine: { ...RANKED_PER_PARTITION.engine, commitIntervalMs: 100 },
+      operators: RANKED_PER_PARTITION.operators,
       // Pure event time, as a replay: the comparison must not depend on the wall clock.
       time: { idleAdvanceMs: 0 },
     })
@@ -69,6 +76,7 @@ describe('Kafka source: consumer group in, tag changes and dead letters out (lib
     const r = await run.done
     expect(r.code, r.stderr).toBe(0)
     expect(r.stderr).toContain('stopped cleanly')
+    expect(r.stderr).not.toContain('Set engine.populationScope')
     return r.stderr
   }
 
@@ -77,7 +85,7 @@ describe('Kafka source: consumer group in, tag changes and dead letters out (lib
     const dir = mkdtempSync(join(tmpdir(), 'ts-kreplay-'))
     const file = join(dir, 'events.ndjson')
     writeFileSync(file, Buffer.concat(records.map(encodeNdjsonLine)))
-    const files = writeConfig({ engine: { partitions: 4 } }, dir)
+    const files = writeConfig(RANKED_PER_PARTITION, dir)
     const r = await runCli(['replay', file, '--config', files.configPath])
     expect(r.code, r.stderr).toBe(0)
     const p = await runCli(['profile', '--all', '--config', files.configPath])
@@ -101,6 +109,7 @@ describe('Kafka source: consumer group in, tag changes and dead letters out (lib
     const got = messages.map((m) => stable(JSON.parse(String(m.value)) as TagChange))
     expect(expected.changes.length).toBeGreaterThan(1500)
     expect(got.sort()).toEqual(expected.changes.map(stable).sort())
+    expect(expected.changes.filter((c) => c.tag === 'rfm_segment' && c.cause.kind === 'rescore').length).toBeGreaterThan(100)
 
     // The state equals the replay's, user by user.
     const profiles = await runCli(['profile', '--all', '--config', k.configPath])
@@ -191,10 +200,12 @@ describe('Kafka source: consumer group in, tag changes and dead letters out (lib
     expect(refused.stderr).toMatch(new RegExp(`${k.input}\\[\\d\\] must start at offset 0 but its oldest retained record is [1-9]`))
     expect(refused.stderr).toContain('"code":"TS_ERR_SOURCE_FAILED"')
 
-    // Told to accept the gap, it starts at the oldest retained record and reads to the end.
+    // Told to accept the gap, it starts at the oldest retained record and reads to the end. (With
+    // RFM ranked across the partitions, the default scope, it warns at start that such tags are not replay-stable.)
     const { configPath } = writeConfig({
       sources: [{ name: 'events', type: 'kafka', brokers: mock.bootstrap, groupId: k.groupId, topics: [{ topic: k.input }], sessionTimeoutMs: 3000, heartbeatIntervalMs: 300, allowMissingHistory: true }],
       engine: { partitions: 4, commitIntervalMs: 100 },
+      operators: RANKED_PER_PARTITION.operators,
     })
     const run = startCli(['run', '--config', configPath])
     try {
@@ -205,5 +216,6 @@ describe('Kafka source: consumer group in, tag changes and dead letters out (lib
     const r = await run.done
     expect(r.code, r.stderr).toBe(0)
     expect(r.stderr).toMatch(/skips offsets 0\.\.\d+ \(no longer retained; allowMissingHistory\)/)
+    expect(r.stderr).toContain('Set engine.populationScope: partition for replay-stable tags')
   }, 60_000)
 })
