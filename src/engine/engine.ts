@@ -298,6 +298,8 @@ interface PageSet {
 interface Sweep {
   readonly at: number
   readonly populations: Populations
+  /** `populationScope` partition: the stored population delta that `populations` is as of (see `PopulationLog.cutForSweep`). */
+  readonly populationSeq?: number
   /** The last user key the background pass has done (undefined: not started). */
   cursor: string | undefined
   /** Where the pass started; it wraps around the key space and stops there (a superseded sweep's position). */
@@ -683,11 +685,14 @@ export class Engine {
 
   /** Loads the partitions' clocks, counts, interrupted sweeps and population statistics from the store. */
   private async restorePartitions(partitions: readonly number[]): Promise<void> {
+    // Interrupted sweeps whose population is stored as of their instant: compactions must not fold it away.
+    const sweepPopulations = new Map<number, number>()
     for (const p of partitions) {
       const clock = await this.store.readClock(p)
       this.tasks.set(p, new PartitionTask(p, clock?.maxTs ?? -Infinity, this.lateness, clock?.users ?? 0))
+      if (clock?.sweepAt !== undefined && clock.sweepPopulationSeq !== undefined) sweepPopulations.set(p, clock.sweepPopulationSeq)
     }
-    await this.populationLog.restore(partitions, this.populations, this.stats)
+    await this.populationLog.restore(partitions, this.populations, this.stats, sweepPopulations)
     for (const p of partitions) await this.ensureProjections(this.task(p))
     // Pages of an earlier run are not trusted (which users were written after them is not known): the next preview has new ones built.
     for (const p of partitions) await clearProjectionPages(this.store.path, p)
@@ -702,9 +707,27 @@ export class Engine {
       const clock = await this.store.readClock(p)
       if (clock?.sweepAt !== undefined && this.sweepMinutes !== undefined) {
         // A sweep interrupted by a stop or a crash resumes where its committed cursor is, against
-        // the population as restored (the one at its instant is gone).
-        task.sweep = { at: clock.sweepAt, populations: this.populations.of(task.partition).snapshot(), cursor: clock.sweepCursor, startKey: undefined, wrapped: false }
-      }
+        // its population as of its instant where the store has it (populationScope partition),
+        // else against the population as restored.
+        const seq = sweepPopulations.get(p)
+        let populations: Populations | undefined
+        if (seq !== undefined && this.populations.shared === undefined) {
+          populations = new Populations()
+          if (!(await this.populationLog.populationAt(p, seq, populations))) {
+            populations = undefined
+            process.emitWarning(`tagstream: the population of partition ${p}'s interrupted sweep is not in the store; it resumes against the current one`)
+          }
+        }
+        if (populations === undefined) this.populationLog.release(p)
+        task.sweep = {
+          at: clock.sweepAt,
+          populations: populations ?? this.populations.of(task.partition).snapshot(),
+          ...(populations === undefined ? {} : { populationSeq: seq }),
+          cursor: clock.sweepCursor,
+          startKey: undefined,
+          wrapped: false,
+        }
+      } else if (sweepPopulations.has(p)) this.populationLog.release(p)
       if (Number.isFinite(task.watermark)) task.nextSweepAt = this.nextSweepAfter(Math.max(task.watermark, clock?.sweepAt ?? -Infinity))
     }
   }
@@ -1465,9 +1488,13 @@ export class Engine {
     let at = from
     for (let next = this.nextSweepAfter(at); next <= upTo; next = this.nextSweepAfter(at)) at = next
     const previous = task.sweep
+    // Scoped to the partition, the population at the instant is also kept in the store (its deltas
+    // up to here), so that a crash before the pass ends resumes it against the same population.
+    const populationSeq = this.populations.shared === undefined && this.hasRankedOperators ? this.populationLog.cutForSweep(task.partition) : undefined
     task.sweep = {
       at,
       populations: this.populations.of(task.partition).snapshot(),
+      ...(populationSeq === undefined ? {} : { populationSeq }),
       cursor: previous?.cursor,
       startKey: previous?.cursor,
       wrapped: false,
@@ -1780,6 +1807,7 @@ export class Engine {
     const sweep = task.sweep as Sweep
     task.sweep = undefined
     task.dirty = true
+    this.populationLog.release(task.partition)
     this.stats.sweepsCompleted++
     if (![...this.tasks.values()].some((t) => t.sweep !== undefined)) this.stats.lastSweepMs = this.wallNow() - this.sweepStartedWallMs
     this.lifecycle?.sweepFinished?.(task.partition, sweep.at)
@@ -2315,6 +2343,7 @@ export class Engine {
       const clock: PartitionClock = { maxTs: task.maxTs, users: task.users, proj: this.projection.id }
       if (task.sweep !== undefined) {
         clock.sweepAt = task.sweep.at
+        if (task.sweep.populationSeq !== undefined) clock.sweepPopulationSeq = task.sweep.populationSeq
         // A pass that has wrapped restarts from the beginning after a restart (harmless: done users are skipped).
         if (!task.sweep.wrapped && task.sweep.cursor !== undefined) clock.sweepCursor = task.sweep.cursor
       }

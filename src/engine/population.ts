@@ -661,8 +661,12 @@ function subtractSorted(from: Float64Array, removed: Float64Array, strict: boole
   return out.subarray(0, k)
 }
 
-/** Reads a partition's snapshot and deltas (one consistent iterator) and applies the deltas. */
-async function readStored(store: Store, layout: ScoredLayout, partition: number): Promise<StoredPopulation | UnusablePopulation> {
+/**
+ * Reads a partition's snapshot and deltas (one consistent iterator) and applies the deltas: all of
+ * them, or those up to `upToSeq` (the population as it was when that delta was cut; unusable when
+ * a compaction has folded later ones into the snapshot).
+ */
+async function readStored(store: Store, layout: ScoredLayout, partition: number, upToSeq = Infinity): Promise<StoredPopulation | UnusablePopulation> {
   const keys: string[] = []
   const chunks: Buffer[] = []
   const deltas: [seq: number, value: Buffer][] = []
@@ -684,6 +688,7 @@ async function readStored(store: Store, layout: ScoredLayout, partition: number)
   const unusable = (reason: string): UnusablePopulation => ({ reason, seq, keys })
   if (head === undefined) return unusable('no snapshot')
   if (head.layout !== layout.id) return unusable('the ranked operators changed')
+  if (head.seq > upToSeq) return unusable(`the snapshot holds deltas after ${upToSeq}`)
   let total = 0
   for (const n of head.columns) total += n
   let bytes = 0
@@ -701,6 +706,7 @@ async function readStored(store: Store, layout: ScoredLayout, partition: number)
   for (const [s, value] of deltas) {
     // A compaction deletes what it folds in the batch that writes the head.
     if (s <= head.seq) return unusable(`delta ${s} is already in the snapshot`)
+    if (s > upToSeq) continue
     const delta = decodeDelta(value, layout.width)
     if (delta === undefined) return unusable(`delta ${s} unreadable`)
     for (let c = 0; c < layout.width; c++) {
@@ -895,8 +901,12 @@ class PartitionLog implements PopulationJournal {
    */
   private readonly landedDeltas = new Map<number, number>()
   private foldedSeq: number
-  private readonly pending: Map<number, number>[]
+  private pending: Map<number, number>[]
   private dirty = false
+  /** Moves cut off from the later ones at a sweep's instant (`cut`), oldest first: each becomes a delta of its own. */
+  private cuts: Map<number, number>[][] = []
+  /** While a sweep of the partition is unfinished: the delta its population is as of; compactions wait. */
+  heldAt: number | undefined
 
   constructor(
     private readonly layout: ScoredLayout,
@@ -906,7 +916,25 @@ class PartitionLog implements PopulationJournal {
     this.snapshotValues = restored.snapshotValues
     this.foldedSeq = restored.foldedSeq
     if (restored.deltaValues > 0) this.landedDeltas.set(restored.seq, restored.deltaValues)
-    this.pending = layout.columns.map(() => new Map())
+    this.pending = this.emptyColumns()
+  }
+
+  private emptyColumns(): Map<number, number>[] {
+    return this.layout.columns.map(() => new Map())
+  }
+
+  /**
+   * The number of the delta up to which the stored deltas give the population as it is now: the
+   * moves so far are cut off into a delta of their own (written by the next commit, before the
+   * moves that follow).
+   */
+  cut(): number {
+    if (this.dirty) {
+      this.cuts.push(this.pending)
+      this.pending = this.emptyColumns()
+      this.dirty = false
+    }
+    return this.seq + this.cuts.length
   }
 
   moved(operator: string, dimension: string, value: number, count: 1 | -1): void {
@@ -939,29 +967,43 @@ class PartitionLog implements PopulationJournal {
   }
 
   get hasPending(): boolean {
-    return this.dirty
+    return this.dirty || this.cuts.length > 0
   }
 
-  /** The pending moves as one delta value (undefined when they cancelled out), and clears them. */
-  drain(): { value: Buffer; values: number } | undefined {
-    this.dirty = false
-    const added: number[][] = []
-    const removed: number[][] = []
-    let values = 0
-    for (const counts of this.pending) {
-      const a: number[] = []
-      const r: number[] = []
-      for (const [v, n] of counts) {
-        if (n > 0) for (let i = 0; i < n; i++) a.push(v)
-        else for (let i = 0; i < -n; i++) r.push(v)
-      }
-      counts.clear()
-      added.push(a)
-      removed.push(r)
-      values += a.length + r.length
+  /**
+   * The pending moves as delta values, and clears them: one per cut, in order (numbered as `cut`
+   * said, so written even when empty), then the moves since, unless they cancelled out.
+   */
+  drain(): { value: Buffer; values: number }[] {
+    const deltas = this.cuts.map((columns) => encodeMoves(columns))
+    this.cuts = []
+    if (this.dirty) {
+      this.dirty = false
+      const rest = encodeMoves(this.pending)
+      if (rest.values > 0) deltas.push(rest)
     }
-    return values === 0 ? undefined : { value: encodeDelta(added, removed), values }
+    return deltas
   }
+}
+
+/** Net moves per column as one delta value (and clears them). */
+function encodeMoves(columns: readonly Map<number, number>[]): { value: Buffer; values: number } {
+  const added: number[][] = []
+  const removed: number[][] = []
+  let values = 0
+  for (const counts of columns) {
+    const a: number[] = []
+    const r: number[] = []
+    for (const [v, n] of counts) {
+      if (n > 0) for (let i = 0; i < n; i++) a.push(v)
+      else for (let i = 0; i < -n; i++) r.push(v)
+    }
+    counts.clear()
+    added.push(a)
+    removed.push(r)
+    values += a.length + r.length
+  }
+  return { value: encodeDelta(added, removed), values }
 }
 
 /** The population deltas of one commit, taken synchronously at its start. */
@@ -989,12 +1031,57 @@ export class PopulationLog {
     this.layout = new ScoredLayout(operators)
   }
 
-  /** Restores the partitions' population statistics into `into` (adding to what it holds). */
-  async restore(partitions: readonly number[], into: Populations | ScopedPopulations, progress?: { usersRestored: number }): Promise<void> {
+  /**
+   * Restores the partitions' population statistics into `into` (adding to what it holds).
+   * `holds`: partitions whose interrupted sweep's population is stored as of a delta (see `cutForSweep`), held from compaction.
+   */
+  async restore(
+    partitions: readonly number[],
+    into: Populations | ScopedPopulations,
+    progress?: { usersRestored: number },
+    holds: ReadonlyMap<number, number> = new Map(),
+  ): Promise<void> {
     await this.idle()
     const restored = await rebuildPopulations(this.store, this.layout, partitions, into, { persist: true, ...(progress !== undefined ? { progress } : {}) })
-    for (const [p, r] of restored) this.partitions.set(p, new PartitionLog(this.layout, r))
+    for (const [p, r] of restored) {
+      const log = new PartitionLog(this.layout, r)
+      log.heldAt = holds.get(p)
+      this.partitions.set(p, log)
+    }
     this.compactIfDue()
+  }
+
+  /**
+   * A sweep of `partition` starts at this instant: returns the number of the delta up to which its
+   * stored snapshot and deltas give the population as it is now, and keeps compactions from folding
+   * later deltas until `release`, so that a sweep interrupted by a crash resumes against the same
+   * population (`populationAt`).
+   */
+  cutForSweep(partition: number): number {
+    const log = this.journal(partition) as PartitionLog
+    const seq = log.cut()
+    log.heldAt = seq
+    return seq
+  }
+
+  /** The partition's sweep has finished: its deltas may be folded again. */
+  release(partition: number): void {
+    const log = this.partitions.get(partition)
+    if (log === undefined || log.heldAt === undefined) return
+    log.heldAt = undefined
+    this.compactIfDue()
+  }
+
+  /**
+   * The partition's population as of delta `seq` (see `cutForSweep`), added to `into`; false when
+   * the store no longer has it (a store written before sweeps cut their deltas, or damaged).
+   */
+  async populationAt(partition: number, seq: number, into: Populations): Promise<boolean> {
+    await this.idle()
+    const stored = await readStored(this.store, this.layout, partition, seq)
+    if (!('columns' in stored)) return false
+    this.layout.columns.forEach((c, i) => into.get(c.operator, c.dimension).addAll(stored.columns[i] as Float64Array))
+    return true
   }
 
   /** Where a partition's population moves are journaled until the next commit takes them. */
@@ -1011,11 +1098,11 @@ export class PopulationLog {
     const logs: [PartitionLog, number, number][] = []
     for (const [p, log] of this.partitions) {
       if (!log.hasPending) continue
-      const delta = log.drain()
-      if (delta === undefined) continue
-      log.seq++
-      ops.push({ type: 'put', key: populationDeltaKey(p, log.seq), value: delta.value })
-      logs.push([log, log.seq, delta.values])
+      for (const delta of log.drain()) {
+        log.seq++
+        ops.push({ type: 'put', key: populationDeltaKey(p, log.seq), value: delta.value })
+        logs.push([log, log.seq, delta.values])
+      }
     }
     return { ops, logs }
   }
@@ -1063,6 +1150,7 @@ export class PopulationLog {
   private compactIfDue(): void {
     if (this.compaction !== undefined || this.failure !== undefined || this.layout.width === 0) return
     for (const [p, log] of this.partitions) {
+      if (log.heldAt !== undefined) continue
       if (log.deltaValues <= Math.max(this.policy.minValues, this.policy.share * log.snapshotValues)) continue
       this.compaction = this.compact(p, log)
         .catch((err: unknown) => {

@@ -44,6 +44,8 @@ export interface PartitionClock {
   sweepAt?: number
   /** The last user key that sweep's pass has done. */
   sweepCursor?: string
+  /** The population delta the sweep's population is as of (`PopulationLog.cutForSweep`), when it is stored. */
+  sweepPopulationSeq?: number
   /** The projection layout the partition's v! values were written with (absent: none kept, rebuilt at open). */
   proj?: string
 }

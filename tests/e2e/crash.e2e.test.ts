@@ -5,7 +5,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { beforeAll, describe, expect, it } from 'vitest'
 import type { TagChange } from '../../src/contracts/tag-change.js'
 import { writeNdjsonFile } from '../../src/workload/generator.js'
-import { assertBuilt, readNdjson, runCli, startCli, writeConfig } from '../support/cli.js'
+import { FOUNDATION_OPERATORS, assertBuilt, readNdjson, runCli, startCli, writeConfig } from '../support/cli.js'
 
 const EVENTS = 200_000
 const KILLS = 6
@@ -29,9 +29,13 @@ describe('crash safety (SIGKILL)', () => {
   })
 
   it(`killed ${KILLS} times at random points, the replay ends with the state and tag changes of an uninterrupted run`, async () => {
-    // Small commits: many commit boundaries for the kills to fall around.
-    const engine = { partitions: 4, commitEvents: 5000, batchSize: 1024 }
-    const reference = writeConfig({ engine })
+    // Small commits: many commit boundaries for the kills to fall around. RFM ranked within each
+    // partition, and sweeps in small chunks, so that commits and kills also fall inside sweeps:
+    // a resumed sweep must rank against the population of its instant (with the population as
+    // restored instead, or with populationScope process, the state differs at the end).
+    const engine = { partitions: 4, commitEvents: 5000, batchSize: 1024, populationScope: 'partition' }
+    const config = { engine, operators: [...FOUNDATION_OPERATORS, { name: 'rfm', type: 'rfm' }], rescore: { chunkUsers: 50 } }
+    const reference = writeConfig(config)
     const started = Date.now()
     const ref = await runCli(['replay', input, '--config', reference.configPath])
     expect(ref.code, ref.stderr).toBe(0)
@@ -41,7 +45,7 @@ describe('crash safety (SIGKILL)', () => {
     const step = sizeOf(join(reference.dataDir, 'tag-changes.ndjson')) / (KILLS + 2)
     expect(step).toBeGreaterThan(0)
 
-    const crashed = writeConfig({ engine })
+    const crashed = writeConfig(config)
     let seed = 12345
     const random = () => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff)
     let kills = 0
@@ -88,6 +92,7 @@ describe('crash safety (SIGKILL)', () => {
     const gotChanges = readNdjson<TagChange>(join(crashed.dataDir, 'tag-changes.ndjson'))
     const refIds = new Set(refChanges.map((c) => c.id))
     expect(refIds.size).toBe(refChanges.length)
+    expect(refChanges.filter((c) => c.tag === 'rfm_segment' && c.cause.kind === 'rescore').length).toBeGreaterThan(1000)
     const gotById = new Map<string, string>()
     let duplicates = 0
     for (const c of gotChanges) {

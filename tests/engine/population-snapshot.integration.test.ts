@@ -299,6 +299,46 @@ describe('population snapshot and deltas', () => {
     await store.close()
   })
 
+  it('a sweep cut: the deltas up to it give the population of that instant, and no compaction folds past it until released', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'ts-popcut-'))
+    const store = await LevelStore.open(join(dir, 'store'))
+    const log = new PopulationLog(store, operators(), EVERY_COMMIT)
+    const pop = new Populations()
+    await log.restore([0], pop)
+    const visits = (from: number | undefined, to: number): void => pop.update('visits', from === undefined ? undefined : { n: from }, { n: to }, log.journal(0))
+    const commit = async (): Promise<void> => {
+      const taken = log.take()
+      await store.commit([...taken.ops], true)
+      log.landed(taken)
+      await log.idle()
+    }
+    for (let n = 1; n <= 5; n++) visits(undefined, n)
+    await commit()
+    expect(await deltaCount(store, [0])).toBe(0) // folded at once (EVERY_COMMIT)
+    visits(5, 50)
+    // The sweep's instant: the moves so far become a delta of their own.
+    const cut = log.cutForSweep(0)
+    const atCut = pop.snapshot()
+    visits(1, 10)
+    visits(undefined, 7)
+    await commit()
+    // Two deltas (to the cut, after it), neither folded while the sweep holds the partition.
+    expect(await deltaCount(store, [0])).toBe(2)
+    const reread = new Populations()
+    expect(await log.populationAt(0, cut, reread)).toBe(true)
+    expectEqual(reread, atCut, true)
+    expectEqual(await fromSnapshots(store, [0]), pop, true)
+    // A second cut with nothing moved since the last commit needs no delta.
+    expect(log.cutForSweep(0)).toBe(cut + 1)
+    log.release(0)
+    await log.idle()
+    expect(await deltaCount(store, [0])).toBe(0)
+    // Folded: the population of the cut is gone from the store.
+    expect(await log.populationAt(0, cut, new Populations())).toBe(false)
+    expectEqual(await fromSnapshots(store, [0]), pop, true)
+    await store.close()
+  })
+
   it('are rebuilt from the records when the deltas disagree with the snapshot', async () => {
     const f = await createFixture(operators(), SMALL_COMMITS, { populationCompaction: NEVER })
     f.source.push(...stream(0, 400))
