@@ -85,18 +85,9 @@ function writeEvents(path: string): number {
  */
 function referenceScores(rows: readonly Reference[]): Map<string, { r: number; f: number; m: number }> {
   const scorer = (values: readonly number[]) => {
-    const sorted = [...values].sort((a, b) => a - b)
-    const rank = (v: number) => {
-      let lo = 0
-      let hi = sorted.length
-      while (lo < hi) {
-        const mid = (lo + hi) >> 1
-        if ((sorted[mid] as number) < v) lo = mid + 1
-        else hi = mid
-      }
-      return lo + 1
-    }
-    const maxRank = rank(sorted.at(-1) as number)
+    // Plainly counted, not the engine's order-statistic structure: a few thousand values.
+    const rank = (v: number) => 1 + values.filter((x) => x < v).length
+    const maxRank = rank(Math.max(...values))
     return (v: number) => (maxRank <= 1 ? 3 : Math.max(1, Math.ceil((5 * (rank(v) - 1)) / (maxRank - 1))))
   }
   const r = scorer(rows.map((x) => x.recency))
