@@ -37,6 +37,10 @@ describe('Kafka source rebalance between two processes (librdkafka mock cluster)
     await mock?.stop()
   })
 
+  // RFM ranked within each partition: what a partition's users are tagged with cannot depend on
+  // which member owned the other partitions, so two members together equal one replay.
+  const RANKED = [...FOUNDATION_OPERATORS, { name: 'rfm', type: 'rfm' }]
+
   it('a second member takes half of the partitions: the first commits and forgets them, the second rebuilds them from the topic', async () => {
     const records = [...generateWorkload({ seed: 21, users: 400, events: 8000, days: 20, invalidRatio: 0.002 })]
     const suffix = `rebalance-${Date.now().toString(36)}`
@@ -48,8 +52,8 @@ describe('Kafka source rebalance between two processes (librdkafka mock cluster)
       const raw = {
         dataDir: join(dir, 'data'),
         timeZone: 'UTC',
-        operators: FOUNDATION_OPERATORS,
-        engine: { partitions: 4, commitIntervalMs: 100 },
+        operators: RANKED,
+        engine: { partitions: 4, commitIntervalMs: 100, populationScope: 'partition' },
         time: { idleAdvanceMs: 0 },
         sources: [{ name: 'events', type: 'kafka', brokers: mock.bootstrap, groupId, topics: [{ topic: input }], sessionTimeoutMs: 3000, heartbeatIntervalMs: 300 }],
         sinks: { tagChanges: [{ type: 'kafka', brokers: mock.bootstrap, topic: output }] },
@@ -64,7 +68,7 @@ describe('Kafka source rebalance between two processes (librdkafka mock cluster)
     const dir = mkdtempSync(join(tmpdir(), 'ts-rebalance-ref-'))
     const file = join(dir, 'events.ndjson')
     writeFileSync(file, Buffer.concat(records.map(encodeNdjsonLine)))
-    const reference = writeConfig({ engine: { partitions: 4 } }, dir)
+    const reference = writeConfig({ engine: { partitions: 4, populationScope: 'partition' }, operators: RANKED }, dir)
     const referenceRun = runCli(['replay', file, '--config', reference.configPath])
 
     // Member A alone reads the first half.
@@ -148,5 +152,6 @@ describe('Kafka source rebalance between two processes (librdkafka mock cluster)
     }
     expect(got.size).toBe(expected.length)
     for (const c of expected) expect(got.get(c.id)).toBe(strip(c))
+    expect(expected.filter((c) => c.tag === 'rfm_segment' && c.cause.kind === 'rescore').length).toBeGreaterThan(100)
   }, 180_000)
 })
