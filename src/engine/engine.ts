@@ -58,7 +58,7 @@ import {
   type RuleResult,
 } from '../tags/rules.js'
 import { partitionFor } from './partitioner.js'
-import { type CompactionPolicy, PopulationLog, Populations, ScopedPopulations, type SharedPopulations } from './population.js'
+import { type CompactionPolicy, PopulationLog, Populations, ScopedPopulations, type SharedPopulations, type SweepCut } from './population.js'
 import { ProjectionLayout, ProjectionReader, projectedViewBuilder, type EncodedProjection } from './projection.js'
 import { SweepDecider, type DecisionLane } from './sweep-decider.js'
 import type { SweepChunk, SweepJob, SweepScan } from './sweep-scan.js'
@@ -298,8 +298,8 @@ interface PageSet {
 interface Sweep {
   readonly at: number
   readonly populations: Populations
-  /** `populationScope` partition: the stored population delta that `populations` is as of (see `PopulationLog.cutForSweep`). */
-  readonly populationSeq?: number
+  /** Where `populations` was cut from the stored population deltas (see `PopulationLog.cutForSweep`): what a restart resumes the sweep against. */
+  readonly populationCut?: SweepCut
   /** The last user key the background pass has done (undefined: not started). */
   cursor: string | undefined
   /** Where the pass started; it wraps around the key space and stops there (a superseded sweep's position). */
@@ -686,11 +686,11 @@ export class Engine {
   /** Loads the partitions' clocks, counts, interrupted sweeps and population statistics from the store. */
   private async restorePartitions(partitions: readonly number[]): Promise<void> {
     // Interrupted sweeps whose population is stored as of their instant: compactions must not fold it away.
-    const sweepPopulations = new Map<number, number>()
+    const sweepPopulations = new Map<number, SweepCut>()
     for (const p of partitions) {
       const clock = await this.store.readClock(p)
       this.tasks.set(p, new PartitionTask(p, clock?.maxTs ?? -Infinity, this.lateness, clock?.users ?? 0))
-      if (clock?.sweepAt !== undefined && clock.sweepPopulationSeq !== undefined) sweepPopulations.set(p, clock.sweepPopulationSeq)
+      if (clock?.sweepAt !== undefined && clock.sweepPopulation !== undefined) sweepPopulations.set(p, clock.sweepPopulation)
     }
     await this.populationLog.restore(partitions, this.populations, this.stats, sweepPopulations)
     for (const p of partitions) await this.ensureProjections(this.task(p))
@@ -707,13 +707,14 @@ export class Engine {
       const clock = await this.store.readClock(p)
       if (clock?.sweepAt !== undefined && this.sweepMinutes !== undefined) {
         // A sweep interrupted by a stop or a crash resumes where its committed cursor is, against
-        // its population as of its instant where the store has it (populationScope partition),
-        // else against the population as restored.
-        const seq = sweepPopulations.get(p)
+        // its population as of its instant, from the stored deltas it cut; where the store no
+        // longer has them (partitions this process no longer holds, an older store), against the
+        // population as restored.
+        const cut = sweepPopulations.get(p)
         let populations: Populations | undefined
-        if (seq !== undefined && this.populations.shared === undefined) {
+        if (cut !== undefined) {
           populations = new Populations()
-          if (!(await this.populationLog.populationAt(p, seq, populations))) {
+          if (!(await this.populationLog.populationAt(cut, populations))) {
             populations = undefined
             process.emitWarning(`tagstream: the population of partition ${p}'s interrupted sweep is not in the store; it resumes against the current one`)
           }
@@ -722,7 +723,7 @@ export class Engine {
         task.sweep = {
           at: clock.sweepAt,
           populations: populations ?? this.populations.of(task.partition).snapshot(),
-          ...(populations === undefined ? {} : { populationSeq: seq }),
+          ...(populations === undefined ? {} : { populationCut: cut }),
           cursor: clock.sweepCursor,
           startKey: undefined,
           wrapped: false,
@@ -1488,13 +1489,15 @@ export class Engine {
     let at = from
     for (let next = this.nextSweepAfter(at); next <= upTo; next = this.nextSweepAfter(at)) at = next
     const previous = task.sweep
-    // Scoped to the partition, the population at the instant is also kept in the store (its deltas
-    // up to here), so that a crash before the pass ends resumes it against the same population.
-    const populationSeq = this.populations.shared === undefined && this.hasRankedOperators ? this.populationLog.cutForSweep(task.partition) : undefined
+    // The population at the instant is also kept in the store (the deltas up to here of every
+    // partition it spans), so that a crash before the pass ends resumes it against the same one.
+    const populationCut = this.hasRankedOperators
+      ? this.populationLog.cutForSweep(task.partition, this.populations.shared === undefined ? [task.partition] : this.tasks.keys())
+      : undefined
     task.sweep = {
       at,
       populations: this.populations.of(task.partition).snapshot(),
-      ...(populationSeq === undefined ? {} : { populationSeq }),
+      ...(populationCut === undefined ? {} : { populationCut }),
       cursor: previous?.cursor,
       startKey: previous?.cursor,
       wrapped: false,
@@ -2343,7 +2346,7 @@ export class Engine {
       const clock: PartitionClock = { maxTs: task.maxTs, users: task.users, proj: this.projection.id }
       if (task.sweep !== undefined) {
         clock.sweepAt = task.sweep.at
-        if (task.sweep.populationSeq !== undefined) clock.sweepPopulationSeq = task.sweep.populationSeq
+        if (task.sweep.populationCut !== undefined) clock.sweepPopulation = task.sweep.populationCut
         // A pass that has wrapped restarts from the beginning after a restart (harmless: done users are skipped).
         if (!task.sweep.wrapped && task.sweep.cursor !== undefined) clock.sweepCursor = task.sweep.cursor
       }

@@ -905,8 +905,8 @@ class PartitionLog implements PopulationJournal {
   private dirty = false
   /** Moves cut off from the later ones at a sweep's instant (`cut`), oldest first: each becomes a delta of its own. */
   private cuts: Map<number, number>[][] = []
-  /** While a sweep of the partition is unfinished: the delta its population is as of; compactions wait. */
-  heldAt: number | undefined
+  /** The partitions whose unfinished sweep ranks against a population cut from this one's deltas: compactions wait. */
+  readonly heldBy = new Set<number>()
 
   constructor(
     private readonly layout: ScoredLayout,
@@ -1006,6 +1006,9 @@ function encodeMoves(columns: readonly Map<number, number>[]): { value: Buffer; 
   return { value: encodeDelta(added, removed), values }
 }
 
+/** Where a sweep's population was cut: for each partition it ranks against, the delta its population is as of. */
+export type SweepCut = readonly (readonly [partition: number, seq: number])[]
+
 /** The population deltas of one commit, taken synchronously at its start. */
 export interface TakenPopulationDeltas {
   readonly ops: readonly WriteOp[]
@@ -1033,54 +1036,59 @@ export class PopulationLog {
 
   /**
    * Restores the partitions' population statistics into `into` (adding to what it holds).
-   * `holds`: partitions whose interrupted sweep's population is stored as of a delta (see `cutForSweep`), held from compaction.
+   * `holds`: the cuts of interrupted sweeps, by sweeping partition (see `cutForSweep`): the partitions they cut stay held from compaction.
    */
   async restore(
     partitions: readonly number[],
     into: Populations | ScopedPopulations,
     progress?: { usersRestored: number },
-    holds: ReadonlyMap<number, number> = new Map(),
+    holds: ReadonlyMap<number, SweepCut> = new Map(),
   ): Promise<void> {
     await this.idle()
     const restored = await rebuildPopulations(this.store, this.layout, partitions, into, { persist: true, ...(progress !== undefined ? { progress } : {}) })
-    for (const [p, r] of restored) {
-      const log = new PartitionLog(this.layout, r)
-      log.heldAt = holds.get(p)
-      this.partitions.set(p, log)
+    for (const [p, r] of restored) this.partitions.set(p, new PartitionLog(this.layout, r))
+    for (const [sweeping, cut] of holds) for (const [p] of cut) this.partitions.get(p)?.heldBy.add(sweeping)
+    this.compactIfDue()
+  }
+
+  /**
+   * A sweep of partition `sweeping` starts at this instant, ranking against the population of
+   * `partitions` (its own, or every partition of the process): returns, for each, the number of
+   * the delta up to which its stored snapshot and deltas give its population as it is now, and
+   * keeps compactions from folding later deltas until `release`, so that a sweep interrupted by a
+   * crash resumes against the same population (`populationAt`).
+   */
+  cutForSweep(sweeping: number, partitions: Iterable<number>): SweepCut {
+    const cut: [number, number][] = []
+    for (const p of partitions) {
+      const log = this.journal(p) as PartitionLog
+      cut.push([p, log.cut()])
+      log.heldBy.add(sweeping)
     }
-    this.compactIfDue()
+    return cut
+  }
+
+  /** The sweep of partition `sweeping` has finished (or will not use its cut): the deltas it held may be folded again. */
+  release(sweeping: number): void {
+    let released = false
+    for (const log of this.partitions.values()) released = log.heldBy.delete(sweeping) || released
+    if (released) this.compactIfDue()
   }
 
   /**
-   * A sweep of `partition` starts at this instant: returns the number of the delta up to which its
-   * stored snapshot and deltas give the population as it is now, and keeps compactions from folding
-   * later deltas until `release`, so that a sweep interrupted by a crash resumes against the same
-   * population (`populationAt`).
+   * The population of a sweep's cut (see `cutForSweep`), added to `into`; false when the store no
+   * longer has it all (a partition not held here, a store written before sweeps cut their deltas).
    */
-  cutForSweep(partition: number): number {
-    const log = this.journal(partition) as PartitionLog
-    const seq = log.cut()
-    log.heldAt = seq
-    return seq
-  }
-
-  /** The partition's sweep has finished: its deltas may be folded again. */
-  release(partition: number): void {
-    const log = this.partitions.get(partition)
-    if (log === undefined || log.heldAt === undefined) return
-    log.heldAt = undefined
-    this.compactIfDue()
-  }
-
-  /**
-   * The partition's population as of delta `seq` (see `cutForSweep`), added to `into`; false when
-   * the store no longer has it (a store written before sweeps cut their deltas, or damaged).
-   */
-  async populationAt(partition: number, seq: number, into: Populations): Promise<boolean> {
+  async populationAt(cut: SweepCut, into: Populations): Promise<boolean> {
     await this.idle()
-    const stored = await readStored(this.store, this.layout, partition, seq)
-    if (!('columns' in stored)) return false
-    this.layout.columns.forEach((c, i) => into.get(c.operator, c.dimension).addAll(stored.columns[i] as Float64Array))
+    const parts: Float64Array[][] = []
+    for (const [p, seq] of cut) {
+      if (!this.partitions.has(p)) return false
+      const stored = await readStored(this.store, this.layout, p, seq)
+      if (!('columns' in stored)) return false
+      parts.push(stored.columns)
+    }
+    this.layout.columns.forEach((c, i) => into.get(c.operator, c.dimension).addAll(mergeAll(parts.map((columns) => columns[i] as Float64Array))))
     return true
   }
 
@@ -1150,7 +1158,7 @@ export class PopulationLog {
   private compactIfDue(): void {
     if (this.compaction !== undefined || this.failure !== undefined || this.layout.width === 0) return
     for (const [p, log] of this.partitions) {
-      if (log.heldAt !== undefined) continue
+      if (log.heldBy.size > 0) continue
       if (log.deltaValues <= Math.max(this.policy.minValues, this.policy.share * log.snapshotValues)) continue
       this.compaction = this.compact(p, log)
         .catch((err: unknown) => {

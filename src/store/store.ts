@@ -44,8 +44,8 @@ export interface PartitionClock {
   sweepAt?: number
   /** The last user key that sweep's pass has done. */
   sweepCursor?: string
-  /** The population delta the sweep's population is as of (`PopulationLog.cutForSweep`), when it is stored. */
-  sweepPopulationSeq?: number
+  /** Where the sweep's population was cut from the stored deltas: [partition, delta number] pairs (`PopulationLog.cutForSweep`). */
+  sweepPopulation?: readonly (readonly [partition: number, seq: number])[]
   /** The projection layout the partition's v! values were written with (absent: none kept, rebuilt at open). */
   proj?: string
 }

@@ -29,11 +29,12 @@ describe('crash safety (SIGKILL)', () => {
   })
 
   it(`killed ${KILLS} times at random points, the replay ends with the state and tag changes of an uninterrupted run`, async () => {
-    // Small commits: many commit boundaries for the kills to fall around. RFM ranked within each
-    // partition, and sweeps in small chunks, so that commits and kills also fall inside sweeps:
-    // a resumed sweep must rank against the population of its instant (with the population as
-    // restored instead, or with populationScope process, the state differs at the end).
-    const engine = { partitions: 4, commitEvents: 5000, batchSize: 1024, populationScope: 'partition' }
+    // Small commits: many commit boundaries for the kills to fall around. RFM ranked among every
+    // partition (the default scope), and sweeps in small chunks, so that commits and kills also
+    // fall inside sweeps: a resumed sweep must rank against the population of its instant, cut
+    // from every partition's stored deltas (against the population as restored, the state differs
+    // at the end; the same holds with populationScope partition).
+    const engine = { partitions: 4, commitEvents: 5000, batchSize: 1024 }
     const config = { engine, operators: [...FOUNDATION_OPERATORS, { name: 'rfm', type: 'rfm' }], rescore: { chunkUsers: 50 } }
     const reference = writeConfig(config)
     const started = Date.now()

@@ -303,39 +303,41 @@ describe('population snapshot and deltas', () => {
     const dir = mkdtempSync(join(tmpdir(), 'ts-popcut-'))
     const store = await LevelStore.open(join(dir, 'store'))
     const log = new PopulationLog(store, operators(), EVERY_COMMIT)
+    // One population over two partitions (populationScope process): a sweep of 0 cuts both.
     const pop = new Populations()
-    await log.restore([0], pop)
-    const visits = (from: number | undefined, to: number): void => pop.update('visits', from === undefined ? undefined : { n: from }, { n: to }, log.journal(0))
+    await log.restore([0, 1], pop)
+    const visits = (from: number | undefined, to: number, p = 0): void => pop.update('visits', from === undefined ? undefined : { n: from }, { n: to }, log.journal(p))
     const commit = async (): Promise<void> => {
       const taken = log.take()
       await store.commit([...taken.ops], true)
       log.landed(taken)
       await log.idle()
     }
-    for (let n = 1; n <= 5; n++) visits(undefined, n)
+    for (let n = 1; n <= 5; n++) visits(undefined, n, n % 2)
     await commit()
-    expect(await deltaCount(store, [0])).toBe(0) // folded at once (EVERY_COMMIT)
-    visits(5, 50)
-    // The sweep's instant: the moves so far become a delta of their own.
-    const cut = log.cutForSweep(0)
+    expect(await deltaCount(store, [0, 1])).toBe(0) // folded at once (EVERY_COMMIT)
+    visits(5, 50, 1)
+    // The sweep's instant: the moves so far become a delta of their own (partition 1 moved).
+    const cut = log.cutForSweep(0, [0, 1])
     const atCut = pop.snapshot()
-    visits(1, 10)
-    visits(undefined, 7)
+    visits(1, 10, 1)
+    visits(undefined, 7, 0)
     await commit()
-    // Two deltas (to the cut, after it), neither folded while the sweep holds the partition.
-    expect(await deltaCount(store, [0])).toBe(2)
+    // Partition 1: the delta to the cut and the one after it; partition 0: the one after. None
+    // folded while the sweep holds them.
+    expect(await deltaCount(store, [0, 1])).toBe(3)
     const reread = new Populations()
-    expect(await log.populationAt(0, cut, reread)).toBe(true)
+    expect(await log.populationAt(cut, reread)).toBe(true)
     expectEqual(reread, atCut, true)
-    expectEqual(await fromSnapshots(store, [0]), pop, true)
+    expectEqual(await fromSnapshots(store, [0, 1]), pop, true)
     // A second cut with nothing moved since the last commit needs no delta.
-    expect(log.cutForSweep(0)).toBe(cut + 1)
+    expect(log.cutForSweep(0, [0, 1])).toEqual(cut.map(([p, seq]) => [p, seq + 1]))
     log.release(0)
     await log.idle()
-    expect(await deltaCount(store, [0])).toBe(0)
+    expect(await deltaCount(store, [0, 1])).toBe(0)
     // Folded: the population of the cut is gone from the store.
-    expect(await log.populationAt(0, cut, new Populations())).toBe(false)
-    expectEqual(await fromSnapshots(store, [0]), pop, true)
+    expect(await log.populationAt(cut, new Populations())).toBe(false)
+    expectEqual(await fromSnapshots(store, [0, 1]), pop, true)
     await store.close()
   })
 
