@@ -773,6 +773,8 @@ export class Engine {
   /** Forgets committed partitions: what is in memory for them equals the store, which keeps it. */
   private async dropPartitions(partitions: readonly number[]): Promise<void> {
     const dropped = new Set(partitions)
+    // Their sweeps, if any, go with them: the deltas they held from compaction may be folded.
+    for (const p of partitions) this.populationLog.release(p)
     await this.populationLog.forget(partitions, this.populations)
     const partitionOf = (key: string): number => Number.parseInt(key.slice(1, 5), 16)
     for (const key of this.cache.keys()) if (dropped.has(partitionOf(key))) this.cache.delete(key)
