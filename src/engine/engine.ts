@@ -716,7 +716,7 @@ export class Engine {
           populations = new Populations()
           if (!(await this.populationLog.populationAt(cut, populations))) {
             populations = undefined
-            process.emitWarning(`tagstream: the population of partition ${p}'s interrupted sweep is not in the store; it resumes against the current one`)
+            process.emitWarning(`tagstream: the population of partition ${p}'s interrupted sweep cannot be rebuilt (a partition it ranked against is not held here, or its deltas were folded); it resumes against the current one`)
           }
         }
         if (populations === undefined) this.populationLog.release(p)
