@@ -719,7 +719,6 @@ export class Engine {
             process.emitWarning(`tagstream: the population of partition ${p}'s interrupted sweep cannot be rebuilt (a partition it ranked against is not held here, or its deltas were folded); it resumes against the current one`)
           }
         }
-        if (populations === undefined) this.populationLog.release(p)
         task.sweep = {
           at: clock.sweepAt,
           populations: populations ?? this.populations.of(task.partition).snapshot(),
@@ -728,7 +727,9 @@ export class Engine {
           startKey: undefined,
           wrapped: false,
         }
-      } else if (sweepPopulations.has(p)) this.populationLog.release(p)
+      }
+      // A cut that no resumed sweep ranks against holds nothing (a no-op when there is none).
+      if (task.sweep?.populationCut === undefined) this.populationLog.release(p)
       if (Number.isFinite(task.watermark)) task.nextSweepAt = this.nextSweepAfter(Math.max(task.watermark, clock?.sweepAt ?? -Infinity))
     }
   }
